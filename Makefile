@@ -1,0 +1,41 @@
+# slo-stream: `make test` and `make demo` work on a fresh machine (they create .venv and install everything).
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install test lint unit integration demo bench bench-quick generate clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[embedded,dev]'
+	touch $@
+
+# Everything CI runs: lint, the import contract, unit and integration tests.
+test: install lint
+	$(PY) -m pytest -q
+
+lint: install
+	$(BIN)/ruff check streams tests bench
+	$(BIN)/mypy streams/core
+	$(BIN)/lint-imports
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+integration: install
+	$(PY) -m pytest -q tests/integration
+
+demo: install
+	$(BIN)/slo-stream demo
+
+bench: install
+	$(PY) -m bench.run
+
+bench-quick: install
+	$(PY) -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Thin adapters around the pure core: Kafka/Faust, the embedded broker, files, HTTP."""

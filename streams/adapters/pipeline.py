@@ -1,0 +1,214 @@
+"""The Faust side of the spine: the state table, the ingest-and-evaluate agent, the staleness timer.
+
+All decisions are the core's (:class:`streams.core.engine.Engine`); this module moves bytes between
+Kafka and the engine, in the order that makes a crash harmless (see the engine's module doc):
+process -> deliver alerts -> commit state -> dead letters and statuses; Faust flushes the producer
+before it commits source offsets, so nothing is acknowledged before it is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+
+from streams.core.engine import BatchResult, Engine, EngineConfig
+from streams.core.model import Slo
+from streams.core.records import Rejected
+from streams.settings import Settings
+
+log = logging.getLogger("slo_stream.pipeline")
+
+DEAD_LETTER_VALUE_PREFIX = 64 * 1024
+
+
+class StateTable(faust.Table):  # type: ignore[misc]
+    """A table whose writes go to the changelog partition of the source partition being processed.
+
+    Faust picks the changelog partition from the "current event"; the ingest agent works on batches
+    grouped by partition, so it names the partition explicitly around its writes.
+    """
+
+    write_partition: int | None = None
+
+    def partition_for_key(self, key: Any) -> int | None:
+        if self.write_partition is None:
+            raise RuntimeError("state table written outside a partition batch")
+        return self.write_partition
+
+
+class Pipeline:
+    """Wires an Engine into a faust.App. Create it before the worker starts."""
+
+    def __init__(self, app: faust.App, settings: Settings, slos: list[Slo]) -> None:
+        self.app = app
+        self.settings = settings
+        self.table = StateTable(
+            app,
+            name="state",
+            default=None,
+            beacon=app.tables.beacon,
+            partitions=settings.partitions,
+            key_serializer="json",
+            value_serializer="raw",
+            help="slo-stream counters, alert tracks and partition watermarks",
+        )
+        app.tables.add(self.table)
+        self.engine = Engine(
+            slos,
+            self.table,
+            EngineConfig(
+                step_s=settings.step_s,
+                allowed_lateness_s=settings.allowed_lateness_s,
+                max_future_s=settings.max_future_s,
+                max_series_per_slo=settings.max_series_per_slo,
+            ),
+        )
+        self.playback = app.topic(settings.topic_playback, key_type=bytes, value_type=bytes,
+                                  key_serializer="raw", value_serializer="raw")
+        self.alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
+        self.status = app.topic(settings.topic_status, key_serializer="raw", value_serializer="raw")
+        self.dead_letter = app.topic(settings.topic_dead_letter, key_serializer="raw", value_serializer="raw")
+        self.stats: dict[str, int] = defaultdict(int)
+        self.last_batch_wall: dict[int, float] = {}
+        self._stale_marked: set[int] = set()
+        self.table.on_recover(self._on_recover)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.agent(self.playback, name="ingest")(self._ingest)
+        app.timer(interval=max(1.0, settings.stale_after_s / 4), name="staleness")(self._staleness)
+        app.timer(interval=10.0, name="progress")(self._progress)
+
+    # ---- partitions ---------------------------------------------------------------------------
+
+    def _owned(self) -> set[int]:
+        topic = self.settings.topic_playback
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+    async def _on_recover(self) -> None:
+        owned = self._owned()
+        new = owned - self.engine.assigned()
+        if new:
+            self.engine.assign(new)
+            log.info("recovered state for partitions %s: %d series", sorted(new),
+                     self.engine.counters.series_count())
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        parts = {tp.partition for tp in revoked if tp.topic == self.settings.topic_playback}
+        if parts:
+            self.engine.revoke(parts)
+            log.info("released partitions %s", sorted(parts))
+
+    # ---- the hot path -------------------------------------------------------------------------
+
+    async def _ingest(self, stream: faust.StreamT) -> None:
+        s = self.settings
+        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+            by_partition: dict[int, list[tuple[bytes | None, bytes | None, int]]] = defaultdict(list)
+            for ev in events:
+                m = ev.message
+                by_partition[m.partition].append((m.key, m.value, m.offset))
+            for partition, messages in sorted(by_partition.items()):
+                await self._process(partition, messages)
+
+    async def _process(self, partition: int, messages: list[tuple[bytes | None, bytes | None, int]]) -> None:
+        engine = self.engine
+        if partition not in engine.assigned():
+            engine.assign({partition})
+        now = time.time()
+        res = engine.process(partition, messages, now=now)
+        # 1. Deliver alert transitions before the state that records them (at-least-once, never lost).
+        if res.alerts:
+            futures = [
+                await self.alerts.send(key=a.dedup_key.encode(), value=orjson.dumps(a.to_json()))
+                for a in res.alerts
+            ]
+            await asyncio.gather(*futures)
+            for a in res.alerts:
+                log.warning("ALERT %s %s %s %s burn=%s budget_left=%.4f", a.state, a.severity, a.slo,
+                            dict(a.dimensions), a.condition, a.error_budget_remaining)
+        # 2. State: tracks, counters, then the partition meta record.
+        self.table.write_partition = partition
+        try:
+            engine.commit(res)
+        finally:
+            self.table.write_partition = None
+        # 3. Dead letters and the latest status per series.
+        if res.rejected:
+            originals = {off: value for _, value, off in messages}
+            for rej in res.rejected:
+                await self.dead_letter.send(
+                    key=f"{self.settings.topic_playback}/{partition}/{rej.offset}".encode(),
+                    value=dead_letter_value(rej, topic=self.settings.topic_playback, partition=partition,
+                                            original=originals.get(rej.offset)),
+                )
+        for ev in res.statuses.values():
+            await self.status.send(key=ev.series.encode(),
+                                   value=orjson.dumps(engine.status_record(ev, now=now)))
+        self.last_batch_wall[partition] = now
+        self._stale_marked.discard(partition)
+        st = self.stats
+        st["messages"] += len(messages)
+        st["records"] += res.records
+        st["rejected"] += len(res.rejected)
+        st["alerts"] += len(res.alerts)
+        st["evaluations"] += res.evaluations
+        for reason, n in res.rejected_by_reason().items():
+            st[f"rejected.{reason}"] += n
+
+    # ---- wall-clock timers ----------------------------------------------------------------------
+
+    async def _staleness(self) -> None:
+        """Traffic stopped: say so on slo.status (event time cannot advance without events)."""
+        now = time.time()
+        for p in sorted(self.engine.assigned()):
+            last = self.last_batch_wall.get(p)
+            if last is None or now - last < self.settings.stale_after_s or p in self._stale_marked:
+                continue
+            self._stale_marked.add(p)
+            n = 0
+            for series in self.engine.counters.series(p):
+                ev = self.engine.last_status.get(series)
+                if ev is None:
+                    continue
+                body = self.engine.status_record(ev, now=now)
+                body["stale"] = True
+                body["stale_reason"] = f"no records on partition {p} for {now - last:.0f}s"
+                await self.status.send(key=series.encode(), value=orjson.dumps(body))
+                n += 1
+            log.warning("partition %d: no records for %.0fs; %d series marked stale", p, now - last, n)
+
+    async def _progress(self) -> None:
+        st = self.stats
+        if st["messages"]:
+            log.info("progress: %d messages, %d records, %d rejected, %d evaluations, %d alerts, %d series",
+                     st["messages"], st["records"], st["rejected"], st["evaluations"], st["alerts"],
+                     self.engine.counters.series_count())
+
+
+def dead_letter_value(rej: Rejected, *, topic: str, partition: int, original: bytes | None) -> bytes:
+    """The dead-letter record: reason, source position, and the original bytes (a prefix if huge)."""
+    body: dict[str, Any] = {
+        "schema_version": 1,
+        "reason": rej.reason,
+        "detail": rej.detail,
+        "source": {"topic": topic, "partition": partition, "offset": rej.offset},
+        "index": rej.index,
+    }
+    if rej.record is not None:
+        body["record"] = rej.record
+    if original is not None and (rej.index is None or rej.record is None):
+        chunk = original[:DEAD_LETTER_VALUE_PREFIX]
+        body["truncated"] = len(original) > len(chunk)
+        body["original_size"] = len(original)
+        try:
+            body["value"] = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            body["value_base64"] = base64.b64encode(chunk).decode()
+    return orjson.dumps(body, default=str)

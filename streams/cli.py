@@ -1,0 +1,142 @@
+"""The ``slo-stream`` command (also ``python -m streams``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from streams import __version__
+
+DESCRIPTION = """\
+slo-stream: SLO error budgets and multi-window multi-burn-rate alerts computed from the playback
+stream on Kafka, for services moving onto Kubernetes.
+
+Settings come from the environment (KAFKA_BOOTSTRAP_SERVERS, SLO_STREAM_*); see `slo-stream settings`.
+Without KAFKA_BOOTSTRAP_SERVERS, `worker` and `demo` start the embedded Tansu broker."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slo-stream", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"slo-stream {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) on loopback")
+    b.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    b.add_argument("--no-topics", action="store_true", help="do not create slo-stream's topics")
+
+    w = sub.add_parser("worker", help="run a stream-processing worker (Faust)")
+    w.add_argument("--specs", help="SLO spec file or directory (default: SLO_STREAM_SPECS or alerts/slos)")
+    w.add_argument("--web-port", type=int, help="HTTP port (default: SLO_STREAM_WEB_PORT or 6066)")
+    w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+
+    v = sub.add_parser("validate", help="check SLO spec files; print every problem with file, document, field")
+    v.add_argument("paths", nargs="+", metavar="PATH")
+
+    sub.add_parser("topics", help="create every slo-stream topic on KAFKA_BOOTSTRAP_SERVERS")
+    sub.add_parser("settings", help="print the settings in force and the variables that set them")
+
+    d = sub.add_parser("demo", help="replay an outage on the embedded broker and show the alerts raised")
+    d.add_argument("--specs", default=None, help="SLO specs (default: alerts/slos)")
+    d.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from streams.core.errors import ConfigError, SpecError
+
+    try:
+        return _run(args)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from streams import settings as settings_mod
+
+    if args.command == "validate":
+        from streams.adapters.specfiles import validate
+
+        return validate(args.paths)
+    if args.command == "broker":
+        from streams.adapters.broker import run_broker
+
+        s = settings_mod.load()
+        return run_broker(port=args.port, topics=None if args.no_topics else s.topics)
+    if args.command == "settings":
+        s = settings_mod.load()
+        from dataclasses import fields
+
+        for f in fields(s):
+            print(f"{settings_mod.env_name(f.name)}={getattr(s, f.name)!s}")
+        return 0
+    if args.command == "topics":
+        s = settings_mod.load()
+        if not s.bootstrap:
+            print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+            return 2
+        from streams.adapters.topics import ensure_topics
+
+        ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+        for name, n in s.topics.items():
+            print(f"{name}: {n} partitions")
+        return 0
+    if args.command == "worker":
+        return _worker(args)
+    if args.command == "demo":
+        from streams.demo import run_demo
+
+        return run_demo(specs=args.specs, timeout_s=args.timeout)
+    raise AssertionError(args.command)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import faust
+
+    from streams import settings as settings_mod
+    from streams.adapters.pipeline import Pipeline
+    from streams.adapters.specfiles import load_specs
+    from streams.adapters.topics import ensure_topics
+    from streams.app import build_app
+
+    logging.basicConfig(level=args.loglevel.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = settings_mod.load()
+    if args.specs:
+        s = replace(s, specs=args.specs)
+    if args.web_port:
+        s = replace(s, web_port=args.web_port)
+    slos = load_specs(s.specs)
+    broker = None
+    if not s.bootstrap:
+        from streams.adapters.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker()
+        broker.start()
+        s = replace(s, bootstrap=broker.bootstrap)
+        print(f"embedded broker: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
+    try:
+        ensure_topics(s.bootstrap or "", s.topics, replication_factor=s.replication_factor)
+        app = build_app(s)
+        Pipeline(app, s, slos)
+        logging.getLogger("slo_stream").info(
+            "worker %d: %d SLOs from %s, bootstrap %s", os.getpid(), len(slos), s.specs, s.bootstrap)
+        worker = faust.Worker(app, loglevel=args.loglevel, redirect_stdouts=False)
+        worker.execute_from_commandline()
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0

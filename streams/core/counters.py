@@ -1,0 +1,284 @@
+"""Bucketed (bad, total) counters per SLO series, multi-resolution, bounded in memory.
+
+Three levels of buckets, each kept for as long as the windows it serves need it:
+
+====== ========= ================== =====================================================
+level  bucket    kept for           serves windows
+====== ========= ================== =====================================================
+0      10 s      2 h                up to 1 h (5m, 30m, 1h) and the newest part of others
+1      5 min     3 d + 2 h          up to 3 d (2h, 6h, 1d, 3d)
+2      1 h       SLO window + 2 h   longer (the 30-day budget)
+====== ========= ================== =====================================================
+
+State lives in a ``MutableMapping[str, bytes]`` (a Faust table with a changelog in the worker, a
+dict in tests): one entry per *chunk* of consecutive buckets, key ``"{series}|{level}|{chunk}"``,
+value an int64 array ``[partition, offset, bad_0, total_0, bad_1, total_1, ...]``. A batch of
+records is added to a pending overlay first and written with :meth:`Counters.flush`, once per
+chunk per batch. ``offset`` is the highest source offset applied to that chunk, so a batch that
+is replayed after a crash is skipped record by record where it was already applied: counting is
+exactly-once on top of at-least-once delivery, without Kafka transactions.
+
+A window sum at evaluation time ``t`` covers ``[t - W, t)``: exact at level 0; at a coarser
+level the oldest bucket may stick out of the window by less than one bucket, and the newest
+partial bucket is taken from level 0, so nothing at or after ``t`` is ever counted.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+
+from streams.core.model import DAY, HOUR
+
+
+@dataclass(frozen=True)
+class Level:
+    index: int
+    width_s: int
+    chunk_len: int  # buckets per stored chunk
+    keep_s: int  # how far back from the evaluation time buckets are kept
+
+    @property
+    def chunk_s(self) -> int:
+        return self.width_s * self.chunk_len
+
+
+L0_WIDTH = 10
+L0_SPAN = 1 * HOUR  # windows up to this use level 0
+L1_SPAN = 3 * DAY  # windows up to this use level 1
+MARGIN = 2 * HOUR
+
+
+def make_levels(max_window_s: int) -> tuple[Level, Level, Level]:
+    """The three levels, the coarsest kept long enough for ``max_window_s`` (the longest SLO window)."""
+    return (
+        Level(0, L0_WIDTH, 60, L0_SPAN + MARGIN),
+        Level(1, 300, 60, L1_SPAN + MARGIN),
+        Level(2, HOUR, 48, max(max_window_s, L1_SPAN) + MARGIN),
+    )
+
+
+class Counters:
+    """Counts per series over a mapping store. Not thread-safe; one instance per worker process."""
+
+    def __init__(self, store: MutableMapping[str, bytes], *, max_window_s: int) -> None:
+        self.store = store
+        self.levels = make_levels(max_window_s)
+        # pending[series][level][bucket] = [bad, total], not yet in the store.
+        self._pending: dict[str, tuple[dict[int, list[int]], ...]] = {}
+        # Which chunks each series has in the store, and which series each partition owns.
+        self._chunks: dict[str, set[tuple[int, int]]] = {}
+        self._series_partition: dict[str, int] = {}
+        self._by_partition: dict[int, set[str]] = {}
+        self.applied_offset: dict[int, int] = {}
+
+    # ---- recovery -------------------------------------------------------------------------
+
+    def recover(self, partitions: set[int]) -> int:
+        """(Re)build the in-memory index from the store for the given partitions; return chunk count.
+
+        Call after the store was recovered (from its changelog) and partitions were assigned.
+        """
+        for p in partitions:
+            self.applied_offset.pop(p, None)
+        for s in [s for s, p in self._series_partition.items() if p in partitions]:
+            self._forget(s)
+        n = 0
+        for key, value in list(self.store.items()):
+            if key.startswith("~"):  # engine records (meta, alert tracks) share the store
+                continue
+            head = memoryview(value).cast("q")
+            p, off = int(head[0]), int(head[1])
+            if p not in partitions:
+                continue
+            series, level, chunk = _split_key(key)
+            self._chunks.setdefault(series, set()).add((level, chunk))
+            self._own(series, p)
+            if off > self.applied_offset.get(p, -1):
+                self.applied_offset[p] = off
+            n += 1
+        return n
+
+    def release(self, partitions: set[int]) -> None:
+        """Forget the index of partitions this worker no longer owns (the store keeps its data)."""
+        for p in partitions:
+            self.applied_offset.pop(p, None)
+        for s in [s for s, p in self._series_partition.items() if p in partitions]:
+            self._forget(s)
+
+    def _own(self, series: str, partition: int) -> None:
+        if series not in self._series_partition:
+            self._series_partition[series] = partition
+            self._by_partition.setdefault(partition, set()).add(series)
+
+    def _forget(self, series: str) -> None:
+        self._chunks.pop(series, None)
+        p = self._series_partition.pop(series, None)
+        if p is not None:
+            self._by_partition[p].discard(series)
+        self._pending.pop(series, None)
+
+    def series(self, partition: int) -> list[str]:
+        """The series of ``partition``, sorted (evaluation order is deterministic)."""
+        return sorted(self._by_partition.get(partition, ()))
+
+    def all_series(self) -> Iterator[str]:
+        return iter(self._series_partition)
+
+    def partition_of(self, series: str) -> int | None:
+        return self._series_partition.get(series)
+
+    def series_count(self) -> int:
+        return len(self._series_partition)
+
+    def has_series(self, series: str) -> bool:
+        return series in self._series_partition
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def add(self, series: str, partition: int, bucket0: int, bad: int, total: int) -> None:
+        """Add counts for the level-0 bucket ``bucket0`` (= event time // 10 s) to every level."""
+        pend = self._pending.get(series)
+        if pend is None:
+            pend = self._pending[series] = ({}, {}, {})
+            self._own(series, partition)
+        t = bucket0 * L0_WIDTH
+        for lv, buckets in zip(self.levels, pend, strict=True):
+            b = t // lv.width_s
+            cell = buckets.get(b)
+            if cell is None:
+                buckets[b] = [bad, total]
+            else:
+                cell[0] += bad
+                cell[1] += total
+
+    def add_replayed(self, series: str, partition: int, bucket0: int, bad: int, total: int, offset: int) -> bool:
+        """Like :meth:`add` for a record at or below the partition's applied offset (a replay after a
+        crash): adds it only to the levels whose stored chunk has not seen ``offset`` yet.
+        Returns True if any level counted it."""
+        t = bucket0 * L0_WIDTH
+        pend = self._pending.get(series)
+        counted = False
+        for lv in self.levels:
+            b = t // lv.width_s
+            value = self.store.get(_key(series, lv.index, b // lv.chunk_len))
+            if value is not None:
+                head = memoryview(value).cast("q")
+                if int(head[0]) == partition and offset <= int(head[1]):
+                    continue
+            if pend is None:
+                pend = self._pending[series] = ({}, {}, {})
+                self._own(series, partition)
+            cell = pend[lv.index].setdefault(b, [0, 0])
+            cell[0] += bad
+            cell[1] += total
+            counted = True
+        return counted
+
+    def flush(self, partition: int, offset: int) -> int:
+        """Write every pending bucket of ``partition`` into the store, once per chunk; return the
+        number of chunks written. ``offset`` is the highest source offset of the batch."""
+        written = 0
+        done = []
+        for series, pend in self._pending.items():
+            if self._series_partition.get(series) != partition:
+                continue
+            chunks = self._chunks.setdefault(series, set())
+            for lv, buckets in zip(self.levels, pend, strict=True):
+                by_chunk: dict[int, list[tuple[int, list[int]]]] = {}
+                for b, cell in buckets.items():
+                    by_chunk.setdefault(b // lv.chunk_len, []).append((b % lv.chunk_len, cell))
+                for chunk, cells in by_chunk.items():
+                    key = _key(series, lv.index, chunk)
+                    old = self.store.get(key)
+                    arr = array("q", old if old is not None else bytes(8 * (2 + 2 * lv.chunk_len)))
+                    for i, (bad, total) in cells:
+                        arr[2 + 2 * i] += bad
+                        arr[3 + 2 * i] += total
+                    arr[0] = partition
+                    if offset > arr[1]:
+                        arr[1] = offset
+                    self.store[key] = arr.tobytes()
+                    chunks.add((lv.index, chunk))
+                    written += 1
+            done.append(series)
+        for s in done:
+            del self._pending[s]
+        if offset > self.applied_offset.get(partition, -1):
+            self.applied_offset[partition] = offset
+        return written
+
+    def expire(self, partition: int, now: int) -> int:
+        """Delete chunks of ``partition`` wholly older than each level keeps, relative to ``now``
+        (the latest evaluation time); forget series left with nothing. Returns chunks deleted."""
+        deleted = 0
+        empty = []
+        for series in self._by_partition.get(partition, ()):
+            chunks = self._chunks.get(series)
+            if not chunks:
+                if series not in self._pending:
+                    empty.append(series)
+                continue
+            old = [
+                (lvi, ch) for lvi, ch in chunks
+                if (ch + 1) * self.levels[lvi].chunk_s <= now - self.levels[lvi].keep_s
+            ]
+            for lvi, ch in old:
+                chunks.discard((lvi, ch))
+                key = _key(series, lvi, ch)
+                if key in self.store:
+                    del self.store[key]
+                deleted += 1
+            if not chunks and series not in self._pending:
+                empty.append(series)
+        for s in empty:
+            self._forget(s)
+        return deleted
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def window(self, series: str, at: int, length_s: int) -> tuple[int, int]:
+        """(bad, total) over ``[at - length_s, at)``; ``at`` a multiple of 10 s. See the module doc."""
+        start = at - length_s
+        if length_s <= L0_SPAN:
+            return self._sum(series, self.levels[0], start // L0_WIDTH, at // L0_WIDTH)
+        lv = self.levels[1] if length_s <= L1_SPAN else self.levels[2]
+        split = at // lv.width_s * lv.width_s
+        bad, total = self._sum(series, lv, start // lv.width_s, split // lv.width_s)
+        b2, t2 = self._sum(series, self.levels[0], split // L0_WIDTH, at // L0_WIDTH)
+        return bad + b2, total + t2
+
+    def _sum(self, series: str, lv: Level, b0: int, b1: int) -> tuple[int, int]:
+        """Sum of buckets ``[b0, b1)`` at level ``lv``, store plus pending."""
+        bad = total = 0
+        if b1 <= b0:
+            return 0, 0
+        n = lv.chunk_len
+        get = self.store.get
+        for chunk in range(b0 // n, (b1 - 1) // n + 1):
+            value = get(_key(series, lv.index, chunk))
+            if value is None:
+                continue
+            mv = memoryview(value).cast("q")
+            base = chunk * n
+            lo = max(b0, base) - base
+            hi = min(b1, base + n) - base
+            bad += sum(mv[2 + 2 * lo : 2 + 2 * hi : 2])
+            total += sum(mv[3 + 2 * lo : 3 + 2 * hi : 2])
+        pend = self._pending.get(series)
+        if pend is not None:
+            for b, (pb, pt) in pend[lv.index].items():
+                if b0 <= b < b1:
+                    bad += pb
+                    total += pt
+        return bad, total
+
+
+def _key(series: str, level: int, chunk: int) -> str:
+    return f"{series}|{level}|{chunk}"
+
+
+def _split_key(key: str) -> tuple[str, int, int]:
+    series, level, chunk = key.rsplit("|", 2)
+    return series, int(level), int(chunk)

@@ -1,0 +1,379 @@
+"""The counting and evaluation engine for one worker: records in, alert transitions and statuses out.
+
+Pure: the adapter hands in raw messages, the wall-clock ``now`` and a mapping store (a Faust table
+with a changelog in the worker); it gets back what to publish. Two phases per batch, so that
+effects happen in a safe order ("detect, then act"):
+
+1. :meth:`Engine.process` validates, counts (in a pending overlay) and evaluates the burn at every
+   evaluation step the partition's watermark crosses. Nothing is written to the store yet.
+2. After the adapter has delivered the alerts, :meth:`Engine.commit` writes the state: alert tracks,
+   then counter chunks, then the partition's meta record last. A crash anywhere replays the batch:
+   counts are skipped where already applied (see :mod:`streams.core.counters`), and an alert is
+   published again at worst, never lost (its dedup key makes a resend harmless).
+
+Event time: per partition, the watermark is the highest event time seen minus the allowed
+lateness. A record older than the watermark is late (dead-lettered, counted in stats). Each time the
+watermark crosses a multiple of ``step_s``, every series of the partition is evaluated at that
+boundary ``t`` over windows ``[t - w, t)``: a replay at any speed gives the same evaluations as live
+traffic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.core import conventions as c
+from streams.core.alerting import Alert, AlertState, Track, make_alert, step
+from streams.core.burnrate import BurnEvaluation, evaluate
+from streams.core.counters import L0_WIDTH, Counters
+from streams.core.model import Severity, SliKind, Slo
+from streams.core.records import DEFAULT_LIMITS, Limits, Playback, RecordParser, Rejected
+
+META_PREFIX = "~meta|"
+TRACK_PREFIX = "~track|"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    step_s: int = 10
+    allowed_lateness_s: int = 120
+    max_future_s: int = 300
+    max_series_per_slo: int = 5000
+    # Evaluation steps caught up in one batch after a jump of the watermark (1 day of 10 s steps).
+    max_catchup_steps: int = 8640
+    limits: Limits = DEFAULT_LIMITS
+
+
+@dataclass
+class PartitionMeta:
+    offset: int = -1  # highest source offset fully committed to the store
+    max_ts: float = 0.0  # highest event time seen
+    evaluated_to: int = 0  # last evaluation boundary (event time), 0 before the first
+
+    def to_bytes(self, partition: int) -> bytes:
+        return orjson.dumps(
+            {"p": partition, "offset": self.offset, "max_ts": self.max_ts, "evaluated_to": self.evaluated_to}
+        )
+
+
+@dataclass
+class BatchResult:
+    partition: int
+    records: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    # Latest evaluation per series in this batch (for slo.status).
+    statuses: dict[str, BurnEvaluation] = field(default_factory=dict)
+    evaluations: int = 0
+    steps: int = 0
+    unmatched: int = 0  # valid records of services without an SLO
+    replay_skipped: int = 0
+    max_offset: int = -1
+
+    def rejected_by_reason(self) -> Counter[str]:
+        return Counter(r.reason for r in self.rejected)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    slo: Slo
+    threshold: float | None
+    keep: tuple[bool, bool, bool]
+
+
+class Engine:
+    """Owns the counters and alert tracks of the partitions assigned to this worker."""
+
+    def __init__(
+        self, slos: Sequence[Slo], store: MutableMapping[str, bytes], config: EngineConfig | None = None
+    ) -> None:
+        self.config = config or EngineConfig()
+        if not slos:
+            raise ValueError("no SLOs to evaluate")
+        self.slos = {s.name: s for s in slos}
+        self.store = store
+        self.counters = Counters(store, max_window_s=max(s.window_s for s in slos))
+        self._plans: dict[str, list[_Plan]] = {}
+        for s in slos:
+            thr = s.indicator.latency_threshold_ms if s.indicator.kind is SliKind.THRESHOLD else None
+            keep = tuple(d in s.group_by for d in c.DIMENSIONS)
+            self._plans.setdefault(s.service, []).append(_Plan(s, thr, (keep[0], keep[1], keep[2])))
+        self._parsers: dict[int, RecordParser] = {}
+        self._meta: dict[int, PartitionMeta] = {}
+        self._pending_tracks: dict[str, tuple[int, Track]] = {}
+        self._series_per_slo: Counter[str] = Counter()
+        self._admitted: set[str] = set()
+        self.last_status: dict[str, BurnEvaluation] = {}
+
+    # ---- partitions ---------------------------------------------------------------------------
+
+    def assign(self, partitions: set[int]) -> None:
+        """Take over ``partitions``: rebuild the index from the (recovered) store."""
+        self.counters.recover(partitions)
+        for p in partitions:
+            raw = self.store.get(f"{META_PREFIX}{p}")
+            if raw is None:
+                self._meta[p] = PartitionMeta()
+            else:
+                d = orjson.loads(raw)
+                self._meta[p] = PartitionMeta(int(d["offset"]), float(d["max_ts"]), int(d["evaluated_to"]))
+        self._recount_series()
+
+    def revoke(self, partitions: set[int]) -> None:
+        self.counters.release(partitions)
+        for p in partitions:
+            self._meta.pop(p, None)
+        for s in [s for s in self.last_status if not self.counters.has_series(s)]:
+            del self.last_status[s]
+        self._recount_series()
+
+    def assigned(self) -> set[int]:
+        return set(self._meta)
+
+    def meta(self, partition: int) -> PartitionMeta:
+        m = self._meta.get(partition)
+        if m is None:
+            m = self._meta[partition] = PartitionMeta()
+        return m
+
+    def _recount_series(self) -> None:
+        self._admitted = set(self.counters.all_series())
+        self._series_per_slo = Counter(s.split("|", 1)[0] for s in self._admitted)
+
+    # ---- phase 1: process -----------------------------------------------------------------------
+
+    def process(
+        self, partition: int, messages: Sequence[tuple[bytes | None, bytes | None, int]], *, now: float
+    ) -> BatchResult:
+        """Validate, count and evaluate one batch of ``(key, value, offset)`` from ``partition``.
+
+        ``now`` is the wall clock (epoch seconds), used only to reject timestamps too far ahead.
+        """
+        cfg = self.config
+        res = BatchResult(partition)
+        parser = self._parsers.get(partition)
+        if parser is None:
+            parser = self._parsers[partition] = RecordParser(cfg.limits)
+        recs: list[Playback] = []
+        for key, value, offset in messages:
+            parser.parse(key, value, offset, recs, res.rejected)
+            if offset > res.max_offset:
+                res.max_offset = offset
+        parse_rejects = len(res.rejected)
+
+        meta = self.meta(partition)
+        counters = self.counters
+        applied = counters.applied_offset.get(partition, -1)
+        lateness = cfg.allowed_lateness_s
+        step_s = cfg.step_s
+        future_limit = now + cfg.max_future_s
+        max_ts = meta.max_ts
+        next_eval = meta.evaluated_to + step_s if meta.evaluated_to else None
+        agg: dict[tuple[str, int], list[int]] = {}
+        plans = self._plans
+        rejected = res.rejected
+        admitted = self._admitted
+        for r in recs:
+            ts = r.ts
+            if r.offset <= meta.offset:
+                # Already processed before a crash: count only what the store has not seen.
+                if self._count_replayed(r, partition):
+                    pass
+                else:
+                    res.replay_skipped += 1
+                continue
+            if ts > future_limit:
+                rejected.append(Rejected(c.REASON_FUTURE, f"ts {ts:.3f} is more than {cfg.max_future_s}s "
+                                         f"ahead of the wall clock", r.offset, None, r._asdict()))
+                continue
+            if ts > max_ts:
+                max_ts = ts
+                wm = max_ts - lateness
+                if next_eval is None:
+                    next_eval = int(wm // step_s) * step_s + step_s
+                elif wm >= next_eval:
+                    self._push(agg, partition)
+                    last = int(wm // step_s) * step_s
+                    first = max(next_eval, last - (cfg.max_catchup_steps - 1) * step_s)
+                    for t in range(first, last + 1, step_s):
+                        self._evaluate(partition, t, res)
+                    next_eval = last + step_s
+            elif ts < max_ts - lateness:
+                rejected.append(Rejected(c.REASON_LATE, f"ts {ts:.3f} is older than the watermark "
+                                         f"{max_ts - lateness:.3f} (allowed lateness {lateness}s)",
+                                         r.offset, None, r._asdict()))
+                continue
+            sp = plans.get(r.service)
+            if sp is None:
+                res.unmatched += 1
+                continue
+            bucket0 = int(ts // L0_WIDTH)
+            for plan in sp:
+                if plan.threshold is None:
+                    bad = r.errors
+                elif r.latency_ms is None:
+                    continue
+                else:
+                    bad = r.total if r.latency_ms > plan.threshold else 0
+                kc, kr, kp = plan.keep
+                series = (f"{plan.slo.name}|{r.cluster if kc else '*'}|{r.region if kr else '*'}"
+                          f"|{r.platform if kp else '*'}")
+                if series not in admitted and not self._admit(series, plan.slo.name):
+                    rejected.append(Rejected(c.REASON_SERIES_LIMIT,
+                                             f"SLO {plan.slo.name} already has {cfg.max_series_per_slo} "
+                                             f"series; {series} not counted", r.offset, None, r._asdict()))
+                    continue
+                if r.offset <= applied:
+                    counters.add_replayed(series, partition, bucket0, bad, r.total, r.offset)
+                    continue
+                cell = agg.get((series, bucket0))
+                if cell is None:
+                    agg[(series, bucket0)] = [bad, r.total]
+                else:
+                    cell[0] += bad
+                    cell[1] += r.total
+        self._push(agg, partition)
+        res.records = len(recs) - (len(rejected) - parse_rejects) - res.replay_skipped
+        meta.max_ts = max_ts
+        if next_eval is not None:
+            meta.evaluated_to = next_eval - step_s
+        return res
+
+    def _admit(self, series: str, slo: str) -> bool:
+        if self._series_per_slo[slo] >= self.config.max_series_per_slo:
+            return False
+        self._series_per_slo[slo] += 1
+        self._admitted.add(series)
+        return True
+
+    def _count_replayed(self, r: Playback, partition: int) -> bool:
+        sp = self._plans.get(r.service)
+        counted = False
+        for plan in sp or ():
+            if plan.threshold is None:
+                bad = r.errors
+            elif r.latency_ms is None:
+                continue
+            else:
+                bad = r.total if r.latency_ms > plan.threshold else 0
+            kc, kr, kp = plan.keep
+            series = (f"{plan.slo.name}|{r.cluster if kc else '*'}|{r.region if kr else '*'}"
+                      f"|{r.platform if kp else '*'}")
+            bucket0 = int(r.ts // L0_WIDTH)
+            counted |= self.counters.add_replayed(series, partition, bucket0, bad, r.total, r.offset)
+        return counted
+
+    def _push(self, agg: dict[tuple[str, int], list[int]], partition: int) -> None:
+        add = self.counters.add
+        for (series, bucket0), (bad, total) in agg.items():
+            add(series, partition, bucket0, bad, total)
+        agg.clear()
+
+    def _evaluate(self, partition: int, at: int, res: BatchResult) -> None:
+        res.steps += 1
+        window = self.counters.window
+        for series in list(self.counters.series(partition)):
+            slo = self.slos.get(series.split("|", 1)[0])
+            if slo is None:
+                continue
+            counts = {w: window(series, at, w) for w in slo.windows_s}
+            ev = evaluate(slo, series, at, counts)
+            res.evaluations += 1
+            res.statuses[series] = ev
+            for severity in (Severity.PAGE, Severity.TICKET):
+                if not any(w.severity is severity for w in slo.policy.windows):
+                    continue
+                dk = c.dedup_key(series, str(severity))
+                track = self.track(dk)
+                new, change = step(track, condition=ev.active(severity), at=at, hold_s=slo.policy.hold_s)
+                if new != track:
+                    self._pending_tracks[dk] = (partition, new)
+                if change is not None:
+                    started = new.fired_at if change is AlertState.FIRING else track.fired_at
+                    res.alerts.append(make_alert(slo, ev, severity, change, started_at=started or at))
+
+    def track(self, dedup: str) -> Track:
+        pending = self._pending_tracks.get(dedup)
+        if pending is not None:
+            return pending[1]
+        raw = self.store.get(TRACK_PREFIX + dedup)
+        return Track() if raw is None else Track.from_json(orjson.loads(raw))
+
+    # ---- phase 2: commit ------------------------------------------------------------------------
+
+    def commit(self, res: BatchResult) -> None:
+        """Write the batch's state: alert tracks, counter chunks, then the partition meta record."""
+        p = res.partition
+        for dk, (tp, track) in list(self._pending_tracks.items()):
+            if tp != p:
+                continue
+            body = track.to_json()
+            body["p"] = p
+            self.store[TRACK_PREFIX + dk] = orjson.dumps(body)
+            del self._pending_tracks[dk]
+        meta = self.meta(p)
+        offset = max(res.max_offset, meta.offset)
+        self.counters.flush(p, offset)
+        if meta.evaluated_to and self.counters.expire(p, meta.evaluated_to):
+            self._recount_series()
+        meta.offset = offset
+        self.store[f"{META_PREFIX}{p}"] = meta.to_bytes(p)
+        self.last_status.update(res.statuses)
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def status_record(self, ev: BurnEvaluation, *, now: float) -> dict[str, Any]:
+        """The ``slo.status`` value for an evaluation (compacted topic, key = series)."""
+        slo = self.slos[ev.slo]
+        _, cluster, region, platform = c.split_series_key(ev.series)
+        alerts = {}
+        for sev in (Severity.PAGE, Severity.TICKET):
+            t = self.track(c.dedup_key(ev.series, str(sev)))
+            alerts[str(sev)] = {"state": "firing" if t.firing else "ok", "since": t.fired_at}
+        p = self.counters.partition_of(ev.series)
+        newest = self._meta[p].max_ts if p is not None and p in self._meta else None
+        return {
+            "schema_version": c.SCHEMA_VERSION,
+            "series": ev.series,
+            "slo": ev.slo,
+            "service": slo.service,
+            "dimensions": {"cluster": cluster, "region": region, "platform": platform},
+            "objective": slo.objective,
+            "evaluated_at": ev.at,
+            "newest_event_ts": newest,
+            "processed_at": round(now, 3),
+            "burn_rates": {k: _finite(v) for k, v in ev.burn_rates.items()},
+            "error_budget_remaining": _finite(ev.budget_remaining),
+            "good_total": {
+                _w(w): {"bad": wc.bad, "total": wc.total} for w, wc in sorted(ev.counts.items())
+            },
+            "conditions": [
+                {
+                    "severity": str(cr.window.severity),
+                    "windows": cr.window.name,
+                    "factor": cr.window.factor,
+                    "long_burn": _finite(cr.long_burn),
+                    "short_burn": _finite(cr.short_burn),
+                    "met": cr.met,
+                    "insufficient_data": cr.insufficient_data,
+                }
+                for cr in ev.conditions
+            ],
+            "alerts": alerts,
+        }
+
+
+def _w(seconds: int) -> str:
+    from streams.core.model import format_duration
+
+    return format_duration(seconds)
+
+
+def _finite(x: float) -> float:
+    return round(x, 6) if math.isfinite(x) else 0.0

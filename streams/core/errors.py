@@ -1,0 +1,36 @@
+"""Errors raised at the core's boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One problem in an SLO spec file: where it is and what is wrong.
+
+    ``document`` names the YAML document (``kind/name`` when known, else ``#index``);
+    ``field`` is a dotted path such as ``spec.objectives[0].target``; ``line`` is 1-based or 0 when unknown.
+    """
+
+    file: str
+    document: str
+    field: str
+    message: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.document}: {self.field}: {self.message}"
+
+
+class SpecError(ValueError):
+    """Raised when SLO specs are invalid; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ConfigError(ValueError):
+    """Raised for an invalid setting (environment variable or command-line option)."""
