@@ -19,7 +19,7 @@ import faust
 import orjson
 from faust.types import TP
 
-from streams.core.engine import BatchResult, Engine, EngineConfig
+from streams.core.engine import Engine, EngineConfig
 from streams.core.model import Slo
 from streams.core.records import Rejected
 from streams.settings import Settings
@@ -56,10 +56,12 @@ class Pipeline:
             default=None,
             beacon=app.tables.beacon,
             partitions=settings.partitions,
-            key_serializer="json",
-            value_serializer="raw",
             help="slo-stream counters, alert tracks and partition watermarks",
         )
+        # Keys are str (JSON in the changelog), values packed bytes; set before the changelog topic
+        # is first built from them.
+        self.table.key_serializer = "json"
+        self.table.value_serializer = "raw"
         app.tables.add(self.table)
         self.engine = Engine(
             slos,

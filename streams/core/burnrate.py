@@ -64,9 +64,10 @@ def evaluate(slo: Slo, series: str, at: int, counts: Mapping[int, tuple[int, int
 
     ``counts`` must hold every window in ``slo.windows_s``. A condition is met when both its long and
     short window burn strictly faster than its factor and the long window holds at least
-    ``policy.min_events`` events.
+    ``slo.min_events`` events.
     """
     budget = slo.error_budget
+    min_events = slo.min_events
     wc = {w: WindowCount(w, *counts[w]) for w in slo.windows_s}
     rates = {format_duration(w): burn_rate(c, budget) for w, c in wc.items()}
     conds = []
@@ -74,7 +75,7 @@ def evaluate(slo: Slo, series: str, at: int, counts: Mapping[int, tuple[int, int
         long_c, short_c = wc[bw.long_s], wc[bw.short_s]
         lb, sb = burn_rate(long_c, budget), burn_rate(short_c, budget)
         burning = lb > bw.factor and sb > bw.factor
-        enough = long_c.total >= slo.policy.min_events
+        enough = long_c.total >= min_events
         conds.append(
             ConditionResult(
                 window=bw,

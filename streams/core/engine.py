@@ -84,7 +84,23 @@ class BatchResult:
 class _Plan:
     slo: Slo
     threshold: float | None
+    threshold_index: int | None  # into _ServicePlan.thresholds
     keep: tuple[bool, bool, bool]
+
+
+@dataclass(frozen=True)
+class _ServicePlan:
+    plans: tuple[_Plan, ...]
+    thresholds: tuple[float, ...]  # distinct latency thresholds of the service's SLOs
+
+    @property
+    def cell_len(self) -> int:
+        return 3 + len(self.thresholds)
+
+
+def _series_name(plan: _Plan, dims: tuple[str, str, str, str]) -> str:
+    kc, kr, kp = plan.keep
+    return f"{plan.slo.name}|{dims[1] if kc else '*'}|{dims[2] if kr else '*'}|{dims[3] if kp else '*'}"
 
 
 class Engine:
@@ -99,11 +115,20 @@ class Engine:
         self.slos = {s.name: s for s in slos}
         self.store = store
         self.counters = Counters(store, max_window_s=max(s.window_s for s in slos))
-        self._plans: dict[str, list[_Plan]] = {}
-        for s in slos:
-            thr = s.indicator.latency_threshold_ms if s.indicator.kind is SliKind.THRESHOLD else None
-            keep = tuple(d in s.group_by for d in c.DIMENSIONS)
-            self._plans.setdefault(s.service, []).append(_Plan(s, thr, (keep[0], keep[1], keep[2])))
+        self._services: dict[str, _ServicePlan] = {}
+        for service in sorted({s.service for s in slos}):
+            mine = sorted((s for s in slos if s.service == service), key=lambda s: s.name)
+            thresholds = tuple(sorted({s.indicator.latency_threshold_ms for s in mine
+                                       if s.indicator.kind is SliKind.THRESHOLD
+                                       and s.indicator.latency_threshold_ms is not None}))
+            plans = []
+            for s in mine:
+                thr = s.indicator.latency_threshold_ms if s.indicator.kind is SliKind.THRESHOLD else None
+                keep = tuple(d in s.group_by for d in c.DIMENSIONS)
+                plans.append(_Plan(s, thr, thresholds.index(thr) if thr is not None else None,
+                                   (keep[0], keep[1], keep[2])))
+            self._services[service] = _ServicePlan(tuple(plans), thresholds)
+        self._dim_series: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
         self._parsers: dict[int, RecordParser] = {}
         self._meta: dict[int, PartitionMeta] = {}
         self._pending_tracks: dict[str, tuple[int, Track]] = {}
@@ -143,6 +168,7 @@ class Engine:
         return m
 
     def _recount_series(self) -> None:
+        self._dim_series.clear()
         self._admitted = set(self.counters.all_series())
         self._series_per_slo = Counter(s.split("|", 1)[0] for s in self._admitted)
 
@@ -175,22 +201,22 @@ class Engine:
         future_limit = now + cfg.max_future_s
         max_ts = meta.max_ts
         next_eval = meta.evaluated_to + step_s if meta.evaluated_to else None
-        agg: dict[tuple[str, int], list[int]] = {}
-        plans = self._plans
+        # One cell per (service, cluster, region, platform, 10 s bucket): [errors, total, total with a
+        # latency, then one "slower than threshold" count per distinct latency threshold of the service].
+        agg: dict[tuple[str, str, str, str, int], list[int]] = {}
+        services = self._services
+        dim_series = self._dim_series
         rejected = res.rejected
-        admitted = self._admitted
         for r in recs:
-            ts = r.ts
-            if r.offset <= meta.offset:
+            ts, service, cluster, region, platform, total, errors, lat, _, offset = r
+            if offset <= meta.offset:
                 # Already processed before a crash: count only what the store has not seen.
-                if self._count_replayed(r, partition):
-                    pass
-                else:
+                if not self._count_replayed(r, partition):
                     res.replay_skipped += 1
                 continue
             if ts > future_limit:
                 rejected.append(Rejected(c.REASON_FUTURE, f"ts {ts:.3f} is more than {cfg.max_future_s}s "
-                                         f"ahead of the wall clock", r.offset, None, r._asdict()))
+                                         f"ahead of the wall clock", offset, None, r._asdict()))
                 continue
             if ts > max_ts:
                 max_ts = ts
@@ -207,37 +233,32 @@ class Engine:
             elif ts < max_ts - lateness:
                 rejected.append(Rejected(c.REASON_LATE, f"ts {ts:.3f} is older than the watermark "
                                          f"{max_ts - lateness:.3f} (allowed lateness {lateness}s)",
-                                         r.offset, None, r._asdict()))
+                                         offset, None, r._asdict()))
                 continue
-            sp = plans.get(r.service)
-            if sp is None:
+            svc = services.get(service)
+            if svc is None:
                 res.unmatched += 1
                 continue
-            bucket0 = int(ts // L0_WIDTH)
-            for plan in sp:
-                if plan.threshold is None:
-                    bad = r.errors
-                elif r.latency_ms is None:
-                    continue
-                else:
-                    bad = r.total if r.latency_ms > plan.threshold else 0
-                kc, kr, kp = plan.keep
-                series = (f"{plan.slo.name}|{r.cluster if kc else '*'}|{r.region if kr else '*'}"
-                          f"|{r.platform if kp else '*'}")
-                if series not in admitted and not self._admit(series, plan.slo.name):
-                    rejected.append(Rejected(c.REASON_SERIES_LIMIT,
-                                             f"SLO {plan.slo.name} already has {cfg.max_series_per_slo} "
-                                             f"series; {series} not counted", r.offset, None, r._asdict()))
-                    continue
-                if r.offset <= applied:
-                    counters.add_replayed(series, partition, bucket0, bad, r.total, r.offset)
-                    continue
-                cell = agg.get((series, bucket0))
-                if cell is None:
-                    agg[(series, bucket0)] = [bad, r.total]
-                else:
-                    cell[0] += bad
-                    cell[1] += r.total
+            dims = (service, cluster, region, platform)
+            if dims not in dim_series and not self._admit(dims):
+                rejected.append(Rejected(c.REASON_SERIES_LIMIT,
+                                         f"an SLO of {service} already has {cfg.max_series_per_slo} "
+                                         f"series; {'/'.join(dims)} not counted", offset, None, r._asdict()))
+                continue
+            if offset <= applied:
+                self._count_replayed(r, partition)
+                continue
+            key = (service, cluster, region, platform, int(ts // L0_WIDTH))
+            cell = agg.get(key)
+            if cell is None:
+                cell = agg[key] = [0] * svc.cell_len
+            cell[0] += errors
+            cell[1] += total
+            if lat is not None and svc.thresholds:
+                cell[2] += total
+                for j, thr in enumerate(svc.thresholds):
+                    if lat > thr:
+                        cell[3 + j] += total
         self._push(agg, partition)
         res.records = len(recs) - (len(rejected) - parse_rejects) - res.replay_skipped
         meta.max_ts = max_ts
@@ -245,34 +266,49 @@ class Engine:
             meta.evaluated_to = next_eval - step_s
         return res
 
-    def _admit(self, series: str, slo: str) -> bool:
-        if self._series_per_slo[slo] >= self.config.max_series_per_slo:
+    def _admit(self, dims: tuple[str, str, str, str]) -> bool:
+        """Admit the series of every SLO of ``dims[0]`` for these dimensions, unless one is past the
+        series limit of its SLO."""
+        svc = self._services[dims[0]]
+        names = tuple(_series_name(plan, dims) for plan in svc.plans)
+        new = [n for n in names if n not in self._admitted]
+        limit = self.config.max_series_per_slo
+        if any(self._series_per_slo[n.split("|", 1)[0]] >= limit for n in new):
             return False
-        self._series_per_slo[slo] += 1
-        self._admitted.add(series)
+        for n in new:
+            self._series_per_slo[n.split("|", 1)[0]] += 1
+            self._admitted.add(n)
+        self._dim_series[dims] = names
         return True
 
     def _count_replayed(self, r: Playback, partition: int) -> bool:
-        sp = self._plans.get(r.service)
+        svc = self._services.get(r.service)
         counted = False
-        for plan in sp or ():
+        bucket0 = int(r.ts // L0_WIDTH)
+        for plan in svc.plans if svc else ():
             if plan.threshold is None:
-                bad = r.errors
+                bad, total = r.errors, r.total
             elif r.latency_ms is None:
                 continue
             else:
-                bad = r.total if r.latency_ms > plan.threshold else 0
-            kc, kr, kp = plan.keep
-            series = (f"{plan.slo.name}|{r.cluster if kc else '*'}|{r.region if kr else '*'}"
-                      f"|{r.platform if kp else '*'}")
-            bucket0 = int(r.ts // L0_WIDTH)
-            counted |= self.counters.add_replayed(series, partition, bucket0, bad, r.total, r.offset)
+                bad, total = (r.total if r.latency_ms > plan.threshold else 0), r.total
+            series = _series_name(plan, (r.service, r.cluster, r.region, r.platform))
+            counted |= self.counters.add_replayed(series, partition, bucket0, bad, total, r.offset)
         return counted
 
-    def _push(self, agg: dict[tuple[str, int], list[int]], partition: int) -> None:
+    def _push(self, agg: dict[tuple[str, str, str, str, int], list[int]], partition: int) -> None:
+        """Move aggregated cells into the counters, expanding each into its SLO series."""
         add = self.counters.add
-        for (series, bucket0), (bad, total) in agg.items():
-            add(series, partition, bucket0, bad, total)
+        services = self._services
+        dim_series = self._dim_series
+        for (service, cluster, region, platform, bucket0), cell in agg.items():
+            svc = services[service]
+            names = dim_series[(service, cluster, region, platform)]
+            for plan, series in zip(svc.plans, names, strict=True):
+                if plan.threshold_index is None:
+                    add(series, partition, bucket0, cell[0], cell[1])
+                elif cell[2]:
+                    add(series, partition, bucket0, cell[3 + plan.threshold_index], cell[2])
         agg.clear()
 
     def _evaluate(self, partition: int, at: int, res: BatchResult) -> None:

@@ -5,6 +5,7 @@ Durations are integer seconds throughout the core.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -13,6 +14,8 @@ from types import MappingProxyType
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
+MIN_EVENTS_FLOOR = 100
+BUDGET_ERRORS_FOR_MIN_EVENTS = 10
 
 
 class Severity(StrEnum):
@@ -57,8 +60,9 @@ class BurnWindow:
 class AlertPolicy:
     name: str
     windows: tuple[BurnWindow, ...]
-    # Below this many events in a condition's long window it does not fire ("not enough data").
-    min_events: int = 100
+    # Below this many events in a condition's long window it does not fire ("not enough data");
+    # None: derived from the SLO's objective (see Slo.min_events).
+    min_events: int | None = None
     # A firing alert resolves only after its condition has been false for this long.
     hold_s: int = 5 * MINUTE
 
@@ -84,6 +88,18 @@ class Slo:
     def error_budget(self) -> float:
         """The allowed error ratio, ``1 - objective``."""
         return 1.0 - self.objective
+
+    @property
+    def min_events(self) -> int:
+        """Events a condition's long window must hold before it may fire.
+
+        Unless the policy says otherwise: enough events that the budget allows at least 10 errors
+        among them (``10 / (1 - objective)``, 10,000 for 99.9%), and at least 100. Fewer, and a
+        couple of failures would look like a huge burn.
+        """
+        if self.policy.min_events is not None:
+            return self.policy.min_events
+        return max(MIN_EVENTS_FLOOR, math.ceil(BUDGET_ERRORS_FOR_MIN_EVENTS / self.error_budget - 1e-9))
 
     @property
     def windows_s(self) -> tuple[int, ...]:
@@ -113,7 +129,7 @@ WORKBOOK_WINDOWS: tuple[tuple[Severity, float, int, int], ...] = (
 )
 
 
-def default_policy(slo_window_s: int, *, min_events: int = 100, hold_s: int = 5 * MINUTE) -> AlertPolicy:
+def default_policy(slo_window_s: int, *, min_events: int | None = None, hold_s: int = 5 * MINUTE) -> AlertPolicy:
     """The Workbook policy scaled to the SLO window (for 30 days: page 14.4 and 6, ticket 3 and 1)."""
     windows = tuple(
         BurnWindow(

@@ -70,7 +70,7 @@ def test_a_replayed_batch_after_a_crash_is_not_counted_twice() -> None:
     store: dict[str, bytes] = {}
     events = [(T0 + i * 7, rng.randint(0, 2), 3, i) for i in range(2000)]
     first = Counters(store, max_window_s=30 * DAY)
-    for ts, bad, total, off in events[:1200]:
+    for ts, bad, total, _ in events[:1200]:
         first.add("s|a|b|c", 0, ts // 10, bad, total)
     first.flush(0, 1199)
     # The worker dies; a new one recovers from the store and replays from an older committed offset.

@@ -1,0 +1,259 @@
+"""Kafka topic administration: wait for a broker, create topics up front with their partition counts.
+
+Every topic must exist with its intended partition count *before* any producer or Faust worker touches
+it: a producer that auto-creates a topic gets the broker's default (4 partitions on Tansu), and a Faust
+table whose source topic and changelog topic disagree crash-loops with ``PartitionsMismatch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BrokerUnavailableError", "TopicError", "ensure_topics", "wait_for_broker"]
+
+_CLIENT_ID = "slo-stream-admin"
+_POLL_S = 0.05
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created or does not have the expected shape.
+
+    ``retryable`` says whether trying again can help: ``False`` for a topic that exists with another
+    partition count (someone must delete and recreate it, or the configuration must change) or a request
+    the broker rejects as invalid; ``True`` for transient conditions (timeouts, metadata not yet visible).
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        hint = "a retry may help" if retryable else "a retry will not help"
+        super().__init__(f"{message} ({hint})")
+        self.retryable = retryable
+
+
+class BrokerUnavailableError(ConnectionError):
+    """No Kafka broker answered at the bootstrap address before the deadline. A retry may help."""
+
+    retryable = True
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 30) -> None:
+    """Block until a Kafka broker at ``bootstrap`` answers a metadata request, or raise.
+
+    ``bootstrap`` is a comma-separated ``host:port`` list (an optional ``scheme://`` prefix is ignored).
+    Polls with a deadline, never a fixed sleep. Raises :class:`BrokerUnavailableError` on timeout.
+    """
+    with _admin_client(bootstrap, timeout_s) as admin:
+        admin.describe_cluster()
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    *,
+    timeout_s: float = 30,
+    replication_factor: int = 1,
+) -> None:
+    """Make sure each topic in ``topics`` (name -> partition count) exists with that partition count.
+
+    Missing topics are created (a concurrent creation by someone else is tolerated); existing topics are
+    left alone. Afterwards the broker's metadata is checked until every topic is visible with the
+    expected number of partitions, each with a leader. Idempotent.
+
+    Raises :class:`TopicError` (``retryable=False``) if a topic exists with a different partition count,
+    :class:`TopicError` (``retryable=True``) if the topics are not visible before the deadline, and
+    :class:`BrokerUnavailableError` if no broker answers. ``ValueError`` for invalid arguments.
+    """
+    wanted = _validate(topics, replication_factor)
+    if not wanted:
+        return
+    deadline = time.monotonic() + timeout_s
+    with _admin_client(bootstrap, timeout_s) as admin:
+        try:
+            existing = _describe(admin, list(wanted))
+        except KafkaError as exc:
+            raise TopicError(f"reading topic metadata failed: {exc}", retryable=bool(exc.retriable)) from exc
+        _check_partition_counts(existing, wanted)
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            _create(admin, {n: wanted[n] for n in missing}, replication_factor, deadline)
+        _wait_visible(admin, wanted, deadline)
+
+
+# -- internals -------------------------------------------------------------------------------------------
+
+
+def _validate(topics: Mapping[str, int], replication_factor: int) -> dict[str, int]:
+    if isinstance(replication_factor, bool) or not isinstance(replication_factor, int):
+        raise ValueError(f"replication_factor must be an int, got {replication_factor!r}")
+    if replication_factor < 1:
+        raise ValueError(f"replication_factor must be >= 1, got {replication_factor}")
+    wanted: dict[str, int] = {}
+    for name, partitions in topics.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"topic names must be non-empty strings, got {name!r}")
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ValueError(f"topic {name!r}: partition count must be an int >= 1, got {partitions!r}")
+        wanted[name] = partitions
+    return wanted
+
+
+def _addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """Parse ``host:port[,host:port...]`` (``scheme://`` prefixes and ``[ipv6]`` hosts allowed)."""
+    out: list[tuple[str, int]] = []
+    for raw in bootstrap.split(","):
+        item = raw.strip()
+        if "://" in item:
+            item = item.split("://", 1)[1]
+        item = item.rstrip("/")
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit():
+            host, port = item, "9092"
+        out.append((host.strip("[]") or "localhost", int(port)))
+    if not out:
+        raise ValueError(f"no broker address in bootstrap {bootstrap!r}")
+    return out
+
+
+def _kafka_python_bootstrap(addresses: list[tuple[str, int]]) -> list[str]:
+    return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses]
+
+
+def _tcp_reachable(addresses: list[tuple[str, int]], timeout_s: float) -> bool:
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.05, min(timeout_s, 1.0))):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@contextmanager
+def _admin_client(bootstrap: str, timeout_s: float) -> Iterator[KafkaAdminClient]:
+    """A connected admin client, waiting (with a deadline) for the broker to answer."""
+    addresses = _addresses(bootstrap)
+    servers = _kafka_python_bootstrap(addresses)
+    deadline = time.monotonic() + timeout_s
+    last_error: BaseException | None = None
+    # Poll plain TCP first: cheap, and every failed KafkaAdminClient() leaves its I/O thread behind.
+    while not _tcp_reachable(addresses, deadline - time.monotonic()):
+        if time.monotonic() >= deadline:
+            raise BrokerUnavailableError(
+                f"no Kafka broker accepts connections at {bootstrap} (waited {timeout_s:g} s)"
+            )
+        time.sleep(_POLL_S)
+    admin: KafkaAdminClient | None = None
+    while admin is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerUnavailableError(
+                f"Kafka broker at {bootstrap} did not answer within {timeout_s:g} s: {last_error}"
+            )
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=servers,
+                client_id=_CLIENT_ID,
+                bootstrap_timeout_ms=max(100, int(remaining * 1000)),
+                request_timeout_ms=max(1000, int(min(remaining, 30.0) * 1000)),
+            )
+        except KafkaError as exc:
+            last_error = exc
+            time.sleep(_POLL_S)
+    try:
+        yield admin
+    finally:
+        with suppress(Exception):
+            admin.close()
+
+
+def _describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Topics among ``names`` that exist, by name (metadata dicts). Unknown topics are omitted."""
+    found: dict[str, dict[str, Any]] = {}
+    for topic in admin.describe_topics(names):
+        code = topic.get("error_code", 0)
+        if code == 0:
+            found[topic["name"]] = topic
+        elif code != UnknownTopicOrPartitionError.errno:
+            log.debug("metadata for topic %s: %s", topic.get("name"), for_code(code).__name__)
+    return found
+
+
+def _check_partition_counts(existing: Mapping[str, Mapping[str, Any]], wanted: Mapping[str, int]) -> None:
+    wrong = {
+        name: len(meta.get("partitions") or [])
+        for name, meta in existing.items()
+        if name in wanted and len(meta.get("partitions") or []) != wanted[name]
+    }
+    if wrong:
+        details = "; ".join(f"{n!r} has {have} partitions, expected {wanted[n]}" for n, have in wrong.items())
+        raise TopicError(
+            f"topic partition count mismatch: {details}. Delete and recreate the topic(s) or change the "
+            "configured partition count (a topic auto-created by a producer gets the broker default, "
+            "4 partitions on Tansu)",
+            retryable=False,
+        )
+
+
+def _create(
+    admin: KafkaAdminClient, missing: Mapping[str, int], replication_factor: int, deadline: float
+) -> None:
+    request = {
+        name: {"num_partitions": partitions, "replication_factor": replication_factor}
+        for name, partitions in missing.items()
+    }
+    timeout_ms = max(1000, int((deadline - time.monotonic()) * 1000))
+    try:
+        response = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
+    except KafkaError as exc:
+        raise TopicError(
+            f"creating topics {sorted(missing)} failed: {exc}", retryable=bool(exc.retriable)
+        ) from exc
+    failures: list[str] = []
+    retryable = True
+    for result in response.get("topics", []):
+        code = result.get("error_code", 0)
+        if code in (0, TopicAlreadyExistsError.errno):
+            if code == 0:
+                log.info("created topic %s (%d partitions)", result.get("name"), missing[result["name"]])
+            continue
+        err = for_code(code)
+        retryable = retryable and bool(getattr(err, "retriable", False))
+        detail = result.get("error_message") or ""
+        failures.append(f"{result.get('name')!r}: {err.__name__}: {detail}".rstrip(": "))
+    if failures:
+        raise TopicError("creating topics failed: " + "; ".join(failures), retryable=retryable)
+
+
+def _leaders_ok(meta: Mapping[str, Any]) -> bool:
+    return all(p.get("error_code", 0) == 0 and p.get("leader_id", -1) >= 0 for p in meta["partitions"])
+
+
+def _wait_visible(admin: KafkaAdminClient, wanted: Mapping[str, int], deadline: float) -> None:
+    """Poll metadata until every topic exists with the wanted partition count and a leader per partition."""
+    while True:
+        try:
+            existing = _describe(admin, list(wanted))
+        except KafkaError as exc:  # transient (e.g. a reconnect): keep polling until the deadline
+            log.debug("metadata request failed while waiting for topics: %s", exc)
+            existing = {}
+        _check_partition_counts(existing, wanted)
+        pending = sorted(name for name in wanted if name not in existing or not _leaders_ok(existing[name]))
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TopicError(
+                f"topics not visible with a leader for every partition before the deadline: {pending}",
+                retryable=True,
+            )
+        time.sleep(_POLL_S)

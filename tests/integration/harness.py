@@ -1,0 +1,116 @@
+"""Real worker processes and real Kafka clients for integration tests (no mocks)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from streams import settings as settings_mod
+from streams.adapters.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    """One isolated slo-stream deployment on a shared broker: its own app id and topic names."""
+
+    bootstrap: str
+    env: dict[str, str]
+    settings: settings_mod.Settings
+    tmp: Path
+
+    @classmethod
+    def create(cls, bootstrap: str, tmp: Path, *, partitions: int = 2, **extra: str) -> Deployment:
+        tag = uuid.uuid4().hex[:8]
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "SLO_STREAM_APP_ID": f"it-{tag}",
+            "SLO_STREAM_PARTITIONS": str(partitions),
+            "SLO_STREAM_SPECS": str(ROOT / "alerts" / "slos"),
+            "SLO_STREAM_SESSION_TIMEOUT": "2",
+            "SLO_STREAM_HEARTBEAT_INTERVAL": "0.5",
+            "SLO_STREAM_BATCH_WITHIN": "0.05",
+        }
+        for name in ("PLAYBACK", "ALERTS", "STATUS", "DEAD_LETTER", "K8S_EVENTS", "K8S_ROLLOUTS"):
+            env[f"SLO_STREAM_TOPIC_{name}"] = f"{tag}.{name.lower().replace('_', '-')}"
+        env.update(extra)
+        s = settings_mod.load(env)
+        ensure_topics(bootstrap, s.topics)
+        return cls(bootstrap, env, s, tmp)
+
+    @contextlib.contextmanager
+    def worker(self, name: str = "w1", **extra: str) -> Iterator[subprocess.Popen[bytes]]:
+        env = dict(os.environ)
+        env.update(self.env)
+        env.update({"SLO_STREAM_WEB_PORT": str(free_port()),
+                    "SLO_STREAM_DATADIR": str(self.tmp / f"{name}-data")})
+        env.update(extra)
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
+        # `timeout -k` because a worker stuck in a crash loop may ignore SIGTERM (DESIGN.md).
+        proc = subprocess.Popen(["timeout", "-k", "10", "600", sys.executable, "-m", "streams", "worker"],
+                                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            log.close()
+
+    def log_text(self, name: str = "w1") -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def produce(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+                                 max_request_size=16 * 1024 * 1024)
+        for key, value in messages:
+            producer.send(topic or self.settings.topic_playback, key=key, value=value)
+        producer.flush()
+        producer.close()
+
+    def consume(self, topic: str, *, until: Callable[[list[Any]], bool], timeout_s: float,
+                proc: subprocess.Popen[bytes] | None = None) -> list[Any]:
+        """Read ``topic`` from the beginning (JSON values) until ``until(values)`` or the timeout."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                 consumer_timeout_ms=300)
+        parts = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        values: list[Any] = []
+        deadline = time.time() + timeout_s
+        try:
+            while time.time() < deadline:
+                for msg in consumer:
+                    values.append(orjson.loads(msg.value))
+                if until(values):
+                    break
+                if proc is not None and proc.poll() is not None:
+                    raise AssertionError(f"worker exited with {proc.returncode}")
+        finally:
+            consumer.close()
+        return values
