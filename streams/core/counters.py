@@ -68,9 +68,13 @@ class Counters:
         # pending[series][level][bucket] = [bad, total], not yet in the store.
         self._pending: dict[str, tuple[dict[int, list[int]], ...]] = {}
         # Which chunks each series has in the store, and which series each partition owns.
-        self._chunks: dict[str, set[tuple[int, int]]] = {}
+        self._chunks: dict[str, tuple[set[int], set[int], set[int]]] = {}  # chunk ids per level
+        self._expired_at: dict[int, int] = {}
         self._series_partition: dict[str, int] = {}
         self._by_partition: dict[int, set[str]] = {}
+        # (bad, total) of whole stored chunks, computed on first read, dropped when a chunk changes:
+        # long windows read mostly whole chunks, so an evaluation touches few buckets one by one.
+        self._chunk_sums: dict[str, tuple[int, int]] = {}
         self.applied_offset: dict[int, int] = {}
 
     # ---- recovery -------------------------------------------------------------------------
@@ -84,6 +88,7 @@ class Counters:
             self.applied_offset.pop(p, None)
         for s in [s for s, p in self._series_partition.items() if p in partitions]:
             self._forget(s)
+        self._chunk_sums.clear()
         n = 0
         for key, value in list(self.store.items()):
             if key.startswith("~"):  # engine records (meta, alert tracks) share the store
@@ -93,7 +98,7 @@ class Counters:
             if p not in partitions:
                 continue
             series, level, chunk = _split_key(key)
-            self._chunks.setdefault(series, set()).add((level, chunk))
+            self._chunk_ids(series)[level].add(chunk)
             self._own(series, p)
             if off > self.applied_offset.get(p, -1):
                 self.applied_offset[p] = off
@@ -113,7 +118,9 @@ class Counters:
             self._by_partition.setdefault(partition, set()).add(series)
 
     def _forget(self, series: str) -> None:
-        self._chunks.pop(series, None)
+        for lvi, ids in enumerate(self._chunks.pop(series, ())):
+            for ch in ids:
+                self._chunk_sums.pop(_key(series, lvi, ch), None)
         p = self._series_partition.pop(series, None)
         if p is not None:
             self._by_partition[p].discard(series)
@@ -184,7 +191,7 @@ class Counters:
         for series, pend in self._pending.items():
             if self._series_partition.get(series) != partition:
                 continue
-            chunks = self._chunks.setdefault(series, set())
+            chunk_ids = self._chunk_ids(series)
             for lv, buckets in zip(self.levels, pend, strict=True):
                 by_chunk: dict[int, list[tuple[int, list[int]]]] = {}
                 for b, cell in buckets.items():
@@ -200,7 +207,8 @@ class Counters:
                     if offset > arr[1]:
                         arr[1] = offset
                     self.store[key] = arr.tobytes()
-                    chunks.add((lv.index, chunk))
+                    self._chunk_sums.pop(key, None)
+                    chunk_ids[lv.index].add(chunk)
                     written += 1
             done.append(series)
         for s in done:
@@ -209,32 +217,38 @@ class Counters:
             self.applied_offset[partition] = offset
         return written
 
-    def expire(self, partition: int, now: int) -> int:
+    def expire(self, partition: int, now: int, *, every_s: int = 60) -> int:
         """Delete chunks of ``partition`` wholly older than each level keeps, relative to ``now``
-        (the latest evaluation time); forget series left with nothing. Returns chunks deleted."""
+        (the latest evaluation time); forget series left with nothing. Does the walk at most once
+        per ``every_s`` of event time. Returns chunks deleted."""
+        if now - self._expired_at.get(partition, 0) < every_s:
+            return 0
+        self._expired_at[partition] = now
         deleted = 0
         empty = []
         for series in self._by_partition.get(partition, ()):
-            chunks = self._chunks.get(series)
-            if not chunks:
-                if series not in self._pending:
-                    empty.append(series)
-                continue
-            old = [
-                (lvi, ch) for lvi, ch in chunks
-                if (ch + 1) * self.levels[lvi].chunk_s <= now - self.levels[lvi].keep_s
-            ]
-            for lvi, ch in old:
-                chunks.discard((lvi, ch))
-                key = _key(series, lvi, ch)
-                if key in self.store:
-                    del self.store[key]
-                deleted += 1
-            if not chunks and series not in self._pending:
+            per_level = self._chunks.get(series)
+            if per_level is not None:
+                for lv, ids in zip(self.levels, per_level, strict=True):
+                    limit = (now - lv.keep_s) // lv.chunk_s  # chunks below this id ended before now - keep
+                    for ch in [ch for ch in ids if ch < limit]:
+                        ids.discard(ch)
+                        key = _key(series, lv.index, ch)
+                        self._chunk_sums.pop(key, None)
+                        if key in self.store:
+                            del self.store[key]
+                        deleted += 1
+            if (per_level is None or not any(per_level)) and series not in self._pending:
                 empty.append(series)
         for s in empty:
             self._forget(s)
         return deleted
+
+    def _chunk_ids(self, series: str) -> tuple[set[int], set[int], set[int]]:
+        ids = self._chunks.get(series)
+        if ids is None:
+            ids = self._chunks[series] = (set(), set(), set())
+        return ids
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -256,16 +270,34 @@ class Counters:
             return 0, 0
         n = lv.chunk_len
         get = self.store.get
-        for chunk in range(b0 // n, (b1 - 1) // n + 1):
-            value = get(_key(series, lv.index, chunk))
-            if value is None:
-                continue
-            mv = memoryview(value).cast("q")
+        sums = self._chunk_sums
+        c0, c1 = b0 // n, (b1 - 1) // n
+        per_level = self._chunks.get(series)
+        ids = per_level[lv.index] if per_level is not None else ()
+        span = range(c0, c1 + 1) if c1 - c0 < len(ids) else sorted(ch for ch in ids if c0 <= ch <= c1)
+        for chunk in span:
+            key = _key(series, lv.index, chunk)
             base = chunk * n
             lo = max(b0, base) - base
             hi = min(b1, base + n) - base
-            bad += sum(mv[2 + 2 * lo : 2 + 2 * hi : 2])
-            total += sum(mv[3 + 2 * lo : 3 + 2 * hi : 2])
+            if lo == 0 and hi == n:
+                cached = sums.get(key)
+                if cached is not None:
+                    bad += cached[0]
+                    total += cached[1]
+                    continue
+            value = get(key)
+            if value is None:
+                continue
+            mv = memoryview(value).cast("q")
+            if lo == 0 and hi == n:
+                cb, ct = sum(mv[2::2]), sum(mv[3::2])
+                sums[key] = (cb, ct)
+                bad += cb
+                total += ct
+            else:
+                bad += sum(mv[2 + 2 * lo : 2 + 2 * hi : 2])
+                total += sum(mv[3 + 2 * lo : 3 + 2 * hi : 2])
         pend = self._pending.get(series)
         if pend is not None:
             for b, (pb, pt) in pend[lv.index].items():

@@ -208,7 +208,8 @@ class Engine:
         dim_series = self._dim_series
         rejected = res.rejected
         for r in recs:
-            ts, service, cluster, region, platform, total, errors, lat, _, offset = r
+            ts, service, cluster, region, platform = r.ts, r.service, r.cluster, r.region, r.platform
+            total, errors, lat, offset = r.total, r.errors, r.latency_ms, r.offset
             if offset <= meta.offset:
                 # Already processed before a crash: count only what the store has not seen.
                 if not self._count_replayed(r, partition):
@@ -216,7 +217,7 @@ class Engine:
                 continue
             if ts > future_limit:
                 rejected.append(Rejected(c.REASON_FUTURE, f"ts {ts:.3f} is more than {cfg.max_future_s}s "
-                                         f"ahead of the wall clock", offset, None, r._asdict()))
+                                         f"ahead of the wall clock", offset, None, r.to_dict()))
                 continue
             if ts > max_ts:
                 max_ts = ts
@@ -233,7 +234,7 @@ class Engine:
             elif ts < max_ts - lateness:
                 rejected.append(Rejected(c.REASON_LATE, f"ts {ts:.3f} is older than the watermark "
                                          f"{max_ts - lateness:.3f} (allowed lateness {lateness}s)",
-                                         offset, None, r._asdict()))
+                                         offset, None, r.to_dict()))
                 continue
             svc = services.get(service)
             if svc is None:
@@ -243,15 +244,15 @@ class Engine:
             if dims not in dim_series and not self._admit(dims):
                 rejected.append(Rejected(c.REASON_SERIES_LIMIT,
                                          f"an SLO of {service} already has {cfg.max_series_per_slo} "
-                                         f"series; {'/'.join(dims)} not counted", offset, None, r._asdict()))
+                                         f"series; {'/'.join(dims)} not counted", offset, None, r.to_dict()))
                 continue
             if offset <= applied:
                 self._count_replayed(r, partition)
                 continue
-            key = (service, cluster, region, platform, int(ts // L0_WIDTH))
-            cell = agg.get(key)
+            where = (service, cluster, region, platform, int(ts // L0_WIDTH))
+            cell = agg.get(where)
             if cell is None:
-                cell = agg[key] = [0] * svc.cell_len
+                cell = agg[where] = [0] * svc.cell_len
             cell[0] += errors
             cell[1] += total
             if lat is not None and svc.thresholds:

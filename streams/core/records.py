@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -25,19 +25,28 @@ MAX_LATENCY_MS = 1e7
 MAX_REVISION_LEN = 128
 
 
-class Playback(NamedTuple):
-    """One validated playback outcome (or pre-aggregated sample). ``ts`` is epoch seconds, event time."""
+class Playback(msgspec.Struct, gc=False):
+    """One validated playback outcome (or pre-aggregated sample). ``ts`` is epoch seconds, event time.
 
-    ts: float
+    The same type is the fast path's decoding target (types and ranges checked by msgspec in C) and
+    what the careful path builds; ``offset`` is always set by the parser (a JSON "offset" is ignored).
+    """
+
+    ts: Annotated[float, msgspec.Meta(gt=0, lt=1e11)]
     service: str
     cluster: str
     region: str
-    platform: str
-    total: int
-    errors: int
-    latency_ms: float | None
-    revision: str | None
-    offset: int
+    platform: Literal["kubernetes", "legacy"]
+    total: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
+    errors: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+    latency_ms: Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)] | None = None
+    revision: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REVISION_LEN)] | None = None
+    offset: int = -1
+    schema_version: Literal[1] = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = msgspec.structs.asdict(self)
+        return d
 
 
 @dataclass(frozen=True)
@@ -59,22 +68,9 @@ class Limits:
     max_records_per_message: int = 100_000
 
 
-class _WireRecord(msgspec.Struct, gc=False):
-    ts: float | Annotated[datetime, msgspec.Meta(tz=True)]
-    service: str
-    cluster: str
-    region: str
-    platform: Literal["kubernetes", "legacy"]
-    total: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
-    errors: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
-    latency_ms: Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)] | None = None
-    revision: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REVISION_LEN)] | None = None
-    schema_version: Literal[1] = 1
-
-
 class _WireBatch(msgspec.Struct, gc=False):
     schema_version: Literal[1]
-    records: list[_WireRecord]
+    records: list[Playback]
 
 
 _BATCH_DECODER = msgspec.json.Decoder(_WireBatch)
@@ -148,16 +144,16 @@ class RecordParser:
             append = out.append
             for i, item in enumerate(items):
                 got = check(item, key_service, offset, True)
-                if type(got) is Playback:
+                if isinstance(got, Playback):
                     append(got)
                 else:
-                    bad.append(Rejected(got[0], got[1], offset, i, item))  # type: ignore[arg-type]
+                    bad.append(Rejected(got[0], got[1], offset, i, item))
         else:
             got = self._check(doc, key_service, offset, False)
-            if type(got) is Playback:
+            if isinstance(got, Playback):
                 out.append(got)
             else:
-                bad.append(Rejected(got[0], got[1], offset))  # type: ignore[arg-type]
+                bad.append(Rejected(got[0], got[1], offset))
 
     def _fast(
         self, key: bytes | None, value: bytes, offset: int, out: list[Playback], bad: list[Rejected]
@@ -176,13 +172,7 @@ class RecordParser:
         except UnicodeDecodeError:
             return False
         ok_services, ok_labels = self._ok_services, self._ok_labels
-        staged = []
         for r in records:
-            ts = r.ts
-            if type(ts) is not float:
-                ts = ts.timestamp()  # type: ignore[union-attr]
-            if not (0 < ts < 1e11):
-                return False
             service, cluster, region = r.service, r.cluster, r.region
             if service not in ok_services or cluster not in ok_labels or region not in ok_labels:
                 return False  # first sight of a name: the careful path validates and caches it
@@ -191,9 +181,8 @@ class RecordParser:
             rev = r.revision
             if rev is not None and not rev.isprintable():
                 return False
-            staged.append(Playback(ts, service, cluster, region, r.platform, r.total, r.errors,
-                                   r.latency_ms, rev, offset))
-        out.extend(staged)
+            r.offset = offset
+        out.extend(records)
         return True
 
     def _check(self, r: Any, key_service: str | None, offset: int, in_batch: bool) -> Playback | tuple[str, str]:

@@ -19,8 +19,8 @@ BAD_MESSAGES = {
     c.REASON_BAD_JSON: (b"playback-api", b"{not json"),
     c.REASON_MISSING_FIELD: (b"playback-api", orjson.dumps({"schema_version": 1, "service": "playback-api"})),
     c.REASON_BAD_COUNTS: (b"playback-api", orjson.dumps({
-        "schema_version": 1, "ts": "2026-01-01T00:00:00Z", "service": "playback-api", "cluster": "eu-west-1", "region": "eu-west",
-        "platform": "kubernetes", "total": 2, "errors": 3})),
+        "schema_version": 1, "ts": "2026-01-01T00:00:00Z", "service": "playback-api", "cluster": "eu-west-1",
+        "region": "eu-west", "platform": "kubernetes", "total": 2, "errors": 3})),
     c.REASON_BAD_SCHEMA_VERSION: (b"playback-api", orjson.dumps({"schema_version": 42, "records": []})),
     c.REASON_TOO_LARGE: (b"playback-api", b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'),
 }
