@@ -136,7 +136,8 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
     produce(bootstrap, s.topic_playback, msgs)
     total_records = sum(len(orjson.loads(v)["records"]) for _, v in msgs)
     log = open(tmp / "worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "streams", "worker", "--loglevel", "warning"], env=env,
+    loglevel = os.environ.get("BENCH_LOGLEVEL", "warning")
+    proc = subprocess.Popen([sys.executable, "-m", "streams", "worker", "--loglevel", loglevel], env=env,
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     tp = TopicPartition(s.topic_playback, 0)
@@ -144,8 +145,11 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
     deadline = time.time() + 600
     try:
         while time.time() < deadline:
-            offsets = admin.list_consumer_group_offsets(tag)
-            off = offsets[tp].offset if tp in offsets else 0
+            try:
+                offsets = admin.list_group_offsets({tag: [tp]}).get(tag, {})
+            except Exception:  # the group does not exist until the worker joins
+                offsets = {}
+            off = offsets[tp].offset if tp in offsets and offsets[tp].offset >= 0 else 0
             samples.append((time.perf_counter(), off))
             if off >= len(msgs):
                 break

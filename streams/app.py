@@ -27,6 +27,7 @@ def build_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=settings.fetch_max_bytes,
         producer_acks=-1,
         web_host=settings.web_host,
         web_port=settings.web_port,

@@ -36,6 +36,7 @@ class Settings:
     # SLO specs
     specs: str = "alerts/slos"
     # Processing
+    fetch_max_bytes: int = 64 * 1024 * 1024  # per partition and fetch: batch messages are large
     batch_max: int = 2000  # messages per batch
     batch_within_s: float = 0.2  # wait at most this long to fill a batch
     step_s: int = 10  # evaluation step, event time

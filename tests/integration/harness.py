@@ -85,11 +85,15 @@ class Deployment:
     def log_text(self, name: str = "w1") -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
-    def produce(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
+    def produce(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None,
+                per_second: float | None = None) -> None:
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
                                  max_request_size=16 * 1024 * 1024)
-        for key, value in messages:
+        t0 = time.time()
+        for i, (key, value) in enumerate(messages):
             producer.send(topic or self.settings.topic_playback, key=key, value=value)
+            if per_second and i % 20 == 0:
+                time.sleep(max(0.0, t0 + i / per_second - time.time()))
         producer.flush()
         producer.close()
 
@@ -114,3 +118,34 @@ class Deployment:
         finally:
             consumer.close()
         return values
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The consumer group's committed offset per partition (0 before the first commit)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        try:
+            got = admin.list_group_offsets({group: tps}).get(group, {})
+        except Exception:  # no such group yet
+            got = {}
+        return {tp.partition: max(0, got[tp].offset) if tp in got else 0 for tp in tps}
+    finally:
+        admin.close()
+
+
+def latest_by_key(bootstrap: str, topic: str, partitions: int) -> dict[bytes, Any]:
+    """Read a compacted-style topic to its end and keep the latest value per key (Tansu does not compact)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    latest: dict[bytes, Any] = {}
+    try:
+        for msg in consumer:
+            latest[msg.key] = orjson.loads(msg.value)
+    finally:
+        consumer.close()
+    return latest
