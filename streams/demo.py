@@ -1,8 +1,8 @@
 """``slo-stream demo``: a playback outage replayed on the embedded broker, alerts shown as they come.
 
 Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), a real worker process, replays
-3 hours of event time in a few seconds (healthy traffic, a 10-minute outage of playback-api in one
-Kubernetes cluster, recovery), prints every alert state change from ``slo.alerts`` and a summary,
+8 hours of event time in seconds (7 hours of healthy traffic, a 10-minute outage of playback-api in
+one Kubernetes cluster, recovery), prints every alert state change from ``slo.alerts`` and a summary,
 then stops everything it started.
 """
 
@@ -26,9 +26,10 @@ HOUR = 3600
 
 
 def demo_scenario(now: float) -> tuple[Scenario, Outage]:
-    outage = Outage(service="playback-api", start_s=2 * HOUR, end_s=2 * HOUR + 600,
+    """7 hours of healthy history (so the 1h and 6h windows are full), a 10-minute outage, recovery."""
+    outage = Outage(service="playback-api", start_s=7 * HOUR, end_s=7 * HOUR + 600,
                     error_ratio=1.0, cluster="eu-west-1", platform="kubernetes")
-    duration = 3 * HOUR
+    duration = 8 * HOUR
     start = int(now // 10 * 10) - duration - 600  # all event times in the past
     return Scenario(start_ts=start, duration_s=duration, outages=(outage,)), outage
 
