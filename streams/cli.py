@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `slo-stream validate ... | head`
+        sys.stderr.close()
+        return 0
 
 
 def _run(args: argparse.Namespace) -> int:

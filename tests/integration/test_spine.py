@@ -36,7 +36,7 @@ def outage_scenario() -> tuple[Scenario, Outage]:
 def test_an_outage_pages_once_then_resolves_other_services_stay_quiet_and_bad_records_dead_letter(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    dep = Deployment.create(kafka_bootstrap, tmp_path)
+    dep = Deployment.create(kafka_bootstrap, tmp_path, SLO_STREAM_STALE_AFTER="3")
     scenario, outage = outage_scenario()
     messages = [(k, v) for _, k, v in scenario.messages()]
     # Malformed records interleaved with the good ones, a count-bearing one among them.
@@ -52,7 +52,9 @@ def test_an_outage_pages_once_then_resolves_other_services_stay_quiet_and_bad_re
         alerts = dep.consume(dep.settings.topic_alerts, until=resolved, timeout_s=120, proc=proc)
         dead = dep.consume(dep.settings.topic_dead_letter, until=lambda v: len(v) >= len(BAD_MESSAGES),
                            timeout_s=30)
-        status = dep.consume(dep.settings.topic_status, until=lambda v: len(v) > 0, timeout_s=10)
+        # Traffic has stopped: the wall-clock timer marks the series stale.
+        status = dep.consume(dep.settings.topic_status, until=lambda v: any(x.get("stale") for x in v),
+                             timeout_s=20)
     log = dep.log_text()
     pages = [a for a in alerts if a["severity"] == "page"]
     assert [(a["dedup_key"], a["state"]) for a in pages] == [(page_key, "firing"), (page_key, "resolved")], log
@@ -68,4 +70,6 @@ def test_an_outage_pages_once_then_resolves_other_services_stay_quiet_and_bad_re
         assert d["source"]["topic"] == dep.settings.topic_playback and d["detail"]
     huge = next(d for d in dead if d["reason"] == c.REASON_TOO_LARGE)
     assert huge["truncated"] is True and huge["original_size"] > 2 * 1024 * 1024
-    assert status and {"burn_rates", "error_budget_remaining", "evaluated_at"} <= set(status[-1])
+    assert status and {"burn_rates", "error_budget_remaining", "evaluated_at", "good_total"} <= set(status[0])
+    stale = [x for x in status if x.get("stale")]
+    assert stale and "no records" in stale[0]["stale_reason"]
