@@ -16,10 +16,11 @@ from collections import defaultdict
 from typing import Any
 
 import faust
+import mode
 import orjson
 from faust.types import TP
 
-from streams.core.engine import Engine, EngineConfig
+from streams.core.engine import BatchResult, Engine, EngineConfig
 from streams.core.model import Slo
 from streams.core.records import Rejected
 from streams.settings import Settings
@@ -83,7 +84,8 @@ class Pipeline:
         self._stale_marked: set[int] = set()
         self.table.on_recover(self._on_recover)
         app.on_partitions_revoked.connect(self._on_revoked)
-        app.agent(self.playback, name="ingest")(self._ingest)
+        # A failed batch must not be skipped by restarting the agent in place: crash the worker.
+        app.agent(self.playback, name="ingest", supervisor_strategy=mode.CrashingSupervisor)(self._ingest)
         app.timer(interval=max(1.0, settings.stale_after_s / 4), name="staleness")(self._staleness)
         app.timer(interval=10.0, name="progress")(self._progress)
 
@@ -97,9 +99,16 @@ class Pipeline:
         owned = self._owned()
         new = owned - self.engine.assigned()
         if new:
-            self.engine.assign(new)
+            self._assign(new)
             log.info("recovered state for partitions %s: %d series", sorted(new),
                      self.engine.counters.series_count())
+
+    def _assign(self, partitions: set[int]) -> None:
+        self.engine.assign(partitions)
+        now = time.time()
+        for p in partitions:
+            # Staleness counts from the assignment, so a worker started after traffic stopped says so.
+            self.last_batch_wall.setdefault(p, now)
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         parts = {tp.partition for tp in revoked if tp.topic == self.settings.topic_playback}
@@ -122,40 +131,33 @@ class Pipeline:
     async def _process(self, partition: int, messages: list[tuple[bytes | None, bytes | None, int]]) -> None:
         engine = self.engine
         if partition not in engine.assigned():
-            engine.assign({partition})
+            self._assign({partition})
         now = time.time()
         t0 = time.perf_counter()
         res = engine.process(partition, messages, now=now)
         t1 = time.perf_counter()
-        # 1. Deliver alert transitions before the state that records them (at-least-once, never lost).
-        if res.alerts:
-            futures = [
-                await self.alerts.send(key=a.dedup_key.encode(), value=orjson.dumps(a.to_json()))
-                for a in res.alerts
-            ]
-            await asyncio.gather(*futures)
-            for a in res.alerts:
-                log.warning("ALERT %s %s %s %s burn=%s budget_left=%.4f", a.state, a.severity, a.slo,
-                            dict(a.dimensions), a.condition, a.error_budget_remaining)
-        # 2. State: tracks, counters, then the partition meta record.
+        try:
+            await self._deliver(res, messages)
+        except BaseException:
+            # The batch's effects were not all delivered: forget what process() changed in memory
+            # (counts, alert tracks, watermark) and crash; the worker restarts from the committed
+            # offset and does the batch again. Never carry on as if the alerts had gone out.
+            engine.revoke({partition})
+            engine.assign({partition})
+            log.critical("batch of partition %d could not be delivered; the worker stops and will "
+                         "resume from the last committed offset", partition)
+            raise
         t2 = time.perf_counter()
+        # State last: alert tracks, counters, then the partition meta record.
         self.table.write_partition = partition
         try:
             engine.commit(res)
         finally:
             self.table.write_partition = None
         t3 = time.perf_counter()
-        log.debug("batch p%d: %d messages, %d records; process %.1f ms, alerts %.1f ms, commit %.1f ms",
+        log.debug("batch p%d: %d messages, %d records; process %.1f ms, deliver %.1f ms, commit %.1f ms",
                   partition, len(messages), res.records, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
-        # 3. Dead letters and the latest status per series.
-        if res.rejected:
-            originals = {off: value for _, value, off in messages}
-            for rej in res.rejected:
-                await self.dead_letter.send(
-                    key=f"{self.settings.topic_playback}/{partition}/{rej.offset}".encode(),
-                    value=dead_letter_value(rej, topic=self.settings.topic_playback, partition=partition,
-                                            original=originals.get(rej.offset)),
-                )
+        # The latest status per series: at-least-once like the rest, but nothing depends on it.
         for ev in res.statuses.values():
             await self.status.send(key=ev.series.encode(),
                                    value=orjson.dumps(engine.status_record(ev, now=now)))
@@ -169,6 +171,25 @@ class Pipeline:
         st["evaluations"] += res.evaluations
         for reason, n in res.rejected_by_reason().items():
             st[f"rejected.{reason}"] += n
+
+    async def _deliver(self, res: BatchResult, messages: list[tuple[bytes | None, bytes | None, int]]) -> None:
+        """Alert transitions and dead letters, awaited, before the state that says they happened."""
+        futures = []
+        for a in res.alerts:
+            futures.append(await self.alerts.send(key=a.dedup_key.encode(), value=orjson.dumps(a.to_json())))
+            log.warning("ALERT %s %s %s %s burn=%s budget_left=%.4f", a.state, a.severity, a.slo,
+                        dict(a.dimensions), a.condition, a.error_budget_remaining)
+        if res.rejected:
+            originals = {off: value for _, value, off in messages}
+            topic = self.settings.topic_playback
+            for rej in res.rejected:
+                futures.append(await self.dead_letter.send(
+                    key=f"{topic}/{res.partition}/{rej.offset}".encode(),
+                    value=dead_letter_value(rej, topic=topic, partition=res.partition,
+                                            original=originals.get(rej.offset)),
+                ))
+        if futures:
+            await asyncio.gather(*futures)
 
     # ---- wall-clock timers ----------------------------------------------------------------------
 
@@ -201,7 +222,8 @@ class Pipeline:
 
 
 def dead_letter_value(rej: Rejected, *, topic: str, partition: int, original: bytes | None) -> bytes:
-    """The dead-letter record: reason, source position, and the original bytes (a prefix if huge)."""
+    """The dead-letter record: reason, source position, and the original bytes or the offending
+    record of a batch (at most 64 KiB of either, flagged ``truncated``)."""
     body: dict[str, Any] = {
         "schema_version": 1,
         "reason": rej.reason,
@@ -210,7 +232,13 @@ def dead_letter_value(rej: Rejected, *, topic: str, partition: int, original: by
         "index": rej.index,
     }
     if rej.record is not None:
-        body["record"] = rej.record
+        encoded = orjson.dumps(rej.record, default=str)
+        if len(encoded) <= DEAD_LETTER_VALUE_PREFIX:
+            body["record"] = rej.record
+        else:
+            body["record_prefix"] = encoded[:DEAD_LETTER_VALUE_PREFIX].decode("utf-8", errors="replace")
+            body["truncated"] = True
+            body["record_size"] = len(encoded)
     if original is not None and (rej.index is None or rej.record is None):
         chunk = original[:DEAD_LETTER_VALUE_PREFIX]
         body["truncated"] = len(original) > len(chunk)

@@ -22,8 +22,9 @@ PLATFORMS: Final = ("kubernetes", "legacy")
 ANY: Final = "*"
 
 # Names and label values that reach Kafka keys, PromQL and YAML: a conservative charset.
-NAME_RE: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-LABEL_VALUE_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline.
+NAME_RE: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+LABEL_VALUE_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?\Z")
 
 SCHEMA_VERSION: Final = 1
 

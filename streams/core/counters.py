@@ -75,6 +75,7 @@ class Counters:
         # (bad, total) of whole stored chunks, computed on first read, dropped when a chunk changes:
         # long windows read mostly whole chunks, so an evaluation touches few buckets one by one.
         self._chunk_sums: dict[str, tuple[int, int]] = {}
+        self._last_data: dict[str, int] = {}  # event time of each series' newest bucket (an upper bound)
         self.applied_offset: dict[int, int] = {}
 
     # ---- recovery -------------------------------------------------------------------------
@@ -99,6 +100,9 @@ class Counters:
                 continue
             series, level, chunk = _split_key(key)
             self._chunk_ids(series)[level].add(chunk)
+            end = (chunk + 1) * self.levels[level].chunk_s
+            if end > self._last_data.get(series, 0):
+                self._last_data[series] = end
             self._own(series, p)
             if off > self.applied_offset.get(p, -1):
                 self.applied_offset[p] = off
@@ -118,6 +122,7 @@ class Counters:
             self._by_partition.setdefault(partition, set()).add(series)
 
     def _forget(self, series: str) -> None:
+        self._last_data.pop(series, None)
         for lvi, ids in enumerate(self._chunks.pop(series, ())):
             for ch in ids:
                 self._chunk_sums.pop(_key(series, lvi, ch), None)
@@ -132,6 +137,10 @@ class Counters:
 
     def all_series(self) -> Iterator[str]:
         return iter(self._series_partition)
+
+    def last_data(self, series: str) -> int:
+        """Event time (s) of the series' newest counted bucket; 0 when unknown."""
+        return self._last_data.get(series, 0)
 
     def partition_of(self, series: str) -> int | None:
         return self._series_partition.get(series)
@@ -151,6 +160,8 @@ class Counters:
             pend = self._pending[series] = ({}, {}, {})
             self._own(series, partition)
         t = bucket0 * L0_WIDTH
+        if t > self._last_data.get(series, 0):
+            self._last_data[series] = t
         for lv, buckets in zip(self.levels, pend, strict=True):
             b = t // lv.width_s
             cell = buckets.get(b)
@@ -165,6 +176,8 @@ class Counters:
         crash): adds it only to the levels whose stored chunk has not seen ``offset`` yet.
         Returns True if any level counted it."""
         t = bucket0 * L0_WIDTH
+        if t > self._last_data.get(series, 0):
+            self._last_data[series] = t
         pend = self._pending.get(series)
         counted = False
         for lv in self.levels:

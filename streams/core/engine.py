@@ -45,8 +45,9 @@ class EngineConfig:
     allowed_lateness_s: int = 120
     max_future_s: int = 300
     max_series_per_slo: int = 5000
-    # Evaluation steps caught up in one batch after a jump of the watermark (1 day of 10 s steps).
-    max_catchup_steps: int = 8640
+    # Evaluation steps caught up after the watermark jumps over a gap (1 hour of 10 s steps); the
+    # older steps of a longer gap are skipped (documented in docs/semantics.md).
+    max_catchup_steps: int = 360
     limits: Limits = DEFAULT_LIMITS
 
 
@@ -129,6 +130,12 @@ class Engine:
                                    (keep[0], keep[1], keep[2])))
             self._services[service] = _ServicePlan(tuple(plans), thresholds)
         self._dim_series: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
+        self._tracks: dict[str, Track] = {}  # alert tracks read from (or written to) the store
+        self._keys: dict[str, tuple[tuple[Severity, str], ...]] = {}
+        # After this long without data a series with no firing alert is not evaluated: every short
+        # window is empty, so no condition can hold.
+        self._quiet_after = {s.name: max(w.short_s for w in s.policy.windows) if s.policy.windows else 0
+                             for s in slos}
         self._parsers: dict[int, RecordParser] = {}
         self._meta: dict[int, PartitionMeta] = {}
         self._pending_tracks: dict[str, tuple[int, Track]] = {}
@@ -139,8 +146,12 @@ class Engine:
     # ---- partitions ---------------------------------------------------------------------------
 
     def assign(self, partitions: set[int]) -> None:
-        """Take over ``partitions``: rebuild the index from the (recovered) store."""
+        """Take over ``partitions``: rebuild the index from the (recovered) store. Also the way to
+        drop a partition's in-memory state after a failed batch (revoke, then assign)."""
         self.counters.recover(partitions)
+        self._tracks.clear()
+        for dk in [dk for dk, (p, _) in self._pending_tracks.items() if p in partitions]:
+            del self._pending_tracks[dk]
         for p in partitions:
             raw = self.store.get(f"{META_PREFIX}{p}")
             if raw is None:
@@ -152,6 +163,9 @@ class Engine:
 
     def revoke(self, partitions: set[int]) -> None:
         self.counters.release(partitions)
+        self._tracks.clear()
+        for dk in [dk for dk, (p, _) in self._pending_tracks.items() if p in partitions]:
+            del self._pending_tracks[dk]
         for p in partitions:
             self._meta.pop(p, None)
         for s in [s for s in self.last_status if not self.counters.has_series(s)]:
@@ -211,16 +225,17 @@ class Engine:
             ts, service, cluster, region, platform = r.ts, r.service, r.cluster, r.region, r.platform
             total, errors, lat, offset = r.total, r.errors, r.latency_ms, r.offset
             if offset <= meta.offset:
-                # Already processed before a crash: count only what the store has not seen.
-                if not self._count_replayed(r, partition):
-                    res.replay_skipped += 1
+                # Fully committed before a crash (the meta record is written after its chunks, its
+                # alerts and its dead letters): nothing of it is missing.
+                res.replay_skipped += 1
                 continue
             if ts > future_limit:
                 rejected.append(Rejected(c.REASON_FUTURE, f"ts {ts:.3f} is more than {cfg.max_future_s}s "
                                          f"ahead of the wall clock", offset, None, r.to_dict()))
                 continue
-            if ts > max_ts:
-                max_ts = ts
+            if ts > max_ts and max_ts < now:
+                # A clock running ahead (up to max_future_s) must not drag the watermark past now.
+                max_ts = ts if ts < now else now
                 wm = max_ts - lateness
                 if next_eval is None:
                     next_eval = int(wm // step_s) * step_s + step_s
@@ -315,19 +330,22 @@ class Engine:
     def _evaluate(self, partition: int, at: int, res: BatchResult) -> None:
         res.steps += 1
         window = self.counters.window
-        for series in list(self.counters.series(partition)):
+        last_data = self.counters.last_data
+        for series in self.counters.series(partition):
             slo = self.slos.get(series.split("|", 1)[0])
             if slo is None:
+                continue
+            keys = self._dedup_keys(series, slo)
+            tracks = [self.track(dk) for _, dk in keys]
+            # A quiet series with no data in any short window cannot fire: skip it (this is what
+            # keeps a catch-up over a gap cheap). A firing one is evaluated to resolve it.
+            if at - last_data(series) > self._quiet_after[slo.name] and not any(t.firing for t in tracks):
                 continue
             counts = {w: window(series, at, w) for w in slo.windows_s}
             ev = evaluate(slo, series, at, counts)
             res.evaluations += 1
             res.statuses[series] = ev
-            for severity in (Severity.PAGE, Severity.TICKET):
-                if not any(w.severity is severity for w in slo.policy.windows):
-                    continue
-                dk = c.dedup_key(series, str(severity))
-                track = self.track(dk)
+            for (severity, dk), track in zip(keys, tracks, strict=True):
                 new, change = step(track, condition=ev.active(severity), at=at, hold_s=slo.policy.hold_s)
                 if new != track:
                     self._pending_tracks[dk] = (partition, new)
@@ -335,12 +353,24 @@ class Engine:
                     started = new.fired_at if change is AlertState.FIRING else track.fired_at
                     res.alerts.append(make_alert(slo, ev, severity, change, started_at=started or at))
 
+    def _dedup_keys(self, series: str, slo: Slo) -> tuple[tuple[Severity, str], ...]:
+        keys = self._keys.get(series)
+        if keys is None:
+            severities = [sev for sev in (Severity.PAGE, Severity.TICKET)
+                          if any(w.severity is sev for w in slo.policy.windows)]
+            keys = self._keys[series] = tuple((sev, c.dedup_key(series, str(sev))) for sev in severities)
+        return keys
+
     def track(self, dedup: str) -> Track:
+        """The alert track of a dedup key: pending in this batch, else cached, else from the store."""
         pending = self._pending_tracks.get(dedup)
         if pending is not None:
             return pending[1]
-        raw = self.store.get(TRACK_PREFIX + dedup)
-        return Track() if raw is None else Track.from_json(orjson.loads(raw))
+        track = self._tracks.get(dedup)
+        if track is None:
+            raw = self.store.get(TRACK_PREFIX + dedup)
+            track = self._tracks[dedup] = Track() if raw is None else Track.from_json(orjson.loads(raw))
+        return track
 
     # ---- phase 2: commit ------------------------------------------------------------------------
 
@@ -350,15 +380,24 @@ class Engine:
         for dk, (tp, track) in list(self._pending_tracks.items()):
             if tp != p:
                 continue
+            del self._pending_tracks[dk]
+            if track == Track():  # resolved and quiet: nothing to remember
+                self._tracks.pop(dk, None)
+                if TRACK_PREFIX + dk in self.store:
+                    del self.store[TRACK_PREFIX + dk]
+                continue
             body = track.to_json()
             body["p"] = p
             self.store[TRACK_PREFIX + dk] = orjson.dumps(body)
-            del self._pending_tracks[dk]
+            self._tracks[dk] = track
         meta = self.meta(p)
         offset = max(res.max_offset, meta.offset)
         self.counters.flush(p, offset)
         if meta.evaluated_to and self.counters.expire(p, meta.evaluated_to):
             self._recount_series()
+            for series in [s for s in self.last_status if not self.counters.has_series(s)]:
+                del self.last_status[series]
+                self._keys.pop(series, None)
         meta.offset = offset
         self.store[f"{META_PREFIX}{p}"] = meta.to_bytes(p)
         self.last_status.update(res.statuses)

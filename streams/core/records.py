@@ -114,13 +114,15 @@ class RecordParser:
         if type(doc) is not dict:
             bad.append(Rejected(c.REASON_BAD_JSON, f"expected a JSON object, got {type(doc).__name__}", offset))
             return
-        key_service = None
-        if key:
-            try:
-                key_service = key.decode()
-            except UnicodeDecodeError:
-                bad.append(Rejected(c.REASON_WRONG_KEY, "message key is not UTF-8", offset))
-                return
+        # The key decides the partition, and a series must be counted on one partition only.
+        if not key:
+            bad.append(Rejected(c.REASON_WRONG_KEY, "message has no key (the key must be the service)", offset))
+            return
+        try:
+            key_service = key.decode()
+        except UnicodeDecodeError:
+            bad.append(Rejected(c.REASON_WRONG_KEY, "message key is not UTF-8", offset))
+            return
         sv = doc.get("schema_version")
         if sv != c.SCHEMA_VERSION or type(sv) is not int:
             reason = c.REASON_MISSING_FIELD if sv is None else c.REASON_BAD_SCHEMA_VERSION
@@ -167,8 +169,10 @@ class RecordParser:
         records = batch.records
         if len(records) > self.limits.max_records_per_message:
             return False
+        if not key:
+            return False
         try:
-            key_service = key.decode() if key else None
+            key_service = key.decode()
         except UnicodeDecodeError:
             return False
         ok_services, ok_labels = self._ok_services, self._ok_labels
@@ -176,7 +180,7 @@ class RecordParser:
             service, cluster, region = r.service, r.cluster, r.region
             if service not in ok_services or cluster not in ok_labels or region not in ok_labels:
                 return False  # first sight of a name: the careful path validates and caches it
-            if (key_service is not None and service != key_service) or r.errors > r.total:
+            if service != key_service or r.errors > r.total:
                 return False
             rev = r.revision
             if rev is not None and not rev.isprintable():
@@ -185,7 +189,7 @@ class RecordParser:
         out.extend(records)
         return True
 
-    def _check(self, r: Any, key_service: str | None, offset: int, in_batch: bool) -> Playback | tuple[str, str]:
+    def _check(self, r: Any, key_service: str, offset: int, in_batch: bool) -> Playback | tuple[str, str]:
         """The record, or ``(reason, detail)``. The hot path: plain type tests, cached label checks."""
         if type(r) is not dict:
             return c.REASON_BAD_FIELD, f"record must be a JSON object, got {type(r).__name__}"
@@ -213,23 +217,23 @@ class RecordParser:
             if parsed is None:
                 return c.REASON_BAD_FIELD, f"ts is not RFC 3339 with a time zone: {ts_raw[:64]!r}"
             ts = parsed
+            if not (0 < ts < 1e11):
+                return c.REASON_BAD_FIELD, f"ts must be after 1970 and before 5138, got {ts_raw[:64]!r}"
         else:
             return c.REASON_BAD_FIELD, f"ts must be RFC 3339 or epoch seconds, got {tt.__name__}"
-        if service not in self._ok_services:
-            if type(service) is not str or not c.NAME_RE.match(service):
-                return c.REASON_BAD_FIELD, f"service is not a valid name: {str(service)[:80]!r}"
-            self._remember(self._ok_services, service)
-        if key_service is not None and service != key_service:
+        # Type first: a list or dict here would not even hash.
+        if type(service) is not str or (service not in self._ok_services and not c.NAME_RE.match(service)):
+            return c.REASON_BAD_FIELD, f"service is not a valid name: {str(service)[:80]!r}"
+        self._remember(self._ok_services, service)
+        if service != key_service:
             return c.REASON_WRONG_KEY, f"record of service {service!r} in a message keyed {key_service[:80]!r}"
         ok = self._ok_labels
-        if cluster not in ok:
-            if type(cluster) is not str or not c.LABEL_VALUE_RE.match(cluster):
-                return c.REASON_BAD_FIELD, f"cluster is not a valid label value: {str(cluster)[:80]!r}"
-            self._remember(ok, cluster)
-        if region not in ok:
-            if type(region) is not str or not c.LABEL_VALUE_RE.match(region):
-                return c.REASON_BAD_FIELD, f"region is not a valid label value: {str(region)[:80]!r}"
-            self._remember(ok, region)
+        if type(cluster) is not str or (cluster not in ok and not c.LABEL_VALUE_RE.match(cluster)):
+            return c.REASON_BAD_FIELD, f"cluster is not a valid label value: {str(cluster)[:80]!r}"
+        if type(region) is not str or (region not in ok and not c.LABEL_VALUE_RE.match(region)):
+            return c.REASON_BAD_FIELD, f"region is not a valid label value: {str(region)[:80]!r}"
+        self._remember(ok, cluster)
+        self._remember(ok, region)
         if platform != "kubernetes" and platform != "legacy":
             return c.REASON_BAD_FIELD, f"platform must be kubernetes or legacy, got {str(platform)[:80]!r}"
         if type(total) is not int or type(errors) is not int:
@@ -258,6 +262,8 @@ class RecordParser:
 
     @staticmethod
     def _remember(cache: set[str], value: str) -> None:
+        if value in cache:
+            return
         if len(cache) >= _MAX_CACHE:
             cache.clear()
         cache.add(value)

@@ -149,6 +149,14 @@ def test_late_records_are_dead_lettered_and_out_of_order_ones_within_lateness_co
         pytest.param(orjson.dumps(record(T0, service="stream-router") | {"schema_version": 1}), c.REASON_WRONG_KEY,
                      id="record of another service than the key"),
         pytest.param(b"\xff\xfe{}", c.REASON_BAD_JSON, id="invalid UTF-8"),
+        pytest.param(orjson.dumps(record(T0, service=["x"]) | {"schema_version": 1}), c.REASON_BAD_FIELD,
+                     id="service as a list"),
+        pytest.param(orjson.dumps(record(T0, cluster={}) | {"schema_version": 1}), c.REASON_BAD_FIELD,
+                     id="cluster as an object"),
+        pytest.param(orjson.dumps(record(T0, cluster="eu-west-1\n") | {"schema_version": 1}), c.REASON_BAD_FIELD,
+                     id="label value with a trailing newline"),
+        pytest.param(orjson.dumps(record("1970-01-01T00:00:00Z") | {"schema_version": 1}), c.REASON_BAD_FIELD,
+                     id="RFC 3339 time at the epoch"),
     ],
 )
 def test_malformed_records_are_rejected_with_a_reason_while_good_ones_count(value: bytes, reason: str) -> None:
@@ -202,3 +210,46 @@ def test_low_traffic_does_not_page_and_says_not_enough_data() -> None:
     assert "1h+5m" in flagged and "6h+30m" in flagged
     record_ = engine.status_record(ev, now=NOW)
     assert any(cond["insufficient_data"] for cond in record_["conditions"])
+
+
+def test_a_message_without_a_key_is_rejected_because_its_partition_is_arbitrary() -> None:
+    engine = Engine([slo()], {}, EngineConfig())
+    _, value = batch([record(T0 + 1)])
+    res = feed(engine, [(None, value), (b"", value)])
+    assert [r.reason for r in res.rejected] == [c.REASON_WRONG_KEY] * 2
+
+
+def test_a_producer_clock_running_ahead_does_not_make_on_time_records_late() -> None:
+    engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=120, max_future_s=300))
+    res = engine.process(0, [(*batch([record(NOW + 250)]), 0), (*batch([record(NOW - 10)]), 1)], now=NOW)
+    assert not res.rejected
+    assert engine.meta(0).max_ts == NOW
+
+
+def test_a_replayed_batch_does_not_count_what_was_rejected_as_late_the_first_time() -> None:
+    store: dict[str, bytes] = {}
+    first = Engine([slo()], store, EngineConfig(allowed_lateness_s=60))
+    msgs = [batch([record(T0 + 1000)]), batch([record(T0 + 900)])]
+    res = feed(first, msgs)
+    assert [r.reason for r in res.rejected] == [c.REASON_LATE]
+    second = Engine([slo()], store, EngineConfig(allowed_lateness_s=60))
+    second.assign({0})
+    res = feed(second, msgs)
+    assert res.replay_skipped == 2 and not res.rejected
+    series = c.series_key("playback-api-availability", "eu-west-1", "eu-west", "kubernetes")
+    assert second.counters.window(series, T0 + 1010, 300) == (0, 1)
+
+
+def test_resolved_tracks_leave_no_state_behind() -> None:
+    store: dict[str, bytes] = {}
+    engine = Engine([slo()], store, EngineConfig(allowed_lateness_s=0))
+    run(engine, steady_then_outage(2 * HOUR, 600, 2 * HOUR))
+    assert not [k for k in store if k.startswith("~track|") and "/page/" in k]
+
+
+def test_a_gap_in_event_time_is_caught_up_cheaply() -> None:
+    engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=0))
+    run(engine, steady_then_outage(HOUR, 0))
+    res = feed(engine, [batch([record(T0 + 3 * 86400)])], first_offset=10_000)
+    # The gap is longer than the catch-up and every short window: quiet series are skipped.
+    assert res.steps == 360 and res.evaluations == 0
