@@ -115,6 +115,7 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
     from kafka import KafkaAdminClient, TopicPartition
 
     from streams import settings as settings_mod
+    from streams.adapters.processes import free_port
     from streams.adapters.topics import ensure_topics
 
     tag = f"bench{int(time.time())}"
@@ -128,7 +129,7 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
         "SLO_STREAM_TOPIC_STATUS": f"{tag}.status", "SLO_STREAM_TOPIC_DEAD_LETTER": f"{tag}.dlq",
         "SLO_STREAM_TOPIC_K8S_EVENTS": f"{tag}.k8s-events", "SLO_STREAM_TOPIC_K8S_ROLLOUTS": f"{tag}.k8s-rollouts",
         "SLO_STREAM_SPECS": str(spec), "SLO_STREAM_SESSION_TIMEOUT": "2",
-        "SLO_STREAM_HEARTBEAT_INTERVAL": "0.5", "SLO_STREAM_WEB_PORT": str(_free_port()),
+        "SLO_STREAM_HEARTBEAT_INTERVAL": "0.5", "SLO_STREAM_WEB_PORT": str(free_port()),
         "SLO_STREAM_DATADIR": str(tmp / "data"), "SLO_STREAM_ALLOWED_LATENESS": "10",
     })
     s = settings_mod.load(env)
@@ -210,14 +211,6 @@ spec:
   objectives: [{{target: 0.99, op: lte, value: 300}}]
 """)
     return "---\n".join(docs)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> int:

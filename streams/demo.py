@@ -9,8 +9,6 @@ then stops everything it started.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +18,7 @@ from datetime import UTC, datetime
 import orjson
 
 from streams import settings as settings_mod
+from streams.adapters.processes import free_port, stop_group
 from streams.scenario import Outage, Scenario
 
 HOUR = 3600
@@ -32,12 +31,6 @@ def demo_scenario(now: float) -> tuple[Scenario, Outage]:
     duration = 8 * HOUR
     start = int(now // 10 * 10) - duration - 600  # all event times in the past
     return Scenario(start_ts=start, duration_s=duration, outages=(outage,)), outage
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_demo(*, specs: str | None, timeout_s: float) -> int:
@@ -71,7 +64,7 @@ def run_demo(*, specs: str | None, timeout_s: float) -> int:
         env.update({
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "SLO_STREAM_SPECS": specs,
-            "SLO_STREAM_WEB_PORT": str(_free_port()),
+            "SLO_STREAM_WEB_PORT": str(free_port()),
             "SLO_STREAM_SESSION_TIMEOUT": env.get("SLO_STREAM_SESSION_TIMEOUT", "2"),
             "SLO_STREAM_HEARTBEAT_INTERVAL": env.get("SLO_STREAM_HEARTBEAT_INTERVAL", "0.5"),
             "SLO_STREAM_DATADIR": os.path.join(logdir, "worker-data"),
@@ -141,13 +134,8 @@ def run_demo(*, specs: str | None, timeout_s: float) -> int:
             return 1
         return 0
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+        if worker is not None:
+            stop_group(worker, timeout_s=15)
         if broker is not None:
             broker.stop()
         say("demo", "stopped the worker and the broker")

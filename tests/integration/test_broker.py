@@ -126,8 +126,8 @@ def test_picked_port_taken_meanwhile_is_retried(
 ) -> None:
     taken = taken_port_socket.getsockname()[1]
     ports = iter([taken])
-    real_free_port = broker_mod._free_port
-    monkeypatch.setattr(broker_mod, "_free_port", lambda host: next(ports, None) or real_free_port(host))
+    real_free_port = broker_mod.free_port
+    monkeypatch.setattr(broker_mod, "free_port", lambda host: next(ports, None) or real_free_port(host))
     with EmbeddedBroker() as b:
         assert b.port != taken
         wait_for_broker(b.bootstrap, timeout_s=5)
