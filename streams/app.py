@@ -28,7 +28,20 @@ def build_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=settings.fetch_max_bytes,
+        # Nothing here runs on_leader=True, so no leader-election topic: its always-empty partition
+        # was often the only fetchable one while the source partition still had buffered records,
+        # and faust's aiokafka driver hard-codes fetch_max_wait_ms=1500, so that fetch parked in
+        # the broker for 1.5 s and no source fetch could start meanwhile (Kafka and Tansu alike).
+        topic_disable_leader=True,
         producer_acks=-1,
+        # Table writes go through faust's ProducerBuffer, which sends one message per
+        # event-loop turn (several turns per message, in fact). With linger 0 that produced a
+        # produce request every ~3 records and the sender's request/response work starved the
+        # buffer. 10 ms lets a request carry hundreds of records; a larger batch lets a whole
+        # batch's table writes share a request. 256 KiB is far below Kafka's default
+        # message.max.bytes (1 MiB) and producer_max_request_size (1,000,000).
+        producer_linger=0.01,
+        producer_max_batch_size=256 * 1024,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_host,

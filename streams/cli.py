@@ -117,6 +117,9 @@ def _worker(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # At debug level these log every produced message (kilobytes each, per table write).
+    for noisy in ("faust.topics", "aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     s = settings_mod.load()
     if args.specs:
         s = replace(s, specs=args.specs)
