@@ -120,6 +120,9 @@ def _worker(args: argparse.Namespace) -> int:
     # At debug level these log every produced message (kilobytes each, per table write).
     for noisy in ("faust.topics", "aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    # "producer buffer full" is Faust's routine back-pressure on table writes (a few hundred per
+    # batch against a 100-message buffer), logged as a warning on every batch: not news to anyone.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     s = settings_mod.load()
     if args.specs:
         s = replace(s, specs=args.specs)

@@ -22,12 +22,28 @@ from faust.types import TP
 
 from streams.core.engine import BatchResult, Engine, EngineConfig
 from streams.core.model import Slo
+from streams.core.offsets import OffsetGuard
 from streams.core.records import Rejected
 from streams.settings import Settings
 
 log = logging.getLogger("slo_stream.pipeline")
 
 DEAD_LETTER_VALUE_PREFIX = 64 * 1024
+COMMIT_GAP_CHECK_S = 5.0
+HOLE_CHECK_S = 1.0
+
+
+def commit_gap(committed: int | None, acked: list[int]) -> int | None:
+    """The first acknowledged offset when offsets between the committed one and it were never
+    acknowledged (Faust then never commits again), else None.
+
+    Faust commits over a single missing offset itself (it treats it as a compacted hole), so only a
+    gap of two or more counts. ``committed`` is Faust's: the next offset to read.
+    """
+    if not committed or not acked:
+        return None
+    head = min(acked)
+    return head if head - committed > 1 else None
 
 
 class StateTable(faust.Table):  # type: ignore[misc]
@@ -88,6 +104,10 @@ class Pipeline:
         app.agent(self.playback, name="ingest", supervisor_strategy=mode.CrashingSupervisor)(self._ingest)
         app.timer(interval=max(1.0, settings.stale_after_s / 4), name="staleness")(self._staleness)
         app.timer(interval=10.0, name="progress")(self._progress)
+        self._gaps_seen: dict[TP, tuple[int, int]] = {}
+        self.guard = OffsetGuard(retry_after_s=COMMIT_GAP_CHECK_S)
+        app.timer(interval=HOLE_CHECK_S, name="offset-holes")(self._seek_holes_now)
+        app.timer(interval=COMMIT_GAP_CHECK_S, name="commit-gap")(self._heal_commit_gap)
 
     # ---- partitions ---------------------------------------------------------------------------
 
@@ -114,6 +134,7 @@ class Pipeline:
         parts = {tp.partition for tp in revoked if tp.topic == self.settings.topic_playback}
         if parts:
             self.engine.revoke(parts)
+            self.guard.forget(parts)
             log.info("released partitions %s", sorted(parts))
 
     # ---- the hot path -------------------------------------------------------------------------
@@ -122,17 +143,46 @@ class Pipeline:
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             by_partition: dict[int, list[tuple[bytes | None, bytes | None, int]]] = defaultdict(list)
+            events_of: dict[int, list[Any]] = defaultdict(list)
             for ev in events:
                 m = ev.message
                 by_partition[m.partition].append((m.key, m.value, m.offset))
+                events_of[m.partition].append(ev)
             for partition, messages in sorted(by_partition.items()):
-                await self._process(partition, messages)
+                keep = await self._process(partition, messages)
+                if keep is not None:
+                    for ev, kept in zip(events_of[partition], keep, strict=True):
+                        if not kept:
+                            # Marked done without telling the consumer: Faust then never counts
+                            # this offset as processed and commits nothing past it until the
+                            # re-read delivers it again and it is processed.
+                            ev.message.acked = True
 
-    async def _process(self, partition: int, messages: list[tuple[bytes | None, bytes | None, int]]) -> None:
+    async def _process(self, partition: int,
+                       messages: list[tuple[bytes | None, bytes | None, int]]) -> list[bool] | None:
+        """Process one partition's part of a batch. Returns which messages were taken when some were
+        refused beyond an offset hole (see :mod:`streams.core.offsets`), else None."""
         engine = self.engine
         if partition not in engine.assigned():
             self._assign({partition})
         now = time.time()
+        applied = engine.meta(partition).offset
+        adm = self.guard.admit(partition, applied + 1 if applied >= 0 else None, [m[2] for m in messages],
+                               now=now)
+        if adm.accepted_hole is not None:
+            lo, hi = adm.accepted_hole
+            log.warning("partition %d: offsets %d..%d are not in the log; carrying on at %d",
+                        partition, lo, hi - 1, hi)
+        taken: list[bool] | None = None
+        if adm.refused:
+            self.stats["refused_beyond_hole"] += adm.refused
+            taken = adm.keep
+            # The re-read is the timer's job: a seek from inside the agent lands while Faust's fetch
+            # loop is parked handing us the next message, and that loop then moves its read
+            # position past the re-read records (they get dropped again).
+            messages = [m for m, keep in zip(messages, adm.keep, strict=True) if keep]
+            if not messages:
+                return taken
         t0 = time.perf_counter()
         res = engine.process(partition, messages, now=now)
         t1 = time.perf_counter()
@@ -144,6 +194,7 @@ class Pipeline:
             # offset and does the batch again. Never carry on as if the alerts had gone out.
             engine.revoke({partition})
             engine.assign({partition})
+            self.guard.forget({partition})
             log.critical("batch of partition %d could not be delivered; the worker stops and will "
                          "resume from the last committed offset", partition)
             raise
@@ -171,6 +222,7 @@ class Pipeline:
         st["evaluations"] += res.evaluations
         for reason, n in res.rejected_by_reason().items():
             st[f"rejected.{reason}"] += n
+        return taken
 
     async def _deliver(self, res: BatchResult, messages: list[tuple[bytes | None, bytes | None, int]]) -> None:
         """Alert transitions and dead letters, awaited, before the state that says they happened."""
@@ -213,12 +265,94 @@ class Pipeline:
                 n += 1
             log.warning("partition %d: no records for %.0fs; %d series marked stale", p, now - last, n)
 
+    def _faust_committed(self, tp: TP) -> int | None:
+        committed = getattr(self.app.consumer, "_committed_offset", None)
+        return committed.get(tp) if isinstance(committed, dict) else None
+
+    async def _seek_holes(self, now: float) -> None:
+        """Read partitions with a hole again from before it (see :mod:`streams.core.offsets`): from
+        the engine's next offset, or Faust's committed offset if lower, so that Faust, which commits
+        only contiguous acknowledgements, sees every offset again too."""
+        topic = self.settings.topic_playback
+        for p, hole in self.guard.due(now):
+            tp = TP(topic, p)
+            if self.guard.needs_check(hole):
+                first = await first_offset_from(self.settings.bootstrap or "", topic, p, hole.expected)
+                self.guard.checked(p, first)
+                if hole.confirmed:
+                    log.warning("partition %d: the log has no records in %d..%d; they are skipped",
+                                p, hole.expected, hole.first - 1)
+            target = hole.expected
+            committed = self._faust_committed(tp)
+            if committed is not None and 0 <= committed < target:
+                target = committed
+            log.warning("partition %d: offset %d was next but %d arrived; reading again from %d (attempt %d)",
+                        p, hole.expected, hole.first, target, hole.seeks + 1)
+            self.stats["hole_seeks"] += 1
+            await self.app.consumer.seek(tp, target)
+            self.guard.sought(p, now=now)
+
+    async def _seek_holes_now(self) -> None:
+        await self._seek_holes(time.time())
+
+    async def _heal_commit_gap(self) -> None:
+        """Work around faust-streaming#596: after recovery Faust resumes the source partitions before
+        it seeks them to the committed offsets, and a fetch racing that seek can leave offsets that
+        are never delivered; Faust then acknowledges everything after them and commits nothing ever
+        again. A gap that persists across two checks is healed by seeking the partition back to the
+        committed offset: the missing records arrive, records already processed are skipped by the
+        engine's replay protection (offsets at or below the partition meta record), and commits resume.
+        """
+        consumer = self.app.consumer
+        acked_by_tp = getattr(consumer, "_acked", None)
+        committed_by_tp = getattr(consumer, "_committed_offset", None)
+        if not isinstance(acked_by_tp, dict) or not isinstance(committed_by_tp, dict):
+            return  # a Faust without these internals: nothing to heal
+        topic = self.settings.topic_playback
+        for tp in list(consumer.assignment()):
+            if tp.topic != topic:
+                continue
+            committed = committed_by_tp.get(tp)
+            head = commit_gap(committed, list(acked_by_tp.get(tp) or ()))
+            if head is None or committed is None:
+                self._gaps_seen.pop(tp, None)
+                continue
+            if self._gaps_seen.get(tp) != (committed, head):
+                self._gaps_seen[tp] = (committed, head)  # seen once; a batch may still be in flight
+                continue
+            self._gaps_seen.pop(tp, None)
+            self.stats["commit_gap_reseeks"] += 1
+            log.warning("partition %d: offsets %d..%d were never delivered and commits stalled "
+                        "(faust-streaming#596); seeking back to the committed offset %d",
+                        tp.partition, committed, head - 1, committed)
+            await consumer.seek(tp, committed)
+
     async def _progress(self) -> None:
         st = self.stats
         if st["messages"]:
             log.info("progress: %d messages, %d records, %d rejected, %d evaluations, %d alerts, %d series",
                      st["messages"], st["records"], st["rejected"], st["evaluations"], st["alerts"],
                      self.engine.counters.series_count())
+
+
+async def first_offset_from(bootstrap: str, topic: str, partition: int, offset: int,
+                            timeout_s: float = 5.0) -> int | None:
+    """The offset of the first record at or after ``offset`` (the log start if ``offset`` is gone),
+    read by a client of our own, not Faust's consumer; None when nothing arrived in time."""
+    import aiokafka
+
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                         auto_offset_reset="earliest", client_id="slo-stream-offset-check")
+    await consumer.start()
+    try:
+        tp = aiokafka.TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        got = await consumer.getmany(tp, timeout_ms=int(timeout_s * 1000), max_records=1)
+        records = got.get(tp) or []
+        return records[0].offset if records else None
+    finally:
+        await consumer.stop()
 
 
 def dead_letter_value(rej: Rejected, *, topic: str, partition: int, original: bytes | None) -> bytes:

@@ -354,3 +354,24 @@ def test_tansu_dies_when_run_broker_is_killed(tmp_path: Path) -> None:
             os.waitpid(tansu_pid, 0)
             pytest.fail("Tansu outlived the killed run_broker process")
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+def test_first_offset_from_reads_the_log_with_its_own_client(kafka_bootstrap: str) -> None:
+    """The offset guard's check of a hole: what the log itself holds from an offset on."""
+    import asyncio
+
+    from streams.adapters.pipeline import first_offset_from
+
+    topic = unique("holes")
+    ensure_topics(kafka_bootstrap, {topic: 1})
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    try:
+        for i in range(5):
+            producer.send(topic, key=b"k", value=f"{i}".encode(), partition=0)
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+    assert asyncio.run(first_offset_from(kafka_bootstrap, topic, 0, 0)) == 0
+    assert asyncio.run(first_offset_from(kafka_bootstrap, topic, 0, 3)) == 3
+    # Nothing at or after the end: no evidence, the guard keeps waiting.
+    assert asyncio.run(first_offset_from(kafka_bootstrap, topic, 0, 5, timeout_s=1.0)) is None

@@ -19,6 +19,10 @@ from tests.integration.test_spine import outage_scenario
 pytestmark = pytest.mark.integration
 
 
+def log_tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def test_a_worker_killed_mid_stream_recovers_and_counts_every_record_exactly_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -52,7 +56,7 @@ def test_a_worker_killed_mid_stream_recovers_and_counts_every_record_exactly_onc
             if done >= total_end:
                 break
             time.sleep(0.2)
-        assert done >= total_end, dep.log_text("second")
+        assert done >= total_end, f"committed {done} of {total_end}:\n{log_tail(dep.log_text('second'))}"
         time.sleep(1.5)  # the last statuses follow the last commit
     second_log = dep.log_text("second")
     assert "recovered state" in second_log
