@@ -330,9 +330,13 @@ class Pipeline:
     async def _progress(self) -> None:
         st = self.stats
         if st["messages"]:
-            log.info("progress: %d messages, %d records, %d rejected, %d evaluations, %d alerts, %d series",
+            holes = ""
+            if st["hole_seeks"] or st["commit_gap_reseeks"]:
+                holes = (f"; {st['refused_beyond_hole']} refused beyond offset holes, "
+                         f"{st['hole_seeks'] + st['commit_gap_reseeks']} re-reads")
+            log.info("progress: %d messages, %d records, %d rejected, %d evaluations, %d alerts, %d series%s",
                      st["messages"], st["records"], st["rejected"], st["evaluations"], st["alerts"],
-                     self.engine.counters.series_count())
+                     self.engine.counters.series_count(), holes)
 
 
 async def first_offset_from(bootstrap: str, topic: str, partition: int, offset: int,
