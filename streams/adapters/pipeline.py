@@ -135,6 +135,8 @@ class Pipeline:
         if parts:
             self.engine.revoke(parts)
             self.guard.forget(parts)
+            for tp in [tp for tp in self._gaps_seen if tp.partition in parts]:
+                del self._gaps_seen[tp]
             log.info("released partitions %s", sorted(parts))
 
     # ---- the hot path -------------------------------------------------------------------------
@@ -167,15 +169,21 @@ class Pipeline:
             self._assign({partition})
         now = time.time()
         applied = engine.meta(partition).offset
-        adm = self.guard.admit(partition, applied + 1 if applied >= 0 else None, [m[2] for m in messages],
-                               now=now)
+        expected: int | None = applied + 1
+        if applied < 0:
+            # No state for the partition yet: start where the group's committed offset says, if any
+            # (a lost changelog with a committed group still must not jump a hole unnoticed).
+            committed = self._faust_committed(TP(self.settings.topic_playback, partition))
+            expected = committed if committed else None
+        adm = self.guard.admit(partition, expected, [m[2] for m in messages], now=now)
         if adm.accepted_hole is not None:
             lo, hi = adm.accepted_hole
             log.warning("partition %d: offsets %d..%d are not in the log; carrying on at %d",
                         partition, lo, hi - 1, hi)
         taken: list[bool] | None = None
-        if adm.refused:
+        if adm.refused or adm.duplicates:
             self.stats["refused_beyond_hole"] += adm.refused
+            self.stats["duplicates_dropped"] += adm.duplicates
             taken = adm.keep
             # The re-read is the timer's job: a seek from inside the agent lands while Faust's fetch
             # loop is parked handing us the next message, and that loop then moves its read
@@ -272,25 +280,37 @@ class Pipeline:
     async def _seek_holes(self, now: float) -> None:
         """Read partitions with a hole again from before it (see :mod:`streams.core.offsets`): from
         the engine's next offset, or Faust's committed offset if lower, so that Faust, which commits
-        only contiguous acknowledgements, sees every offset again too."""
+        only contiguous acknowledgements, sees every offset again too. Retried every
+        ``COMMIT_GAP_CHECK_S`` while the hole stays open (a seek can race Faust's fetch loop again,
+        which during a backlog may mean reading up to the log end first)."""
         topic = self.settings.topic_playback
         for p, hole in self.guard.due(now):
             tp = TP(topic, p)
-            if self.guard.needs_check(hole):
-                first = await first_offset_from(self.settings.bootstrap or "", topic, p, hole.expected)
-                self.guard.checked(p, first)
-                if hole.confirmed:
-                    log.warning("partition %d: the log has no records in %d..%d; they are skipped",
-                                p, hole.expected, hole.first - 1)
-            target = hole.expected
-            committed = self._faust_committed(tp)
-            if committed is not None and 0 <= committed < target:
-                target = committed
-            log.warning("partition %d: offset %d was next but %d arrived; reading again from %d (attempt %d)",
-                        p, hole.expected, hole.first, target, hole.seeks + 1)
-            self.stats["hole_seeks"] += 1
-            await self.app.consumer.seek(tp, target)
-            self.guard.sought(p, now=now)
+            try:
+                if self.guard.needs_check(hole):
+                    first = await first_offset_from(self.settings.bootstrap or "", topic, p, hole.expected)
+                    if self.guard.holes.get(p) is not hole:
+                        continue  # filled (or the partition left) while we looked
+                    self.guard.checked(p, first)
+                    if hole.confirmed:
+                        log.warning("partition %d: the log has no records in %d..%d; they are skipped",
+                                    p, hole.expected, hole.first - 1)
+                if tp not in self.app.consumer.assignment():
+                    self.guard.forget({p})
+                    continue
+                target = hole.expected
+                committed = self._faust_committed(tp)
+                if committed is not None and 0 <= committed < target:
+                    target = committed
+                log.warning("partition %d: offset %d was next but %d arrived; reading again from %d "
+                            "(attempt %d)", p, hole.expected, hole.first, target, hole.seeks + 1)
+                self.stats["hole_seeks"] += 1
+                await self.app.consumer.seek(tp, target)
+                self.guard.sought(p, now=now)
+            except Exception as exc:  # the broker away, a partition revoked meanwhile: next tick
+                log.warning("partition %d: re-reading past an offset hole failed (%s: %s); retrying",
+                            p, type(exc).__name__, exc)
+                self.guard.sought(p, now=now)
 
     async def _seek_holes_now(self) -> None:
         await self._seek_holes(time.time())
@@ -325,7 +345,10 @@ class Pipeline:
             log.warning("partition %d: offsets %d..%d were never delivered and commits stalled "
                         "(faust-streaming#596); seeking back to the committed offset %d",
                         tp.partition, committed, head - 1, committed)
-            await consumer.seek(tp, committed)
+            try:
+                await consumer.seek(tp, committed)
+            except Exception as exc:  # revoked meanwhile, the broker away: the next check retries
+                log.warning("partition %d: seek failed (%s: %s)", tp.partition, type(exc).__name__, exc)
 
     async def _progress(self) -> None:
         st = self.stats

@@ -9,11 +9,12 @@ Holes do happen. faust-streaming can drop messages it fetched while resuming aft
 (faust-streaming#596); a consumer reset after retention deleted the committed position skips
 records; a transactional producer leaves a control record between batches. The guard refuses
 records beyond a hole and asks for the partition to be read again from before it; refused records
-are not lost, the re-read delivers them again. A hole that is still open after a re-read is checked
-against the log by the adapter (an independent read from the expected offset): only when the log's
-first record there is the one delivered after the hole (or later) is the hole accepted, and the
-partition read once more so that record arrives. Faust's own re-delivery cannot be trusted to
-confirm a hole: the race above can repeat on any seek.
+are not lost, the re-read delivers them again. Before every further re-read the adapter checks the
+log itself (an independent read from the expected offset): when the log's first record there lies
+beyond the expected offset, the range before it is empty, the hole is accepted up to that record,
+and the partition is read once more so that it arrives. Faust's own re-delivery cannot be trusted to
+confirm a hole: the race above can repeat on any seek. A re-read overlapping records already taken
+in the same batch yields second copies; they are dropped, not counted twice.
 
 Pure: the adapter passes the partition's next expected offset (from the engine), the offsets of a
 batch in arrival order, and the clock; it seeks when :meth:`OffsetGuard.due` says so and reports
@@ -40,6 +41,7 @@ class Hole:
 class Admission:
     keep: list[bool]  # per message of the batch, in the order given
     refused: int = 0
+    duplicates: int = 0  # second copies of offsets taken earlier in the same batch: not kept either
     accepted_hole: tuple[int, int] | None = None  # [expected, first) found empty by a re-read
 
 
@@ -61,6 +63,7 @@ class OffsetGuard:
         keep = [False] * len(offsets)
         adm = Admission(keep)
         hole = self.holes.get(partition)
+        start = expected
         for i, off in enumerate(offsets):
             if expected is None or off == expected:
                 expected = off + 1
@@ -70,7 +73,10 @@ class OffsetGuard:
                     hole = None
                 continue
             if off < expected:
-                keep[i] = True  # a replay: the engine skips it, Faust acknowledges it
+                if start is not None and off < start:
+                    keep[i] = True  # a replay of committed state: the engine skips it
+                else:
+                    adm.duplicates += 1  # taken earlier in this batch (a re-read overlapping it)
                 continue
             if hole is not None and hole.confirmed and hole.expected == expected and off == hole.first:
                 adm.accepted_hole = (expected, off)
@@ -94,20 +100,22 @@ class OffsetGuard:
         return out
 
     def needs_check(self, hole: Hole) -> bool:
-        """Whether to look at the log before the next re-read: the first re-read did not help."""
-        return hole.seeks > 0 and not hole.confirmed
+        """Whether to look at the log before the next re-read: every re-read after the first (the
+        log may have changed since the last look, e.g. retention)."""
+        return hole.seeks > 0
 
     def checked(self, partition: int, first_in_log: int | None) -> None:
         """The adapter read the log from the hole's expected offset: ``first_in_log`` is the offset
-        of the first record there (None: the read returned nothing in time; try again later).
+        of the first record there (None: the read returned nothing in time; no evidence).
 
-        Confirmed only when that record is the one delivered after the hole or a later one
-        (retention may have removed more meanwhile); admission then waits for exactly it."""
+        A first record beyond ``expected`` proves ``[expected, first_in_log)`` empty: the hole is
+        confirmed up to there, and admission waits for exactly that record. A record at
+        ``expected`` means there is no hole, only a re-read that has not landed yet."""
         hole = self.holes.get(partition)
         if hole is None or first_in_log is None:
             return
-        if first_in_log >= hole.first:
-            hole.confirmed = True
+        hole.confirmed = first_in_log > hole.expected
+        if hole.confirmed:
             hole.first = first_in_log
 
     def sought(self, partition: int, *, now: float) -> None:

@@ -58,18 +58,36 @@ def test_a_hole_is_skipped_only_when_the_log_itself_has_nothing_there() -> None:
     assert g.needs_check(hole)
     # Faust delivering the same first record again proves nothing (its fetch race can repeat).
     assert g.admit(0, 50, [60], now=10.1).refused == 1
-    # The log has a record at 55: not a hole, keep re-reading.
-    g.checked(0, 55)
+    # The log has a record at 50: no hole, only a re-read that has not landed; keep re-reading.
+    g.checked(0, 50)
     assert not hole.confirmed and g.admit(0, 50, [60], now=10.2).refused == 1
     # A read that returned nothing is no evidence either.
     g.checked(0, None)
     assert not hole.confirmed
     # The log's first record from 50 on is 60: the hole is real; 60 is taken when it comes again.
     g.checked(0, 60)
-    assert hole.confirmed and not g.needs_check(hole)
+    assert hole.confirmed and g.needs_check(hole)  # looked at again before every further re-read
     adm = g.admit(0, 50, [61, 60, 61, 62], now=11.0)
     assert adm.keep == [False, True, True, True] and adm.accepted_hole == (50, 60)
     assert g.holes == {}
+
+
+def test_a_smaller_real_hole_inside_a_dropped_run_is_found() -> None:
+    # A transaction marker at 10-11, and the Faust race dropped 12-14 as well: 15 arrived.
+    g = OffsetGuard()
+    assert g.admit(0, 10, [15], now=0.0).refused == 1
+    g.sought(0, now=0.0)
+    g.checked(0, 12)  # the log: nothing at 10 and 11, a record at 12
+    adm = g.admit(0, 10, [12, 13, 14, 15], now=1.0)
+    assert all(adm.keep) and adm.accepted_hole == (10, 12)
+
+
+def test_second_copies_within_a_batch_are_dropped_not_counted_twice() -> None:
+    g = OffsetGuard()
+    # Meta offset 2: 1 and 2 are replays of committed state; the second 3 and 4 are copies.
+    adm = g.admit(0, 3, [3, 4, 1, 2, 3, 4], now=0.0)
+    assert adm.keep == [True, True, True, True, False, False]
+    assert adm.duplicates == 2 and adm.refused == 0 and g.holes == {}
 
 
 def test_retention_that_removed_more_meanwhile_moves_the_hole_end() -> None:
