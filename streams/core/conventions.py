@@ -56,3 +56,40 @@ def dedup_key(series: str, severity: str) -> str:
     """Stable per SLO, severity and dimensions, so a restart or replay never opens a second incident."""
     slo, cluster, region, platform = split_series_key(series)
     return f"slo-stream/{slo}/{severity}/cluster={cluster}/region={region}/platform={platform}"
+
+
+# ---- Prometheus metrics exported by every worker (README "Metrics") ------------------------------
+# Labels of an SLO series. A dimension grouped away by the SLO is exported as ANY ("*").
+L_SLO: Final = "slo"
+L_SERVICE: Final = "service"
+SERIES_LABELS: Final = (L_SLO, L_SERVICE, *DIMENSIONS)
+L_WINDOW: Final = "window"  # a burn window as written in the policy: "5m", "1h", "3d"
+L_SEVERITY: Final = "severity"  # page | ticket
+L_REASON: Final = "reason"  # a dead-letter reason above
+L_PARTITION: Final = "partition"
+
+# Per SLO series. The two counters are cumulative since the worker started (Prometheus handles the
+# reset on restart; sum rate() over instances, since partitions move between workers): the
+# fallback Prometheus rules are written over them.
+M_SLI_EVENTS: Final = "slo_stream_sli_events_total"  # events of the SLI (denominator)
+M_SLI_BAD_EVENTS: Final = "slo_stream_sli_bad_events_total"  # errors, or slower than the threshold
+M_BURN_RATE: Final = "slo_stream_burn_rate"  # gauge, + window: latest evaluation
+M_BUDGET_REMAINING: Final = "slo_stream_error_budget_remaining_ratio"  # gauge: 1 = untouched, < 0 = overspent
+M_ALERT_FIRING: Final = "slo_stream_alert_firing"  # gauge 0/1, + severity
+M_OBJECTIVE: Final = "slo_stream_objective_ratio"  # gauge, labels slo and service only
+M_LAST_EVALUATION: Final = "slo_stream_last_evaluation_timestamp_seconds"  # event time of the latest evaluation
+
+# Pipeline health.
+M_MESSAGES: Final = "slo_stream_messages_total"  # Kafka messages taken from playback.events
+M_RECORDS: Final = "slo_stream_records_total"  # valid playback records counted
+M_DEAD_LETTERS: Final = "slo_stream_dead_letters_total"  # + reason (late records are reason "late")
+M_CONSUMER_LAG: Final = "slo_stream_consumer_lag_messages"  # gauge, + partition
+M_BATCH_SECONDS: Final = "slo_stream_batch_duration_seconds"  # histogram: one partition batch, end to end
+M_EVALUATION_SECONDS: Final = "slo_stream_evaluation_duration_seconds"  # histogram: process() of a batch
+M_EVALUATIONS: Final = "slo_stream_evaluations_total"  # series evaluations
+M_ASSIGNED_PARTITIONS: Final = "slo_stream_assigned_partitions"  # gauge
+M_OFFSET_REREADS: Final = "slo_stream_offset_hole_rereads_total"  # docs/semantics.md, contiguity
+M_NOTIFIER_DELIVERIES: Final = "slo_stream_notifier_deliveries_total"  # + kind, outcome
+M_NOTIFIER_RETRIES: Final = "slo_stream_notifier_retries_total"  # + kind, reason
+L_KIND: Final = "kind"  # trigger | resolve | change
+L_OUTCOME: Final = "outcome"  # accepted | rejected (400, dead-lettered)
