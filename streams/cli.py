@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create every slo-stream topic on KAFKA_BOOTSTRAP_SERVERS")
     sub.add_parser("settings", help="print the settings in force and the variables that set them")
 
+    n = sub.add_parser("notifier", help="deliver slo.alerts to PagerDuty Events API v2 and k8s.rollouts as "
+                                        "Change Events",
+                       description="Consumes slo.alerts and k8s.rollouts (consumer group <app id>-notifier) and "
+                                   "posts to SLO_STREAM_PAGERDUTY_URL. Routing keys: "
+                                   "SLO_STREAM_PAGERDUTY_ROUTING_KEY, or per kind ..._PAGE, ..._TICKET, "
+                                   "..._CHANGE; each also as <name>_FILE. Offsets are committed only after "
+                                   "PagerDuty accepted (or the event was dead-lettered as invalid).")
+    n.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+
     d = sub.add_parser("demo", help="replay an outage on the embedded broker and show the alerts raised")
     d.add_argument("--specs", default=None, help="SLO specs (default: alerts/slos)")
     d.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
@@ -97,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "worker":
         return _worker(args)
+    if args.command == "notifier":
+        return _notifier(args)
     if args.command == "demo":
         from streams.demo import run_demo
 
@@ -148,4 +159,33 @@ def _worker(args: argparse.Namespace) -> int:
     finally:
         if broker is not None:
             broker.stop()
+    return 0
+
+
+def _notifier(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from streams import settings as settings_mod
+    from streams.adapters.notifier import Notifier, load_routing
+    from streams.adapters.topics import ensure_topics
+
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    s = settings_mod.load()
+    if not s.bootstrap:
+        print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+        return 2
+    routing = load_routing(s)
+    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+    notifier = Notifier(s, routing)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, notifier.stopping.set)
+        await notifier.run()
+
+    asyncio.run(main())
     return 0

@@ -48,6 +48,12 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     datadir: str = ""  # Faust's data directory; default: a temp directory per worker
+    # Notifier (routing keys are secrets: SLO_STREAM_PAGERDUTY_ROUTING_KEY[_PAGE|_TICKET|_CHANGE]
+    # or the same names with _FILE, read by the notifier alone and never part of these settings)
+    pagerduty_url: str = "https://events.pagerduty.com"  # plain http only to loopback (tests, demo)
+    pagerduty_timeout_s: float = 10.0
+    pagerduty_severity_page: str = "critical"
+    pagerduty_severity_ticket: str = "warning"
 
     @property
     def topics(self) -> dict[str, int]:
@@ -113,6 +119,17 @@ def _check(s: Settings) -> None:
         raise bad("app_id", "must be a lowercase DNS label")
     if not 0 < s.web_port < 65536:
         raise bad("web_port", "must be a TCP port")
+    from urllib.parse import urlsplit
+
+    url = urlsplit(s.pagerduty_url)
+    loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
+    if url.scheme not in ("https", "http") or not url.hostname or (url.scheme == "http" and not loopback):
+        raise bad("pagerduty_url", "must be https (plain http only to a loopback address)")
+    if not 0 < s.pagerduty_timeout_s <= 120:
+        raise bad("pagerduty_timeout_s", "must be in (0, 120] seconds")
+    for sev in ("pagerduty_severity_page", "pagerduty_severity_ticket"):
+        if getattr(s, sev) not in ("critical", "error", "warning", "info"):
+            raise bad(sev, "must be critical, error, warning or info")
 
 
 def specs_path(s: Settings) -> Path:

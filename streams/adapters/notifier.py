@@ -1,0 +1,228 @@
+"""The notifier: `slo.alerts` to the PagerDuty Events API v2, `k8s.rollouts` to PagerDuty Change Events.
+
+One process (``slo-stream notifier``), its own consumer group, plain aiokafka with manual commits:
+a record's offset is committed only after PagerDuty accepted its event (or the event was
+dead-lettered as invalid), so a crash or a PagerDuty outage loses nothing; a resend after a crash
+carries the same ``dedup_key`` and PagerDuty folds it into the same incident. Records of one
+partition are delivered in order, and alerts are keyed by dedup key, so trigger and resolve of one
+incident arrive in order. Payloads are decided in :mod:`streams.core.notify`.
+
+Routing keys come from the environment or ``*_FILE`` paths and appear in no log line, no dead letter
+and no metric label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.core.errors import ConfigError
+from streams.core.notify import NotifyError, Routing, Verdict, alert_event, backoff_s, change_event, verdict
+from streams.settings import Settings
+
+log = logging.getLogger("slo_stream.notifier")
+
+KEY_ENV = "SLO_STREAM_PAGERDUTY_ROUTING_KEY"
+KINDS = ("page", "ticket", "change")
+EVENTS_PATH = "/v2/enqueue"
+CHANGE_PATH = "/v2/change/enqueue"
+
+
+def load_routing(settings: Settings, environ: Mapping[str, str] | None = None) -> Routing:
+    """Routing keys: ``SLO_STREAM_PAGERDUTY_ROUTING_KEY`` for everything, overridden per kind by
+    ``..._PAGE``, ``..._TICKET``, ``..._CHANGE``; each may instead be given as ``<name>_FILE``."""
+    env = os.environ if environ is None else environ
+
+    def read(name: str) -> str | None:
+        value = env.get(name)
+        path = env.get(f"{name}_FILE")
+        if value and path:
+            raise ConfigError(f"{name} and {name}_FILE are both set; use one")
+        if path:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    value = fh.read().strip()
+            except OSError as exc:
+                raise ConfigError(f"{name}_FILE={path}: cannot read ({exc.strerror})") from None
+            if not value:
+                raise ConfigError(f"{name}_FILE={path}: the file is empty")
+        return value or None
+
+    default = read(KEY_ENV)
+    keys = {kind: key for kind in KINDS if (key := read(f"{KEY_ENV}_{kind.upper()}") or default)}
+    if "page" not in keys:
+        raise ConfigError(f"no PagerDuty routing key for pages: set {KEY_ENV} or {KEY_ENV}_PAGE "
+                          f"(or the same name with _FILE)")
+    return Routing(keys=keys, severity={"page": settings.pagerduty_severity_page,
+                                        "ticket": settings.pagerduty_severity_ticket})
+
+
+@dataclass
+class Stats:
+    delivered: int = 0
+    rejected: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+
+
+class Notifier:
+    def __init__(self, settings: Settings, routing: Routing, *, group: str | None = None) -> None:
+        self.s = settings
+        self.routing = routing
+        self.group = group or f"{settings.app_id}-notifier"
+        self.base = settings.pagerduty_url.rstrip("/")
+        self.stats = Stats()
+        self.stopping = asyncio.Event()
+        self._rng = random.Random()
+        self.metrics: Any = None  # streams.adapters.metrics counters when the exporter is there
+
+    # ---- delivery ---------------------------------------------------------------------------------
+
+    async def post(self, http: aiohttp.ClientSession, path: str, body: dict[str, Any],
+                   *, kind: str, ident: str) -> tuple[Verdict, int | None, str]:
+        """POST until PagerDuty accepts or rejects it; retries (429, 5xx, timeouts) back off and
+        go on until the process is asked to stop. Returns the verdict, status and response text."""
+        attempt = 0
+        data = orjson.dumps(body)
+        while True:
+            attempt += 1
+            status: int | None = None
+            text = ""
+            retry_after: float | None = None
+            try:
+                async with http.post(self.base + path, data=data,
+                                     headers={"Content-Type": "application/json"}) as resp:
+                    status = resp.status
+                    text = (await resp.text())[:4096]
+                    ra = resp.headers.get("Retry-After")
+                    if ra and ra.strip().isdigit():
+                        retry_after = float(ra.strip())
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                text = f"{type(exc).__name__}: {exc}"[:512]
+            v = verdict(status)
+            if v is not Verdict.RETRY:
+                return v, status, text
+            self.stats.retries += 1
+            self._count_retry(kind, "timeout" if status is None else str(status))
+            wait = backoff_s(attempt, jitter=self._rng.random() * 0.2, retry_after_s=retry_after)
+            log.warning("PagerDuty %s for %s: %s; retry %d in %.1fs", kind, ident,
+                        status if status is not None else text, attempt, wait)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=wait)
+            except TimeoutError:
+                continue
+            raise asyncio.CancelledError("stopping with an undelivered event (it is not committed)")
+
+    def _count_retry(self, kind: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.notifier_retry(kind, reason)
+
+    def _count_delivery(self, kind: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.notifier_delivery(kind, outcome)
+
+    async def handle(self, http: aiohttp.ClientSession, producer: AIOKafkaProducer,
+                     topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        """One source record: deliver its event, or dead-letter it with the reason."""
+        source = {"topic": topic, "partition": partition, "offset": offset}
+        try:
+            record = orjson.loads(value or b"")
+            if not isinstance(record, dict):
+                raise NotifyError("bad_json", "the value is not a JSON object")
+            if topic == self.s.topic_alerts:
+                _, body = alert_event(record, self.routing)
+                kind = body["event_action"]
+                path = EVENTS_PATH
+                ident = body["dedup_key"]
+            else:
+                change = change_event(record, self.routing)
+                if change is None:
+                    return  # a phase we do not announce, or no routing key for changes
+                body, kind, path = change, "change", CHANGE_PATH
+                ident = f"{record.get('cluster')}/{record.get('namespace')}/{record.get('deployment')}"
+        except orjson.JSONDecodeError as exc:
+            await self.dead_letter(producer, source, "bad_json", str(exc), value)
+            return
+        except NotifyError as exc:
+            await self.dead_letter(producer, source, exc.reason, exc.detail, value)
+            return
+        v, status, text = await self.post(http, path, body, kind=kind, ident=ident)
+        if v is Verdict.ACCEPTED:
+            self.stats.delivered += 1
+            self._count_delivery(kind, "accepted")
+            log.info("PagerDuty %s accepted for %s (%s)", kind, ident, status)
+            return
+        self.stats.rejected += 1
+        self._count_delivery(kind, "rejected")
+        log.error("PagerDuty rejected the %s for %s with %s: %s", kind, ident, status, text)
+        redacted = {k: v for k, v in body.items() if k != "routing_key"}
+        await self.dead_letter(producer, source, "pagerduty_rejected",
+                               f"HTTP {status}: {text}", value, event=redacted)
+
+    async def dead_letter(self, producer: AIOKafkaProducer, source: dict[str, Any], reason: str,
+                          detail: str, original: bytes | None, *, event: dict[str, Any] | None = None) -> None:
+        body: dict[str, Any] = {"schema_version": 1, "reason": reason, "detail": detail, "source": source,
+                                "stage": "notifier"}
+        if event is not None:
+            body["event"] = event
+        if original is not None:
+            body["value"] = original[: 64 * 1024].decode("utf-8", errors="replace")
+        key = f"{source['topic']}/{source['partition']}/{source['offset']}".encode()
+        await producer.send_and_wait(self.s.topic_dead_letter, key=key, value=orjson.dumps(body))
+        self.stats.dead_letters += 1
+        log.warning("dead letter from %s/%d/%d: %s (%s)", source["topic"], source["partition"],
+                    source["offset"], reason, detail[:300])
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.s
+        consumer = AIOKafkaConsumer(
+            s.topic_alerts, s.topic_k8s_rollouts,
+            bootstrap_servers=s.bootstrap, group_id=self.group, client_id=f"{self.group}",
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+            # A PagerDuty outage holds one record for as long as it lasts: do not leave the group.
+            max_poll_interval_ms=7 * 24 * 3600 * 1000,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", client_id=f"{self.group}")
+        await producer.start()
+        await consumer.start()
+        timeout = aiohttp.ClientTimeout(total=s.pagerduty_timeout_s)
+        log.info("notifier: %s + %s -> %s (routing keys for %s)", s.topic_alerts, s.topic_k8s_rollouts,
+                 self.base, ", ".join(sorted(self.routing.keys)))
+        last_progress = time.monotonic()
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                while not self.stopping.is_set():
+                    batch = await consumer.getmany(timeout_ms=500, max_records=100)
+                    for tp, records in batch.items():
+                        for rec in records:
+                            if self.stopping.is_set():
+                                break
+                            await self.handle(http, producer, tp.topic, tp.partition, rec.offset, rec.value)
+                            await consumer.commit({TopicPartition(tp.topic, tp.partition): rec.offset + 1})
+                    if time.monotonic() - last_progress > 30 and (self.stats.delivered or self.stats.dead_letters):
+                        last_progress = time.monotonic()
+                        log.info("progress: %d delivered, %d rejected, %d retries, %d dead letters",
+                                 self.stats.delivered, self.stats.rejected, self.stats.retries,
+                                 self.stats.dead_letters)
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            log.info("notifier stopped: %d delivered, %d rejected, %d retries, %d dead letters",
+                     self.stats.delivered, self.stats.rejected, self.stats.retries, self.stats.dead_letters)
