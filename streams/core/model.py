@@ -99,7 +99,8 @@ class Slo:
         """
         if self.policy.min_events is not None:
             return self.policy.min_events
-        return max(MIN_EVENTS_FLOOR, math.ceil(BUDGET_ERRORS_FOR_MIN_EVENTS / self.error_budget - 1e-9))
+        # Rounded first: 1 - 0.9995 is not exactly 0.0005 in binary, and 10 / it is 20000.000000002.
+        return max(MIN_EVENTS_FLOOR, math.ceil(round(BUDGET_ERRORS_FOR_MIN_EVENTS / self.error_budget, 6)))
 
     @property
     def windows_s(self) -> tuple[int, ...]:
