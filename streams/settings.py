@@ -54,6 +54,7 @@ class Settings:
     pagerduty_timeout_s: float = 10.0
     pagerduty_severity_page: str = "critical"
     pagerduty_severity_ticket: str = "warning"
+    notifier_metrics_port: int = 6067  # the notifier's /metrics (on SLO_STREAM_WEB_HOST); 0 = none
 
     @property
     def topics(self) -> dict[str, int]:
@@ -125,6 +126,8 @@ def _check(s: Settings) -> None:
     loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
     if url.scheme not in ("https", "http") or not url.hostname or (url.scheme == "http" and not loopback):
         raise bad("pagerduty_url", "must be https (plain http only to a loopback address)")
+    if not 0 <= s.notifier_metrics_port < 65536:
+        raise bad("notifier_metrics_port", "must be a TCP port, or 0 for none")
     if not 0 < s.pagerduty_timeout_s <= 120:
         raise bad("pagerduty_timeout_s", "must be in (0, 120] seconds")
     for sev in ("pagerduty_severity_page", "pagerduty_severity_ticket"):

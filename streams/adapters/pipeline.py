@@ -20,6 +20,7 @@ import mode
 import orjson
 from faust.types import TP
 
+from streams.adapters.metrics import WorkerMetrics
 from streams.core.engine import BatchResult, Engine, EngineConfig
 from streams.core.model import Slo
 from streams.core.offsets import OffsetGuard
@@ -96,6 +97,8 @@ class Pipeline:
         self.status = app.topic(settings.topic_status, key_serializer="raw", value_serializer="raw")
         self.dead_letter = app.topic(settings.topic_dead_letter, key_serializer="raw", value_serializer="raw")
         self.stats: dict[str, int] = defaultdict(int)
+        self.metrics = WorkerMetrics(self.engine, self.stats, app=app, topic=settings.topic_playback)
+        self.metrics.serve(app)  # GET /metrics on the worker's web server
         self.last_batch_wall: dict[int, float] = {}
         self._stale_marked: set[int] = set()
         self.table.on_recover(self._on_recover)
@@ -214,6 +217,7 @@ class Pipeline:
         finally:
             self.table.write_partition = None
         t3 = time.perf_counter()
+        self.metrics.observe_batch(t1 - t0, t3 - t0)
         log.debug("batch p%d: %d messages, %d records; process %.1f ms, deliver %.1f ms, commit %.1f ms",
                   partition, len(messages), res.records, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         # The latest status per series: at-least-once like the rest, but nothing depends on it.

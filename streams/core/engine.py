@@ -142,6 +142,9 @@ class Engine:
         self._series_per_slo: Counter[str] = Counter()
         self._admitted: set[str] = set()
         self.last_status: dict[str, BurnEvaluation] = {}
+        # Per series, [bad, total] counted since this worker started (never reset, never dropped when
+        # a partition leaves): the cumulative Prometheus counters of every SLO series.
+        self.sli_totals: dict[str, list[int]] = {}
 
     # ---- partitions ---------------------------------------------------------------------------
 
@@ -317,14 +320,23 @@ class Engine:
         add = self.counters.add
         services = self._services
         dim_series = self._dim_series
+        totals = self.sli_totals
         for (service, cluster, region, platform, bucket0), cell in agg.items():
             svc = services[service]
             names = dim_series[(service, cluster, region, platform)]
             for plan, series in zip(svc.plans, names, strict=True):
                 if plan.threshold_index is None:
-                    add(series, partition, bucket0, cell[0], cell[1])
+                    bad, total = cell[0], cell[1]
                 elif cell[2]:
-                    add(series, partition, bucket0, cell[3 + plan.threshold_index], cell[2])
+                    bad, total = cell[3 + plan.threshold_index], cell[2]
+                else:
+                    continue
+                add(series, partition, bucket0, bad, total)
+                acc = totals.get(series)
+                if acc is None:
+                    acc = totals[series] = [0, 0]
+                acc[0] += bad
+                acc[1] += total
         agg.clear()
 
     def _evaluate(self, partition: int, at: int, res: BatchResult) -> None:

@@ -9,14 +9,16 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from streams.adapters.processes import stop_group
+from streams.adapters.processes import free_port, stop_group
 from tests.integration.harness import ROOT, Deployment, committed_offsets
 from tests.pd_receiver import PagerDutyReceiver
 
@@ -47,10 +49,12 @@ def rollout(phase: str, ts: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def notifier(dep: Deployment, receiver: PagerDutyReceiver, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def notifier(dep: Deployment, receiver: PagerDutyReceiver, log: Path,
+             metrics_port: int = 0) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(os.environ)
     env.update(dep.env)
     env.update({
+        "SLO_STREAM_NOTIFIER_METRICS_PORT": str(metrics_port),
         "SLO_STREAM_PAGERDUTY_URL": receiver.url,
         "SLO_STREAM_PAGERDUTY_TIMEOUT": "1",
         "SLO_STREAM_PAGERDUTY_ROUTING_KEY": SECRET,
@@ -97,12 +101,23 @@ def test_notifier_delivers_retries_dead_letters_and_never_logs_the_key(kafka_boo
                                  reject=lambda b: "reject-me" in str(b.get("dedup_key", ""))).start()
     log = tmp_path / "notifier.log"
     try:
-        with notifier(dep, receiver, log):
+        metrics_port = free_port()
+        with notifier(dep, receiver, log, metrics_port):
             wait_for(lambda: len(receiver.accepted()) >= 3 and len(receiver.accepted("/v2/change/enqueue")) >= 2,
                      60, "3 events and 2 change events accepted")
             group = f"{s.app_id}-notifier"
             wait_for(lambda: sum(committed_offsets(kafka_bootstrap, group, s.topic_alerts, s.partitions).values())
                      == len(alerts), 30, "every alert record committed")
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+                metrics_text = resp.read().decode()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(metrics_text) for s in fam.samples
+                   if s.name.startswith("slo_stream_notifier") and s.name.endswith("_total")}
+        deliveries = {dict(k[1])["kind"] + "/" + dict(k[1])["outcome"]: v for k, v in samples.items()
+                      if k[0] == "slo_stream_notifier_deliveries_total"}
+        assert deliveries == {"trigger/accepted": 2, "resolve/accepted": 1, "change/accepted": 2,
+                              "trigger/rejected": 1}
+        assert sum(v for k, v in samples.items() if k[0] == "slo_stream_notifier_retries_total") == 4
         accepted = receiver.accepted()
         # Exactly one accepted trigger per incident, and the resolve after its trigger.
         by_key: dict[str, list[str]] = {}
@@ -151,7 +166,7 @@ def test_notifier_delivers_retries_dead_letters_and_never_logs_the_key(kafka_boo
             time.sleep(4)
         assert len(receiver.received) == before
 
-        text = log.read_text(errors="replace") + orjson.dumps(letters).decode()
+        text = log.read_text(errors="replace") + orjson.dumps(letters).decode() + metrics_text
         for secret in (SECRET, TICKET_SECRET, CHANGE_SECRET):
             assert secret not in text
         assert "retry 1" in text  # the retries were logged (without the key)

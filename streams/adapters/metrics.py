@@ -1,0 +1,306 @@
+"""Prometheus metrics of one worker, served on ``GET /metrics`` by the Faust web server.
+
+Nothing is copied on the hot path: a custom collector reads the engine's state (per SLO series) and
+the pipeline's stats on each scrape. Only the two duration histograms are observed per partition
+batch (:meth:`WorkerMetrics.observe_batch`). Names and labels come from
+:mod:`streams.core.conventions`; the README's "Metrics" section documents them.
+
+The worker's registry is its own (not prometheus_client's global one, so nothing else leaks in).
+The notifier is another process: its two counters live in :class:`NotifierMetrics`, served on the
+notifier's own port (``SLO_STREAM_NOTIFIER_METRICS_PORT``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from streams.core import conventions as c
+from streams.core.alerting import Track
+from streams.core.engine import TRACK_PREFIX, Engine
+from streams.core.model import Severity
+
+log = logging.getLogger("slo_stream.metrics")
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "NOTIFIER_DELIVERIES",
+    "NOTIFIER_RETRIES",
+    "NotifierMetrics",
+    "WorkerMetrics",
+]
+
+# Incremented by the notifier: NOTIFIER_DELIVERIES.labels(kind="trigger", outcome="accepted").inc().
+NOTIFIER_DELIVERIES = Counter(
+    c.M_NOTIFIER_DELIVERIES,
+    "Alert changes the notifier finished delivering to the incident tool, by kind (trigger, resolve, "
+    "change) and outcome (accepted; rejected = refused with a 400 and dead-lettered).",
+    labelnames=(c.L_KIND, c.L_OUTCOME),
+    registry=None,
+)
+NOTIFIER_RETRIES = Counter(
+    c.M_NOTIFIER_RETRIES,
+    "Delivery attempts the notifier had to repeat, by kind and reason (e.g. a 429 or a timeout). "
+    "A steady rise means the incident tool is unreachable or throttling us.",
+    labelnames=(c.L_KIND, c.L_REASON),
+    registry=None,
+)
+
+
+
+class NotifierMetrics:
+    """The notifier's registry: its two counters, served over HTTP by the notifier process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(NOTIFIER_DELIVERIES)
+        self.registry.register(NOTIFIER_RETRIES)
+
+    def notifier_delivery(self, kind: str, outcome: str) -> None:
+        NOTIFIER_DELIVERIES.labels(kind=kind, outcome=outcome).inc()
+
+    def notifier_retry(self, kind: str, reason: str) -> None:
+        NOTIFIER_RETRIES.labels(kind=kind, reason=reason).inc()
+
+    def serve(self, host: str, port: int) -> None:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=host, registry=self.registry)
+
+
+# One partition batch takes from well under a millisecond to seconds (a catch-up over a gap).
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_SEVERITIES = (Severity.PAGE, Severity.TICKET)
+
+
+class WorkerMetrics:
+    """The metrics of one worker: its registry, the batch histograms, and the state collector.
+
+    ``app`` (a faust.App, optional) and ``topic`` give the consumer lag and the assigned partitions;
+    without them these are read from the engine alone (no lag).
+    """
+
+    def __init__(self, engine: Engine, stats: Mapping[str, int], *, app: Any = None, topic: str = "") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.batch_seconds = Histogram(
+            c.M_BATCH_SECONDS,
+            "Seconds one partition's part of a batch took, end to end: validate, count and evaluate, "
+            "deliver alerts and dead letters, write the state. High values mean the worker falls behind.",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.evaluation_seconds = Histogram(
+            c.M_EVALUATION_SECONDS,
+            "Seconds the engine spent validating, counting and evaluating one partition's part of a batch "
+            "(no I/O). Compare with the batch duration to see whether Kafka or the engine is slow.",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(StateCollector(engine, stats, app=app, topic=topic))
+
+    def observe_batch(self, evaluation_s: float, batch_s: float) -> None:
+        self.evaluation_seconds.observe(evaluation_s)
+        self.batch_seconds.observe(batch_s)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of everything in the registry (one scrape)."""
+        return generate_latest(self.registry)
+
+    def serve(self, app: Any, path: str = "/metrics") -> None:
+        """Add ``GET path`` to the Faust app's web server (a faust.App, before the worker starts)."""
+        metrics = self
+
+        async def metrics_page(view: Any, request: Any) -> Any:
+            # aiohttp refuses a charset inside content_type=, so the whole header goes in headers.
+            return view.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app.page(path, name="metrics")(metrics_page)
+
+
+class StateCollector(Collector):
+    """Reads the engine's series state and the pipeline's stats at scrape time."""
+
+    def __init__(self, engine: Engine, stats: Mapping[str, int], *, app: Any = None, topic: str = "") -> None:
+        self.engine = engine
+        self.stats = stats
+        self.app = app
+        self.topic = topic
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only (no samples), so the registry knows them without reading any state.
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        fams = self._families()
+        self._series(*fams[:7])
+        self._pipeline(*fams[7:])
+        yield from fams
+
+    @staticmethod
+    def _families() -> list[Any]:
+        series = list(c.SERIES_LABELS)
+        return [
+            CounterMetricFamily(
+                c.M_SLI_EVENTS,
+                "Events of the SLO's indicator counted by this worker since it started (requests; for a "
+                "latency SLO, requests with a latency). Sum rate() over all workers: partitions move.",
+                labels=series),
+            CounterMetricFamily(
+                c.M_SLI_BAD_EVENTS,
+                "Bad events of the SLO's indicator counted by this worker since it started (errors; for a "
+                "latency SLO, requests slower than the threshold). Sum rate() over all workers.",
+                labels=series),
+            GaugeMetricFamily(
+                c.M_BURN_RATE,
+                "Burn rate over the window at the latest evaluation: error ratio / allowed error ratio. "
+                "1 spends the budget exactly over the SLO window; 14.4 over 1h and 5m pages.",
+                labels=[*series, c.L_WINDOW]),
+            GaugeMetricFamily(
+                c.M_BUDGET_REMAINING,
+                "Share of the error budget left over the SLO window at the latest evaluation: 1 = untouched, "
+                "0 = used up, below 0 = overspent.",
+                labels=series),
+            GaugeMetricFamily(
+                c.M_ALERT_FIRING,
+                "1 while the series' alert of this severity (page, ticket) is firing, else 0.",
+                labels=[*series, c.L_SEVERITY]),
+            GaugeMetricFamily(
+                c.M_LAST_EVALUATION,
+                "Event time (Unix seconds) of the series' latest evaluation. Far behind time() means the "
+                "series' records stopped arriving or the worker is behind.",
+                labels=series),
+            GaugeMetricFamily(
+                c.M_OBJECTIVE,
+                "The SLO's objective, e.g. 0.999 (allowed error ratio = 1 - objective).",
+                labels=[c.L_SLO, c.L_SERVICE]),
+            CounterMetricFamily(
+                c.M_MESSAGES,
+                "Kafka messages taken from playback.events by this worker since it started (one message may "
+                "hold a batch of records).",
+                labels=[]),
+            CounterMetricFamily(
+                c.M_RECORDS,
+                "Valid playback records counted by this worker since it started.",
+                labels=[]),
+            CounterMetricFamily(
+                c.M_DEAD_LETTERS,
+                "Records sent to the dead-letter topic since the worker started, by reason (late = arrived "
+                "behind the watermark; see docs/semantics.md). Read the dead-letter topic for details.",
+                labels=[c.L_REASON]),
+            CounterMetricFamily(
+                c.M_EVALUATIONS,
+                "Series evaluations (burn rates and alert conditions at one event-time step) since the "
+                "worker started.",
+                labels=[]),
+            GaugeMetricFamily(
+                c.M_ASSIGNED_PARTITIONS,
+                "playback.events partitions assigned to this worker right now. 0 on every worker: nothing "
+                "is counted.",
+                labels=[]),
+            CounterMetricFamily(
+                c.M_OFFSET_REREADS,
+                "Times a partition was read again because offsets were missing (an offset hole, or Faust's "
+                "commit stall, docs/semantics.md). Occasional is normal; a steady rise is not.",
+                labels=[]),
+            GaugeMetricFamily(
+                c.M_CONSUMER_LAG,
+                "Messages in the partition that this worker has not processed yet (log end minus the next "
+                "offset to process). Growing: the worker falls behind, alerts come late.",
+                labels=[c.L_PARTITION]),
+        ]
+
+    def _series(self, events: Any, bad: Any, burn: Any, budget: Any, firing: Any, last_eval: Any,
+                objective: Any) -> None:
+        engine = self.engine
+        slos = engine.slos
+        for slo in sorted(slos.values(), key=lambda s: s.name):
+            objective.add_metric([slo.name, slo.service], slo.objective)
+
+        def labels(series: str) -> list[str] | None:
+            name, cluster, region, platform = c.split_series_key(series)
+            slo = slos.get(name)
+            return None if slo is None else [name, slo.service, cluster, region, platform]
+
+        for series, (n_bad, n_total) in sorted(engine.sli_totals.items()):
+            lv = labels(series)
+            if lv is not None:
+                events.add_metric(lv, n_total)
+                bad.add_metric(lv, n_bad)
+        for series, ev in sorted(engine.last_status.items()):
+            lv = labels(series)
+            if lv is None:
+                continue
+            for window, rate in ev.burn_rates.items():
+                burn.add_metric([*lv, window], rate)
+            budget.add_metric(lv, ev.budget_remaining)
+            last_eval.add_metric(lv, ev.at)
+        # Alert state of every series this worker owns (evaluated or not since the worker started),
+        # as committed to the store: like last_status, never a batch still being delivered.
+        store = engine.store
+        owned = set(engine.counters.all_series()) | set(engine.last_status)
+        for series in sorted(owned):
+            lv = labels(series)
+            if lv is None:
+                continue
+            slo = slos[lv[0]]
+            for sev in _SEVERITIES:
+                if any(w.severity is sev for w in slo.policy.windows):
+                    raw = store.get(TRACK_PREFIX + c.dedup_key(series, str(sev)))
+                    on = raw is not None and Track.from_json(orjson.loads(raw)).firing
+                    firing.add_metric([*lv, str(sev)], 1.0 if on else 0.0)
+
+    def _pipeline(self, messages: Any, records: Any, dead: Any, evaluations: Any, assigned: Any,
+                  rereads: Any, lag: Any) -> None:
+        st = self.stats
+        messages.add_metric([], st.get("messages", 0))
+        records.add_metric([], st.get("records", 0))
+        evaluations.add_metric([], st.get("evaluations", 0))
+        rereads.add_metric([], st.get("hole_seeks", 0) + st.get("commit_gap_reseeks", 0))
+        for key, n in sorted(st.items()):
+            if key.startswith("rejected."):
+                dead.add_metric([key.removeprefix("rejected.")], n)
+        partitions, lags = self._partitions()
+        assigned.add_metric([], len(partitions))
+        for p, n in sorted(lags.items()):
+            lag.add_metric([str(p)], n)
+
+    def _partitions(self) -> tuple[set[int], dict[int, int]]:
+        """The assigned partitions of playback.events and the lag of those whose log end is known."""
+        engine = self.engine
+        consumer = _consumer(self.app)
+        if consumer is None:
+            return engine.assigned(), {}
+        try:
+            tps = [tp for tp in consumer.assignment() if tp.topic == self.topic]
+        except Exception:  # not started yet, or stopping
+            return engine.assigned(), {}
+        lags: dict[int, int] = {}
+        held = engine.assigned()
+        for tp in tps:
+            try:
+                end = consumer.highwater(tp)  # the next offset to be written; None before a fetch
+            except Exception:
+                end = None
+            if end is None:
+                continue
+            done = engine.meta(tp.partition).offset + 1 if tp.partition in held else 0
+            lags[tp.partition] = max(0, int(end) - done)
+        return {tp.partition for tp in tps}, lags
+
+
+def _consumer(app: Any) -> Any:
+    if app is None:
+        return None
+    try:
+        return app.consumer
+    except Exception:
+        return None
+
