@@ -31,6 +31,10 @@ integration: install
 demo: install
 	$(BIN)/slo-stream demo
 
+# Prometheus rules and Alertmanager config from the SLO specs (alerts/_gen; `make test` checks them).
+generate: install
+	$(BIN)/slo-stream generate
+
 bench: install
 	$(PY) -m bench.run
 

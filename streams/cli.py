@@ -48,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
                                    "PagerDuty accepted (or the event was dead-lettered as invalid).")
     n.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
 
+    g = sub.add_parser(
+        "generate",
+        help="write the Prometheus rules and Alertmanager config generated from the SLO specs",
+        description="Write prometheus-rules.yaml (recording and burn-rate alerting rules over the workers' "
+        "counters) and alertmanager.yaml (page and ticket routes to PagerDuty) generated from the SLO specs.",
+    )
+    g.add_argument("--specs", default=None,
+                   help="SLO spec file or directory (default: SLO_STREAM_SPECS or alerts/slos)")
+    g.add_argument("--out", default="alerts/_gen", help="output directory (default: alerts/_gen)")
+    g.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 listing the files that differ from a fresh generation")
+
     d = sub.add_parser("demo", help="replay an outage on the embedded broker and show the alerts raised")
     d.add_argument("--specs", default=None, help="SLO specs (default: alerts/slos)")
     d.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
@@ -108,11 +120,53 @@ def _run(args: argparse.Namespace) -> int:
         return _worker(args)
     if args.command == "notifier":
         return _notifier(args)
+    if args.command == "generate":
+        return _generate(args)
     if args.command == "demo":
         from streams.demo import run_demo
 
         return run_demo(specs=args.specs, timeout_s=args.timeout)
     raise AssertionError(args.command)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streams import settings as settings_mod
+    from streams.adapters.specfiles import load_specs
+    from streams.core.promrules import generated_files
+
+    specs = args.specs or settings_mod.load().specs
+    files = generated_files(load_specs(specs))
+    out = Path(args.out)
+    if args.check:
+        stale = []
+        for name, text in files.items():
+            path = out / name
+            try:
+                same = path.read_bytes() == text.encode("utf-8")
+            except OSError:
+                same = False
+            if not same:
+                stale.append(path)
+        for path in stale:
+            state = "differs from a fresh generation" if path.exists() else "missing"
+            print(f"{path}: {state}", file=sys.stderr)
+        if stale:
+            print(f"{len(stale)} generated file(s) out of date: run `slo-stream generate"
+                  f"{'' if args.specs is None else ' --specs ' + args.specs}"
+                  f"{'' if args.out == 'alerts/_gen' else ' --out ' + args.out}`", file=sys.stderr)
+            return 1
+        print(f"OK: {len(files)} generated files in {out} are up to date with {specs}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = out / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+        tmp.replace(path)
+        print(f"wrote {path}")
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -180,6 +234,11 @@ def _notifier(args: argparse.Namespace) -> int:
     routing = load_routing(s)
     ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
     notifier = Notifier(s, routing)
+    if s.notifier_metrics_port:
+        from streams.adapters.metrics import NotifierMetrics
+
+        notifier.metrics = NotifierMetrics()
+        notifier.metrics.serve(s.web_host, s.notifier_metrics_port)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
