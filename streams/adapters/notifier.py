@@ -18,13 +18,14 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streams.core.errors import ConfigError
 from streams.core.notify import NotifyError, Routing, Verdict, alert_event, backoff_s, change_event, verdict
@@ -67,6 +68,10 @@ def load_routing(settings: Settings, environ: Mapping[str, str] | None = None) -
                                         "ticket": settings.pagerduty_severity_ticket})
 
 
+class Revoked(Exception):
+    """The partition of the record being delivered was assigned to another notifier."""
+
+
 @dataclass
 class Stats:
     delivered: int = 0
@@ -89,12 +94,16 @@ class Notifier:
     # ---- delivery ---------------------------------------------------------------------------------
 
     async def post(self, http: aiohttp.ClientSession, path: str, body: dict[str, Any],
-                   *, kind: str, ident: str) -> tuple[Verdict, int | None, str]:
+                   *, kind: str, ident: str, owned: Callable[[], bool] = lambda: True,
+                   ) -> tuple[Verdict, int | None, str]:
         """POST until PagerDuty accepts or rejects it; retries (429, 5xx, timeouts) back off and
-        go on until the process is asked to stop. Returns the verdict, status and response text."""
+        go on until the process is asked to stop or loses the partition (then the new owner sends
+        it: :class:`Revoked`). Returns the verdict, status and response text."""
         attempt = 0
         data = orjson.dumps(body)
         while True:
+            if not owned():
+                raise Revoked(ident)
             attempt += 1
             status: int | None = None
             text = ""
@@ -132,7 +141,8 @@ class Notifier:
             self.metrics.notifier_delivery(kind, outcome)
 
     async def handle(self, http: aiohttp.ClientSession, producer: AIOKafkaProducer,
-                     topic: str, partition: int, offset: int, value: bytes | None) -> None:
+                     topic: str, partition: int, offset: int, value: bytes | None,
+                     owned: Callable[[], bool] = lambda: True) -> None:
         """One source record: deliver its event, or dead-letter it with the reason."""
         source = {"topic": topic, "partition": partition, "offset": offset}
         try:
@@ -156,7 +166,11 @@ class Notifier:
         except NotifyError as exc:
             await self.dead_letter(producer, source, exc.reason, exc.detail, value)
             return
-        v, status, text = await self.post(http, path, body, kind=kind, ident=ident)
+        except Exception as exc:  # any other shape a field can have: never stop the whole stream
+            reason = "bad_alert" if topic == self.s.topic_alerts else "bad_rollout"
+            await self.dead_letter(producer, source, reason, f"{type(exc).__name__}: {exc}"[:500], value)
+            return
+        v, status, text = await self.post(http, path, body, kind=kind, ident=ident, owned=owned)
         if v is Verdict.ACCEPTED:
             self.stats.delivered += 1
             self._count_delivery(kind, "accepted")
@@ -208,11 +222,23 @@ class Notifier:
                 while not self.stopping.is_set():
                     batch = await consumer.getmany(timeout_ms=500, max_records=100)
                     for tp, records in batch.items():
-                        for rec in records:
-                            if self.stopping.is_set():
-                                break
-                            await self.handle(http, producer, tp.topic, tp.partition, rec.offset, rec.value)
-                            await consumer.commit({TopicPartition(tp.topic, tp.partition): rec.offset + 1})
+                        ktp = TopicPartition(tp.topic, tp.partition)
+
+                        def owned(ktp: TopicPartition = ktp) -> bool:
+                            return ktp in consumer.assignment()
+
+                        try:
+                            for rec in records:
+                                if self.stopping.is_set() or not owned():
+                                    break
+                                await self.handle(http, producer, tp.topic, tp.partition, rec.offset, rec.value,
+                                                  owned)
+                                await consumer.commit({ktp: rec.offset + 1})
+                        except (Revoked, CommitFailedError, IllegalStateError) as exc:
+                            # The partition moved to another notifier during a rebalance: it resumes
+                            # from the last commit (a resend is harmless: same dedup key).
+                            log.warning("partition %s/%d left this notifier (%s); its new owner carries on",
+                                        tp.topic, tp.partition, type(exc).__name__)
                     if time.monotonic() - last_progress > 30 and (self.stats.delivered or self.stats.dead_letters):
                         last_progress = time.monotonic()
                         log.info("progress: %d delivered, %d rejected, %d retries, %d dead letters",

@@ -193,6 +193,7 @@ def _fit(body: dict[str, Any]) -> dict[str, Any]:
     if len(json.dumps(body, default=str).encode()) <= MAX_EVENT_BYTES:
         return body
     body["payload"]["custom_details"] = {"note": "details dropped: the event exceeded 512 KB"}
+    body.pop("links", None)
     return body
 
 

@@ -88,6 +88,8 @@ def test_notifier_delivers_retries_dead_letters_and_never_logs_the_key(kafka_boo
         (page, alert(page, "page", "firing", 1_795_000_060)),
         (ticket, alert(ticket, "ticket", "firing", 1_795_000_030)),
         ("broken", {"schema_version": 1, "dedup_key": "broken", "severity": "page", "state": "exploded"}),
+        # Valid JSON of the wrong shapes: dead-lettered too, never a crash that blocks the stream.
+        ("odd", {**alert("odd", "page", "firing", 1_795_000_000), "dimensions": ["eu-west-1"], "ts": 1e20}),
         (rejected_dk, alert(rejected_dk, "page", "firing", 1_795_000_070, slo="reject-me")),
         (page, alert(page, "page", "resolved", 1_795_002_690)),
     ]
@@ -153,9 +155,9 @@ def test_notifier_delivers_retries_dead_letters_and_never_logs_the_key(kafka_boo
         assert [r.status for r in receiver.received[:4]] == [429, 500, 503, 0]
 
         # Dead letters: the malformed record and the one PagerDuty refused, with its answer.
-        letters = dep.consume(s.topic_dead_letter, until=lambda v: len(v) >= 2, timeout_s=20)
+        letters = dep.consume(s.topic_dead_letter, until=lambda v: len(v) >= 3, timeout_s=20)
         reasons = sorted(v["reason"] for v in letters)
-        assert reasons == ["bad_alert", "pagerduty_rejected"]
+        assert reasons == ["bad_alert", "bad_alert", "pagerduty_rejected"]
         refused = next(v for v in letters if v["reason"] == "pagerduty_rejected")
         assert "HTTP 400" in refused["detail"] and "rejected by the test" in refused["detail"]
         assert "routing_key" not in refused["event"]
