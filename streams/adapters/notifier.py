@@ -64,8 +64,60 @@ def load_routing(settings: Settings, environ: Mapping[str, str] | None = None) -
     if "page" not in keys:
         raise ConfigError(f"no PagerDuty routing key for pages: set {KEY_ENV} or {KEY_ENV}_PAGE "
                           f"(or the same name with _FILE)")
+    routes = env.get(ROUTES_ENV)
     return Routing(keys=keys, severity={"page": settings.pagerduty_severity_page,
-                                        "ticket": settings.pagerduty_severity_ticket})
+                                        "ticket": settings.pagerduty_severity_ticket},
+                   per_slo=load_routes(routes) if routes else {})
+
+
+ROUTES_ENV = "SLO_STREAM_PAGERDUTY_ROUTES_FILE"
+
+
+def load_routes(path: str) -> dict[str, dict[str, str]]:
+    """Per-SLO routing: a YAML mapping ``slo name -> {page: PATH, ticket: PATH}`` where each PATH is a
+    file holding that routing key (keys themselves never sit in the routes file). Errors name the
+    file, the line and the field."""
+    import yaml
+
+    from streams.core import conventions as c
+
+    def where(node: yaml.Node | None) -> str:
+        return f"{path}:{node.start_mark.line + 1}" if node is not None else path
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        root = yaml.compose(text)
+    except OSError as exc:
+        raise ConfigError(f"{ROUTES_ENV}={path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not YAML ({exc})") from None
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(f"{where(root)}: must map SLO names to {{page: PATH, ticket: PATH}}")
+    out: dict[str, dict[str, str]] = {}
+    for k_node, v_node in root.value:
+        slo = k_node.value
+        if not isinstance(slo, str) or not c.NAME_RE.match(slo):
+            raise ConfigError(f"{where(k_node)}: {slo!r} is not an SLO name")
+        if not isinstance(v_node, yaml.MappingNode):
+            raise ConfigError(f"{where(v_node)}: {slo}: must map page/ticket to a key file")
+        out[slo] = {}
+        for sk, sv in v_node.value:
+            if sk.value not in ("page", "ticket"):
+                raise ConfigError(f"{where(sk)}: {slo}.{sk.value}: only page and ticket can be routed per SLO")
+            if not isinstance(sv, yaml.ScalarNode) or not sv.value:
+                raise ConfigError(f"{where(sv)}: {slo}.{sk.value}: must be the path of a key file")
+            try:
+                with open(sv.value, encoding="utf-8") as fh:
+                    key = fh.read().strip()
+            except OSError as exc:
+                raise ConfigError(f"{where(sv)}: {slo}.{sk.value}: cannot read {sv.value} ({exc.strerror})") from None
+            if not key:
+                raise ConfigError(f"{where(sv)}: {slo}.{sk.value}: {sv.value} is empty")
+            out[slo][sk.value] = key
+    return out
 
 
 class Revoked(Exception):

@@ -47,8 +47,14 @@ class Routing:
 
     keys: Mapping[str, str] = field(repr=False)  # "page" | "ticket" | "change" -> routing key
     severity: Mapping[str, str] = field(default_factory=lambda: {"page": "critical", "ticket": "warning"})
+    # Per SLO: severity -> routing key, overriding ``keys`` for that SLO's alerts.
+    per_slo: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
 
-    def key_for(self, kind: str) -> str | None:
+    def key_for(self, kind: str, slo: str | None = None) -> str | None:
+        if slo is not None:
+            own = self.per_slo.get(slo, {}).get(kind)
+            if own:
+                return own
         return self.keys.get(kind)
 
 
@@ -108,7 +114,8 @@ def alert_event(alert: Mapping[str, Any], routing: Routing) -> tuple[str, dict[s
     pd_severity = routing.severity.get(severity)
     if pd_severity not in PD_SEVERITIES:
         raise NotifyError("bad_alert", f"severity {severity!r} has no PagerDuty severity")
-    key = routing.key_for(severity)
+    slo_name = alert.get("slo") if isinstance(alert.get("slo"), str) else None
+    key = routing.key_for(severity, slo_name)
     if not key:
         raise NotifyError("no_routing_key", f"no routing key configured for severity {severity!r}")
     if state == "resolved":
