@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Consumes slo.alerts and k8s.rollouts (consumer group <app id>-notifier) and "
                                    "posts to SLO_STREAM_PAGERDUTY_URL. Routing keys: "
                                    "SLO_STREAM_PAGERDUTY_ROUTING_KEY, or per kind ..._PAGE, ..._TICKET, "
-                                   "..._CHANGE; each also as <name>_FILE. Offsets are committed only after "
+                                   "..._CHANGE; each also as <name>_FILE; per SLO with "
+                                   "SLO_STREAM_PAGERDUTY_ROUTES_FILE. "
+                                   "Offsets are committed only after "
                                    "PagerDuty accepted (or the event was dead-lettered as invalid).")
     n.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
 
