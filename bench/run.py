@@ -1,9 +1,12 @@
-"""Benchmarks: the core alone, a bare consumer (the physical limit), a real worker end to end.
+"""Benchmarks: the core alone, a bare consumer (the physical limit), a real worker end to end, and
+the detection latency of a live outage (our page vs Prometheus + Alertmanager's).
 
-    python -m bench.run [--quick] [--only core|bare|worker]
+    python -m bench.run [--quick] [--only core|bare|worker|detection]
 
-Prints records/s for each and the ratio worker / bare consumer. Figures are this machine's; the
-targets are in ../shared/DESIGN.md (core >= 300k records/s per core, worker >= 50k/s, >= 0.5 of bare).
+Prints records/s for each and the ratio worker / bare consumer; for detection, seconds from the burn
+condition becoming true to each page (allowed lateness 5 s, and the default 120 s unless --quick).
+Figures are this machine's; the targets are in ../shared/DESIGN.md (core >= 300k records/s per core,
+worker >= 50k/s, >= 0.5 of bare).
 """
 
 from __future__ import annotations
@@ -216,10 +219,10 @@ spec:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a small run (a few seconds)")
-    ap.add_argument("--only", choices=["core", "bare", "worker"], action="append")
+    ap.add_argument("--only", choices=["core", "bare", "worker", "detection"], action="append")
     args = ap.parse_args()
     w = Workload(messages=300 if args.quick else 2000)
-    only = set(args.only or ["core", "bare", "worker"])
+    only = set(args.only or ["core", "bare", "worker", "detection"])
     t = time.perf_counter()
     msgs = w.build()
     print(f"workload: {len(msgs):,} messages x {w.records_per_message} records, {w.services} services, "
@@ -238,7 +241,7 @@ def main() -> int:
         print(f"core      {r['records_per_s']:>12,.0f} records/s  replaying at 100x live speed "
               f"({r['evaluations']:,} series evaluations)")
     broker = None
-    if only & {"bare", "worker"}:
+    if only & {"bare", "worker", "detection"}:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
             from streams.adapters.broker import EmbeddedBroker
@@ -254,6 +257,15 @@ def main() -> int:
                 r = out["worker"] = bench_worker(bootstrap, w, msgs)
                 print(f"worker    {r['records_per_s']:>12,.0f} records/s  ({r['messages_per_s']:,.0f} messages/s, "
                       f"1 partition, 1 worker, steady state from committed offsets; log {r['log']})")
+            if "detection" in only:
+                from bench.detection import bench_detection, report
+
+                found = bench_detection(bootstrap, [5] if args.quick else [5, 120])
+                if isinstance(found, str):
+                    print(f"detection skipped: {found}")
+                else:
+                    for d in found:
+                        print(report(d))
         finally:
             if broker is not None:
                 broker.stop()

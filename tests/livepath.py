@@ -1,0 +1,416 @@
+"""The live alerting path, end to end, with real processes: used by tests/integration/test_livepath.py
+and bench/detection.py.
+
+On a :class:`~tests.integration.harness.Deployment` it starts
+
+- a real worker (``SLO_STREAM_ALLOWED_LATENESS`` configurable, its web server on a free port);
+- the notifier (``python -m streams notifier``) delivering ``slo.alerts`` to a local
+  :class:`~tests.pd_receiver.PagerDutyReceiver`;
+- a real Prometheus scraping the worker every second, evaluating the rules generated from the SLO specs
+  every second, and alerting to
+- a real Alertmanager whose config is generated for the same receiver, with routing keys in files;
+
+and a producer thread writing live playback-api traffic (event time = wall clock): every ``interval_s``
+one batch message with one pre-aggregated record per placement, healthy until :meth:`LivePath.start_outage`,
+then 100% errors for the outage placement. :meth:`LivePath.burn_true` computes, from what was produced,
+the moment a page condition of the SLO (Workbook multi-window multi-burn-rate) became true.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import IO, Any
+
+import orjson
+from kafka import KafkaProducer
+
+from streams.adapters.processes import free_port, stop_group
+from streams.adapters.specfiles import load_specs
+from streams.core import conventions as c
+from streams.core.model import Severity, Slo
+from streams.core.promrules import ALERTMANAGER_FILE, RECEIVER_PAGE, RECEIVER_TICKET, RULES_FILE, generated_files
+from tests.integration.harness import ROOT, Deployment
+from tests.pd_receiver import PagerDutyReceiver, Received
+
+SERVICE = "playback-api"
+SLO_NAME = "playback-api-availability"
+PLACEMENTS: tuple[tuple[str, str, str], ...] = (
+    ("eu-west-1", "eu-west", "kubernetes"),
+    ("us-east-1", "us-east", "kubernetes"),
+    ("dc-ams", "eu-west", "legacy"),
+)
+OUTAGE = PLACEMENTS[0]
+NOTIFIER_KEY = "R0UTING-KEY-notifier-4b1e"
+AM_PAGE_KEY = "R0UTING-KEY-am-page-8c2d"
+AM_TICKET_KEY = "R0UTING-KEY-am-ticket-0f6a"
+PROMETHEUS = shutil.which("prometheus")
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+def missing_binaries() -> str | None:
+    """Why the live path cannot run here, or None."""
+    missing = [name for name, path in (("prometheus", PROMETHEUS), ("prometheus-alertmanager", ALERTMANAGER))
+               if path is None]
+    if missing:
+        return (f"{' and '.join(missing)} not installed "
+                "(apt-get install -y --no-install-recommends prometheus prometheus-alertmanager)")
+    return None
+
+
+@dataclass(frozen=True)
+class Produced:
+    ts: float  # event time = wall clock when built
+    cluster: str
+    region: str
+    platform: str
+    total: int
+    errors: int
+
+
+@dataclass
+class BurnTrue:
+    at: float  # event time of the record that made the condition true
+    condition: str  # e.g. "1h+5m > 14.4"
+    long_ratio: float
+    short_ratio: float
+    long_events: int
+
+
+def page_key(placement: tuple[str, str, str] = OUTAGE) -> str:
+    return c.dedup_key(c.series_key(SLO_NAME, *placement), "page")
+
+
+def burn_true(slo: Slo, records: list[Produced], placement: tuple[str, str, str]) -> BurnTrue | None:
+    """The first moment a page condition of ``slo`` holds in ``records`` of ``placement``.
+
+    The Workbook's multi-window multi-burn-rate test, as the stream and the generated rules apply it:
+    over the long window **and** the short window ending at a record's event time (that record
+    included), the error ratio divided by the error budget exceeds the condition's factor, and the long
+    window holds at least ``slo.min_events`` events. Records come at discrete times, so the condition
+    becomes true at the event time of the record that tips it.
+    """
+    mine = sorted((r for r in records if (r.cluster, r.region, r.platform) == placement), key=lambda r: r.ts)
+    pages = [w for w in slo.policy.windows if w.severity is Severity.PAGE]
+    budget = slo.error_budget
+
+    def sums(end: float, window_s: int) -> tuple[int, int]:
+        inside = [r for r in mine if end - window_s < r.ts <= end]
+        return sum(r.errors for r in inside), sum(r.total for r in inside)
+
+    for rec in mine:
+        if rec.errors == 0:
+            continue  # no new errors: no condition can become true at this record
+        for w in sorted(pages, key=lambda w: (w.long_s, w.factor)):
+            bad_l, tot_l = sums(rec.ts, w.long_s)
+            bad_s, tot_s = sums(rec.ts, w.short_s)
+            if not tot_l or not tot_s:
+                continue
+            lr, sr = bad_l / tot_l, bad_s / tot_s
+            if lr / budget > w.factor and sr / budget > w.factor and tot_l >= slo.min_events:
+                cond = f"{_duration(w.long_s)}+{_duration(w.short_s)} > {w.factor:g}"
+                return BurnTrue(rec.ts, cond, lr, sr, tot_l)
+    return None
+
+
+def _duration(s: int) -> str:
+    return f"{s // 3600}h" if s % 3600 == 0 else f"{s // 60}m"
+
+
+@dataclass
+class LivePath:
+    """A context manager: everything started on enter, stopped on exit (reverse order)."""
+
+    dep: Deployment
+    allowed_lateness_s: int = 120
+    interval_s: float = 0.5
+    requests_per_s: int = 2000  # per placement
+    placements: tuple[tuple[str, str, str], ...] = PLACEMENTS
+    outage: tuple[str, str, str] = OUTAGE
+    receiver: PagerDutyReceiver = field(default_factory=PagerDutyReceiver)
+    produced: list[Produced] = field(default_factory=list)
+    onset: float | None = None
+    started_at: float = 0.0
+    worker_port: int = 0
+    prom_port: int = 0
+    am_port: int = 0
+    _procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _outage_on: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _producer_error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.tmp = self.dep.tmp
+        self.slos = load_specs(ROOT / "alerts" / "slos")
+        self.slo = next(s for s in self.slos if s.name == SLO_NAME)
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> LivePath:
+        reason = missing_binaries()
+        if reason:
+            raise RuntimeError(reason)
+        self.started_at = time.time()
+        try:
+            self.receiver.start()
+            self._start_worker()
+            self._start_notifier()
+            self._start_alertmanager()
+            self._start_prometheus()
+            self._thread = threading.Thread(target=self._produce, name="live-producer", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for _name, proc, log in reversed(self._procs):
+            stop_group(proc)
+            log.close()
+        self._procs.clear()
+        with contextlib.suppress(AttributeError):  # never started
+            self.receiver.stop()
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self._procs.append((name, proc, log))
+        return proc
+
+    def log(self, name: str, tail: int = 3000) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    def check_alive(self) -> None:
+        for name, proc, _ in self._procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+        if self._producer_error is not None:
+            raise AssertionError(f"the producer failed: {self._producer_error!r}")
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.dep.env)
+        env.update(extra)
+        return env
+
+    def _start_worker(self) -> None:
+        self.worker_port = free_port()
+        env = self._env(SLO_STREAM_WEB_PORT=str(self.worker_port),
+                        SLO_STREAM_DATADIR=str(self.tmp / "worker-data"),
+                        SLO_STREAM_ALLOWED_LATENESS=str(self.allowed_lateness_s))
+        self._spawn("worker", ["timeout", "-k", "10", "900", sys.executable, "-m", "streams", "worker"], env)
+
+    def _start_notifier(self) -> None:
+        env = {k: v for k, v in self._env().items() if not k.startswith("SLO_STREAM_PAGERDUTY")}
+        env.update(SLO_STREAM_PAGERDUTY_URL=self.receiver.url, SLO_STREAM_PAGERDUTY_ROUTING_KEY=NOTIFIER_KEY,
+                   SLO_STREAM_NOTIFIER_METRICS_PORT="0", SLO_STREAM_PAGERDUTY_TIMEOUT="2")
+        self._spawn("notifier", [sys.executable, "-m", "streams", "notifier"], env)
+
+    def _start_alertmanager(self) -> None:
+        assert ALERTMANAGER is not None
+        secrets = self.tmp / "am-secrets"
+        secrets.mkdir(exist_ok=True)
+        (secrets / RECEIVER_PAGE).write_text(AM_PAGE_KEY, encoding="utf-8")
+        (secrets / RECEIVER_TICKET).write_text(AM_TICKET_KEY, encoding="utf-8")
+        files = generated_files(self.slos, pagerduty_url=f"{self.receiver.url}/v2/enqueue",
+                                secrets_dir=str(secrets))
+        config = self.tmp / ALERTMANAGER_FILE
+        config.write_text(files[ALERTMANAGER_FILE], encoding="utf-8")
+        (self.tmp / RULES_FILE).write_text(files[RULES_FILE], encoding="utf-8")
+        self.am_port = free_port()
+        self._spawn("alertmanager", [ALERTMANAGER, f"--config.file={config}", "--cluster.listen-address=",
+                                     f"--web.listen-address=127.0.0.1:{self.am_port}",
+                                     f"--storage.path={self.tmp / 'am-data'}"])
+
+    def _start_prometheus(self) -> None:
+        assert PROMETHEUS is not None
+        self.prom_port = free_port()
+        config = self.tmp / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files:\n  - {self.tmp / RULES_FILE}\n"
+            "alerting:\n  alertmanagers:\n    - static_configs:\n"
+            f"        - targets: ['127.0.0.1:{self.am_port}']\n"
+            "scrape_configs:\n  - job_name: slo-stream\n    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{self.worker_port}']\n",
+            encoding="utf-8",
+        )
+        self._spawn("prometheus", [PROMETHEUS, f"--config.file={config}",
+                                   f"--storage.tsdb.path={self.tmp / 'tsdb'}",
+                                   f"--web.listen-address=127.0.0.1:{self.prom_port}"])
+
+    # ---- traffic --------------------------------------------------------------------------------
+
+    def _produce(self) -> None:
+        try:
+            producer = KafkaProducer(bootstrap_servers=self.dep.bootstrap, acks="all", linger_ms=0)
+        except BaseException as exc:
+            self._producer_error = exc
+            return
+        total = int(self.requests_per_s * self.interval_s)
+        n = 0
+        t0 = time.time()
+        try:
+            while not self._stop.is_set():
+                outage = self._outage_on.is_set()
+                ts = time.time()
+                records, rows = [], []
+                for cluster, region, platform in self.placements:
+                    errors = total if outage and (cluster, region, platform) == self.outage else 0
+                    records.append({"ts": ts, "service": SERVICE, "cluster": cluster, "region": region,
+                                    "platform": platform, "total": total, "errors": errors, "latency_ms": 100.0})
+                    rows.append(Produced(ts, cluster, region, platform, total, errors))
+                producer.send(self.dep.settings.topic_playback, key=SERVICE.encode(),
+                              value=orjson.dumps({"schema_version": c.SCHEMA_VERSION, "records": records}))
+                producer.flush()
+                with self._lock:
+                    self.produced.extend(rows)
+                    if outage and self.onset is None:
+                        self.onset = ts
+                n += 1
+                self._stop.wait(max(0.0, t0 + n * self.interval_s - time.time()))
+        except BaseException as exc:
+            self._producer_error = exc
+        finally:
+            producer.close(timeout=5)
+
+    def start_outage(self, timeout_s: float = 10) -> float:
+        """Switch the outage placement to 100% errors; return the onset (event time of the first bad record)."""
+        self._outage_on.set()
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            with self._lock:
+                if self.onset is not None:
+                    return self.onset
+            self.check_alive()
+            time.sleep(0.02)
+        raise AssertionError("no record with errors was produced")
+
+    def records(self) -> list[Produced]:
+        with self._lock:
+            return list(self.produced)
+
+    def burn_true(self) -> BurnTrue | None:
+        return burn_true(self.slo, self.records(), self.outage)
+
+    # ---- observing ------------------------------------------------------------------------------
+
+    def query(self, q: str) -> list[Any]:
+        """An instant PromQL query; [] while Prometheus is starting."""
+        url = f"http://127.0.0.1:{self.prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                body = orjson.loads(resp.read())
+        except (urllib.error.URLError, ConnectionError):
+            return []
+        if body.get("status") != "success":
+            raise AssertionError(body)
+        return list(body["data"]["result"])
+
+    def wait(self, cond: Any, timeout_s: float, what: str) -> Any:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            self.check_alive()
+            got = cond()
+            if got:
+                return got
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n"
+                             + "\n".join(f"--- {n}.log\n{self.log(n, 1500)}" for n, _, _ in self._procs))
+
+    def wait_armed(self, timeout_s: float = 60) -> None:
+        """Until Prometheus has scraped at least ``min_events`` events of every placement (so the generated
+        alert could fire) and the AM is up: the outage may start."""
+        expr = (f"sum by (cluster) (increase({c.M_SLI_EVENTS}{{slo=\"{SLO_NAME}\"}}[1h]))"
+                f" >= {self.slo.min_events}")
+
+        def armed() -> bool:
+            if len(self.query(expr)) < len(self.placements):
+                return False
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.am_port}/-/ready", timeout=2) as r:
+                    return bool(r.status == 200)
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
+        self.wait(armed, timeout_s, "Prometheus to see min_events for every placement and Alertmanager ready")
+
+    def triggers(self) -> list[Received]:
+        with self.receiver._lock:
+            return [r for r in self.receiver.received
+                    if r.path == "/v2/enqueue" and r.status == 202 and isinstance(r.body, dict)
+                    and r.body.get("event_action") == "trigger"]
+
+    def stream_page(self, placement: tuple[str, str, str] | None = None) -> Received | None:
+        """The notifier's page trigger (our path) for ``placement`` (default: the outage's), first one."""
+        key = page_key(placement or self.outage)
+        return next((r for r in self.triggers() if r.body.get("dedup_key") == key), None)
+
+    def am_page(self, placement: tuple[str, str, str] | None = None) -> Received | None:
+        """Alertmanager's PagerDuty page trigger for ``placement`` (default: the outage's), first one."""
+        cluster, region, platform = placement or self.outage
+        for r in self.am_triggers():
+            d = r.body.get("payload", {}).get("custom_details") or {}
+            if (d.get("slo") == SLO_NAME and d.get("severity") == "page" and d.get("cluster") == cluster
+                    and d.get("region") == region and d.get("platform") == platform):
+                return r
+        return None
+
+    def am_triggers(self) -> list[Received]:
+        return [r for r in self.triggers() if not str(r.body.get("dedup_key", "")).startswith("slo-stream/")]
+
+    def stream_triggers(self) -> list[Received]:
+        return [r for r in self.triggers() if str(r.body.get("dedup_key", "")).startswith("slo-stream/")]
+
+
+@dataclass
+class Detection:
+    allowed_lateness_s: int
+    onset: float
+    burn: BurnTrue
+    stream_at: float
+    am_at: float
+    healthy_s: float  # seconds of healthy traffic before the onset
+
+    @property
+    def stream_s(self) -> float:
+        return self.stream_at - self.burn.at
+
+    @property
+    def am_s(self) -> float:
+        return self.am_at - self.burn.at
+
+
+def measure(dep: Deployment, *, allowed_lateness_s: int, timeout_s: float | None = None) -> Detection:
+    """Run the live scenario once and time both pages from the burn condition becoming true."""
+    with LivePath(dep, allowed_lateness_s=allowed_lateness_s) as live:
+        live.wait_armed(90)
+        onset = live.start_outage()
+        wait_s = timeout_s if timeout_s is not None else allowed_lateness_s + 90
+        stream = live.wait(live.stream_page, wait_s, "our page at the receiver")
+        am = live.wait(live.am_page, 60, "Alertmanager's page at the receiver")
+        burn = live.burn_true()
+        assert burn is not None, "the produced data never met a page condition"
+        first = min(r.ts for r in live.records())
+        return Detection(allowed_lateness_s, onset, burn, stream.at, am.at, onset - first)
