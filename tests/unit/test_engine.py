@@ -253,3 +253,54 @@ def test_a_gap_in_event_time_is_caught_up_cheaply() -> None:
     res = feed(engine, [batch([record(T0 + 3 * 86400)])], first_offset=10_000)
     # The gap is longer than the catch-up and every short window: quiet series are skipped.
     assert res.steps == 360 and res.evaluations == 0
+
+
+def test_a_live_page_goes_out_when_the_data_shows_the_burn_not_a_lateness_later() -> None:
+    msgs = steady_then_outage(7 * HOUR, 300)
+    onset = 7 * HOUR  # index of the first outage second
+
+    def first_page(early: bool) -> tuple[int, int]:
+        engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=120, early_firing=early))
+        run(engine, msgs[: onset - 600], chunk=5000)  # history, fast
+        for i in range(onset - 600, len(msgs)):  # then one second of event time per batch, as live
+            pages = [a for a in feed(engine, msgs[i:i + 1], first_offset=i).alerts if a.severity is Severity.PAGE]
+            if pages:
+                return i - onset, pages[0].ts - (T0 + onset)
+        raise AssertionError("no page")
+
+    emitted_early, ts_early = first_page(True)
+    emitted_late, ts_late = first_page(False)
+    # Same alert, same event time (the first 10 s step after 51.84 s of errors) ...
+    assert ts_early == ts_late == 60
+    # ... but sent with the batch that carries the 60th second, not 120 s of lateness later.
+    assert emitted_early == 60
+    assert emitted_late == 60 + 120
+
+
+def test_an_early_page_that_late_records_dilute_resolves_after_the_hold() -> None:
+    # Errors in order, then (within the allowed lateness) many late successes for the same seconds.
+    engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=120))
+    healthy = steady_then_outage(7 * HOUR, 0)
+    run(engine, healthy, chunk=5000)
+    offset = len(healthy)
+
+    resolved_at: list[int] = []
+
+    def live(msgs: list[tuple[bytes, bytes]]) -> list:
+        nonlocal offset
+        out = []
+        for m in msgs:
+            out.extend(feed(engine, [m], first_offset=offset).alerts)
+            offset += 1
+        resolved_at.extend(a.ts for a in out if a.severity is Severity.PAGE and a.state is AlertState.RESOLVED)
+        return [a.state for a in out if a.severity is Severity.PAGE]
+
+    t = T0 + 7 * HOUR
+    assert live([batch([record(t + s + i / 10, errors=1) for i in range(10)]) for s in range(70)]) == [
+        AlertState.FIRING]
+    late_good = [batch([record(t + s + i / 1000, errors=0) for i in range(1000)]) for s in range(70)]
+    after = [batch([record(t + 70 + s + i / 10, errors=0) for i in range(10)]) for s in range(900)]
+    assert live(late_good + after) == [AlertState.RESOLVED]
+    # The final evaluations saw the diluted burn from the early step on: resolved one hold (5 min)
+    # after it, not a hold after the errors left the 5m window (t + 370 s).
+    assert resolved_at[0] - t <= 60 + 300 + 10
