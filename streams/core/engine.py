@@ -288,8 +288,7 @@ class Engine:
         meta.max_ts = max_ts
         if next_eval is not None:
             meta.evaluated_to = next_eval - step_s
-            if cfg.early_firing and now - meta.max_ts <= lateness + step_s:
-                # Live only: in a replay or catch-up nobody waits, and the final evaluations follow.
+            if cfg.early_firing:
                 self._fire_early(partition, meta, res)
         return res
 

@@ -18,8 +18,8 @@ NOW = T0 + 10 * 24 * HOUR  # wall clock well after every event time
 
 
 def feed(engine: Engine, messages: list[tuple[bytes | None, bytes | None]], *, first_offset: int = 0,
-         partition: int = 0, now: float = NOW) -> list:
-    res = engine.process(partition, [(k, v, first_offset + i) for i, (k, v) in enumerate(messages)], now=now)
+         partition: int = 0) -> list:
+    res = engine.process(partition, [(k, v, first_offset + i) for i, (k, v) in enumerate(messages)], now=NOW)
     engine.commit(res)
     return res
 
@@ -262,9 +262,8 @@ def test_a_live_page_goes_out_when_the_data_shows_the_burn_not_a_lateness_later(
     def first_page(early: bool) -> tuple[int, int]:
         engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=120, early_firing=early))
         run(engine, msgs[: onset - 600], chunk=5000)  # history, fast
-        for i in range(onset - 600, len(msgs)):  # then one second of event time per batch, live
-            res = feed(engine, msgs[i:i + 1], first_offset=i, now=T0 + i + 1.5)
-            pages = [a for a in res.alerts if a.severity is Severity.PAGE]
+        for i in range(onset - 600, len(msgs)):  # then one second of event time per batch, as live
+            pages = [a for a in feed(engine, msgs[i:i + 1], first_offset=i).alerts if a.severity is Severity.PAGE]
             if pages:
                 return i - onset, pages[0].ts - (T0 + onset)
         raise AssertionError("no page")
@@ -286,15 +285,12 @@ def test_an_early_page_that_late_records_dilute_resolves_after_the_hold() -> Non
     offset = len(healthy)
 
     resolved_at: list[int] = []
-    clock = [0.0]  # the wall clock follows the newest event time: live traffic
 
     def live(msgs: list[tuple[bytes, bytes]]) -> list:
         nonlocal offset
         out = []
         for m in msgs:
-            newest = max(r["ts"] for r in orjson.loads(m[1])["records"])
-            out.extend(feed(engine, [m], first_offset=offset, now=max(newest, clock[0]) + 0.5).alerts)
-            clock[0] = max(newest, clock[0])
+            out.extend(feed(engine, [m], first_offset=offset).alerts)
             offset += 1
         resolved_at.extend(a.ts for a in out if a.severity is Severity.PAGE and a.state is AlertState.RESOLVED)
         return [a.state for a in out if a.severity is Severity.PAGE]
@@ -308,10 +304,3 @@ def test_an_early_page_that_late_records_dilute_resolves_after_the_hold() -> Non
     # The final evaluations saw the diluted burn from the early step on: resolved one hold (5 min)
     # after it, not a hold after the errors left the 5m window (t + 370 s).
     assert resolved_at[0] - t <= 60 + 300 + 10
-
-
-def test_a_replay_or_catch_up_does_not_evaluate_early() -> None:
-    msgs = steady_then_outage(7 * HOUR, 300)
-    engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=120))
-    run(engine, msgs, chunk=1)  # the wall clock (NOW) is days after this data: a replay
-    assert engine._early_to == {}
