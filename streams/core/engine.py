@@ -48,9 +48,6 @@ class EngineConfig:
     # Evaluation steps caught up after the watermark jumps over a gap (1 hour of 10 s steps); the
     # older steps of a longer gap are skipped (documented in docs/semantics.md).
     max_catchup_steps: int = 360
-    # Fire pages and tickets as soon as the data shows the burn, not only once the watermark (newest
-    # event time minus the allowed lateness) has passed the step: see docs/semantics.md.
-    early_firing: bool = True
     limits: Limits = DEFAULT_LIMITS
 
 
@@ -141,7 +138,6 @@ class Engine:
                              for s in slos}
         self._parsers: dict[int, RecordParser] = {}
         self._meta: dict[int, PartitionMeta] = {}
-        self._early_to: dict[int, int] = {}  # per partition: the last step evaluated for early firing
         self._pending_tracks: dict[str, tuple[int, Track]] = {}
         self._series_per_slo: Counter[str] = Counter()
         self._admitted: set[str] = set()
@@ -175,7 +171,6 @@ class Engine:
             del self._pending_tracks[dk]
         for p in partitions:
             self._meta.pop(p, None)
-            self._early_to.pop(p, None)
         for s in [s for s in self.last_status if not self.counters.has_series(s)]:
             del self.last_status[s]
         self._recount_series()
@@ -288,48 +283,7 @@ class Engine:
         meta.max_ts = max_ts
         if next_eval is not None:
             meta.evaluated_to = next_eval - step_s
-            if cfg.early_firing:
-                self._fire_early(partition, meta, res)
         return res
-
-    def _fire_early(self, partition: int, meta: PartitionMeta, res: BatchResult) -> None:
-        """Evaluate the steps between the watermark and the newest event time for firing only.
-
-        For records that arrive in event-time order, every record before such a step ``t`` is
-        already counted, so the burn at ``t`` is what the final evaluation (once the watermark
-        passes ``t``) will see: firing now gives the same alert at the same event time, the allowed
-        lateness later in wall time. Resolving waits for the final evaluations. If late records
-        dilute the burn afterwards, the final evaluations see the condition false and the alert
-        resolves after the hold, like any other. Each step is looked at once, and a series whose
-        shortest window has no bad event is skipped without summing its other windows.
-        """
-        step_s = self.config.step_s
-        newest = int(meta.max_ts // step_s) * step_s
-        first = max(meta.evaluated_to, self._early_to.get(partition, 0)) + step_s
-        if newest < first:
-            return
-        self._early_to[partition] = newest
-        window = self.counters.window
-        for at in range(first, newest + 1, step_s):
-            for series in self.counters.series(partition):
-                slo = self.slos.get(series.split("|", 1)[0])
-                if slo is None or at - self.counters.last_data(series) > self._quiet_after[slo.name]:
-                    continue
-                keys = self._dedup_keys(series, slo)
-                tracks = [self.track(dk) for _, dk in keys]
-                if all(t.firing for t in tracks):
-                    continue
-                if window(series, at, slo.windows_s[0])[0] == 0:
-                    continue  # no bad event in the shortest window: no condition can hold
-                counts = {w: window(series, at, w) for w in slo.windows_s}
-                ev = evaluate(slo, series, at, counts)
-                res.evaluations += 1
-                for (severity, dk), track in zip(keys, tracks, strict=True):
-                    if track.firing or not ev.active(severity):
-                        continue
-                    new = Track(True, at, None)
-                    self._pending_tracks[dk] = (partition, new)
-                    res.alerts.append(make_alert(slo, ev, severity, AlertState.FIRING, started_at=at))
 
     def _admit(self, dims: tuple[str, str, str, str]) -> bool:
         """Admit the series of every SLO of ``dims[0]`` for these dimensions, unless one is past the
@@ -404,8 +358,6 @@ class Engine:
             res.evaluations += 1
             res.statuses[series] = ev
             for (severity, dk), track in zip(keys, tracks, strict=True):
-                if track.firing and track.fired_at is not None and at < track.fired_at:
-                    continue  # fired early at a later step: this earlier one is already behind it
                 new, change = step(track, condition=ev.active(severity), at=at, hold_s=slo.policy.hold_s)
                 if new != track:
                     self._pending_tracks[dk] = (partition, new)
