@@ -16,16 +16,13 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from streams.core import conventions as c
-from streams.core.alerting import Track
-from streams.core.engine import TRACK_PREFIX, Engine
-from streams.core.model import Severity
+from streams.core.engine import Engine
 
 log = logging.getLogger("slo_stream.metrics")
 
@@ -77,8 +74,6 @@ class NotifierMetrics:
 
 # One partition batch takes from well under a millisecond to seconds (a catch-up over a gap).
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-_SEVERITIES = (Severity.PAGE, Severity.TICKET)
 
 
 class WorkerMetrics:
@@ -244,18 +239,13 @@ class StateCollector(Collector):
             last_eval.add_metric(lv, ev.at)
         # Alert state of every series this worker owns (evaluated or not since the worker started),
         # as committed to the store: like last_status, never a batch still being delivered.
-        store = engine.store
         owned = set(engine.counters.all_series()) | set(engine.last_status)
         for series in sorted(owned):
             lv = labels(series)
             if lv is None:
                 continue
-            slo = slos[lv[0]]
-            for sev in _SEVERITIES:
-                if any(w.severity is sev for w in slo.policy.windows):
-                    raw = store.get(TRACK_PREFIX + c.dedup_key(series, str(sev)))
-                    on = raw is not None and Track.from_json(orjson.loads(raw)).firing
-                    firing.add_metric([*lv, str(sev)], 1.0 if on else 0.0)
+            for sev, on in engine.committed_alerts(series):
+                firing.add_metric([*lv, str(sev)], 1.0 if on else 0.0)
 
     def _pipeline(self, messages: Any, records: Any, dead: Any, evaluations: Any, assigned: Any,
                   rereads: Any, lag: Any) -> None:

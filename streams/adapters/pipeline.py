@@ -329,14 +329,13 @@ class Pipeline:
         """
         consumer = self.app.consumer
         acked_by_tp = getattr(consumer, "_acked", None)
-        committed_by_tp = getattr(consumer, "_committed_offset", None)
-        if not isinstance(acked_by_tp, dict) or not isinstance(committed_by_tp, dict):
+        if not isinstance(acked_by_tp, dict):
             return  # a Faust without these internals: nothing to heal
         topic = self.settings.topic_playback
         for tp in list(consumer.assignment()):
             if tp.topic != topic:
                 continue
-            committed = committed_by_tp.get(tp)
+            committed = self._faust_committed(tp)
             head = commit_gap(committed, list(acked_by_tp.get(tp) or ()))
             if head is None or committed is None:
                 self._gaps_seen.pop(tp, None)

@@ -374,15 +374,24 @@ class Engine:
         return keys
 
     def track(self, dedup: str) -> Track:
-        """The alert track of a dedup key: pending in this batch, else cached, else from the store."""
+        """The alert track of a dedup key: pending in this batch, else as committed."""
         pending = self._pending_tracks.get(dedup)
         if pending is not None:
             return pending[1]
+        return self._committed_track(dedup)
+
+    def _committed_track(self, dedup: str) -> Track:
+        """The track as committed to the store (cached), never a batch still being delivered."""
         track = self._tracks.get(dedup)
         if track is None:
             raw = self.store.get(TRACK_PREFIX + dedup)
             track = self._tracks[dedup] = Track() if raw is None else Track.from_json(orjson.loads(raw))
         return track
+
+    def committed_alerts(self, series: str) -> list[tuple[Severity, bool]]:
+        """Each alert severity of a series and whether it is firing, as committed to the store."""
+        slo = self.slos[series.split("|", 1)[0]]
+        return [(sev, self._committed_track(dk).firing) for sev, dk in self._dedup_keys(series, slo)]
 
     # ---- phase 2: commit ------------------------------------------------------------------------
 
