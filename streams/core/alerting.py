@@ -72,6 +72,7 @@ class Alert:
     objective: float
     links: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     suspects: tuple[Mapping[str, Any], ...] = ()
+    burn_onset: int | None = None  # estimated start of the burn (event time), set when firing
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +92,7 @@ class Alert:
             "objective": self.objective,
             "links": dict(self.links),
             "suspects": [dict(s) for s in self.suspects],
+            **({"burn_onset": self.burn_onset} if self.burn_onset is not None else {}),
         }
 
 

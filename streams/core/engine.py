@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -31,12 +31,20 @@ import orjson
 from streams.core import conventions as c
 from streams.core.alerting import Alert, AlertState, Track, make_alert, step
 from streams.core.burnrate import BurnEvaluation, evaluate
+from streams.core.correlation import DEFAULT_CONFIG as DEFAULT_CORRELATION
+from streams.core.correlation import BurnContext, CorrelationConfig, RevisionCounts, ServiceChanges, correlate
 from streams.core.counters import L0_WIDTH, Counters
 from streams.core.model import Severity, SliKind, Slo
 from streams.core.records import DEFAULT_LIMITS, Limits, Playback, RecordParser, Rejected
 
 META_PREFIX = "~meta|"
 TRACK_PREFIX = "~track|"
+REV_PREFIX = "~rev|"
+# Error ratios per playback ``revision`` (correlation evidence): one-minute buckets, kept this long,
+# at most this many revisions per service and cluster.
+REV_BUCKET_S = 60
+REV_KEEP_S = 3 * 3600
+REV_MAX_REVISIONS = 8
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class EngineConfig:
     # older steps of a longer gap are skipped (documented in docs/semantics.md).
     max_catchup_steps: int = 360
     limits: Limits = DEFAULT_LIMITS
+    correlation: CorrelationConfig = DEFAULT_CORRELATION
 
 
 @dataclass
@@ -104,13 +113,40 @@ def _series_name(plan: _Plan, dims: tuple[str, str, str, str]) -> str:
     return f"{plan.slo.name}|{dims[1] if kc else '*'}|{dims[2] if kr else '*'}|{dims[3] if kp else '*'}"
 
 
+@dataclass
+class _RevState:
+    """Per (service, cluster): ``{revision: {minute: [errors, total]}}`` and the highest source offset
+    applied (a replay after a crash skips what is already in)."""
+
+    partition: int
+    offset: int = -1
+    revs: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"p": self.partition, "o": self.offset,
+                             "r": {rev: {str(m): v for m, v in mins.items()} for rev, mins in self.revs.items()}})
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> _RevState:
+        d = orjson.loads(raw)
+        return cls(int(d["p"]), int(d["o"]),
+                   {rev: {int(m): v for m, v in mins.items()} for rev, mins in d["r"].items()})
+
+
 class Engine:
-    """Owns the counters and alert tracks of the partitions assigned to this worker."""
+    """Owns the counters and alert tracks of the partitions assigned to this worker.
+
+    ``changes`` maps a service to its :class:`~streams.core.correlation.ServiceChanges` (bytes; a
+    Faust table co-partitioned with the playback topic in the worker): the rollouts and Kubernetes
+    warnings an alert is correlated with when it fires.
+    """
 
     def __init__(
-        self, slos: Sequence[Slo], store: MutableMapping[str, bytes], config: EngineConfig | None = None
+        self, slos: Sequence[Slo], store: MutableMapping[str, bytes], config: EngineConfig | None = None,
+        *, changes: Mapping[str, bytes] | None = None,
     ) -> None:
         self.config = config or EngineConfig()
+        self.changes: Mapping[str, bytes] = changes if changes is not None else {}
         if not slos:
             raise ValueError("no SLOs to evaluate")
         self.slos = {s.name: s for s in slos}
@@ -139,6 +175,10 @@ class Engine:
         self._parsers: dict[int, RecordParser] = {}
         self._meta: dict[int, PartitionMeta] = {}
         self._pending_tracks: dict[str, tuple[int, Track]] = {}
+        # Suspects of alerts fired in the batch being processed, written with their tracks.
+        self._pending_suspects: dict[str, tuple[Mapping[str, Any], ...]] = {}
+        self._revs: dict[tuple[str, str], _RevState] = {}
+        self._revs_dirty: set[tuple[str, str]] = set()
         self._series_per_slo: Counter[str] = Counter()
         self._admitted: set[str] = set()
         self.last_status: dict[str, BurnEvaluation] = {}
@@ -153,6 +193,7 @@ class Engine:
         drop a partition's in-memory state after a failed batch (revoke, then assign)."""
         self.counters.recover(partitions)
         self._tracks.clear()
+        self._drop_revs(partitions)
         for dk in [dk for dk, (p, _) in self._pending_tracks.items() if p in partitions]:
             del self._pending_tracks[dk]
         for p in partitions:
@@ -167,6 +208,7 @@ class Engine:
     def revoke(self, partitions: set[int]) -> None:
         self.counters.release(partitions)
         self._tracks.clear()
+        self._drop_revs(partitions)
         for dk in [dk for dk, (p, _) in self._pending_tracks.items() if p in partitions]:
             del self._pending_tracks[dk]
         for p in partitions:
@@ -177,6 +219,11 @@ class Engine:
 
     def assigned(self) -> set[int]:
         return set(self._meta)
+
+    def _drop_revs(self, partitions: set[int]) -> None:
+        for rk in [rk for rk, st in self._revs.items() if st.partition in partitions]:
+            del self._revs[rk]
+            self._revs_dirty.discard(rk)
 
     def meta(self, partition: int) -> PartitionMeta:
         m = self._meta.get(partition)
@@ -221,6 +268,8 @@ class Engine:
         # One cell per (service, cluster, region, platform, 10 s bucket): [errors, total, total with a
         # latency, then one "slower than threshold" count per distinct latency threshold of the service].
         agg: dict[tuple[str, str, str, str, int], list[int]] = {}
+        # Per (service, cluster, revision, minute): [errors, total], for records that name a revision.
+        rev_agg: dict[tuple[str, str, str, int], list[int]] = {}
         services = self._services
         dim_series = self._dim_series
         rejected = res.rejected
@@ -244,6 +293,8 @@ class Engine:
                     next_eval = int(wm // step_s) * step_s + step_s
                 elif wm >= next_eval:
                     self._push(agg, partition)
+                    if rev_agg:
+                        self._push_revisions(rev_agg, partition, max_ts)
                     last = int(wm // step_s) * step_s
                     first = max(next_eval, last - (cfg.max_catchup_steps - 1) * step_s)
                     for t in range(first, last + 1, step_s):
@@ -264,6 +315,19 @@ class Engine:
                                          f"an SLO of {service} already has {cfg.max_series_per_slo} "
                                          f"series; {'/'.join(dims)} not counted", offset, None, r.to_dict()))
                 continue
+            rev = r.revision
+            if rev is not None:
+                rk = (service, cluster)
+                st = self._revs.get(rk)
+                if st is None:
+                    st = self._rev_state(rk, partition)
+                if offset > st.offset:
+                    rcell = rev_agg.get((service, cluster, rev, int(ts // REV_BUCKET_S)))
+                    if rcell is None:
+                        rcell = rev_agg[(service, cluster, rev, int(ts // REV_BUCKET_S))] = [0, 0, offset]
+                    rcell[0] += errors
+                    rcell[1] += total
+                    rcell[2] = offset
             if offset <= applied:
                 self._count_replayed(r, partition)
                 continue
@@ -279,6 +343,8 @@ class Engine:
                     if lat > thr:
                         cell[3 + j] += total
         self._push(agg, partition)
+        if rev_agg:
+            self._push_revisions(rev_agg, partition, max_ts)
         res.records = len(recs) - (len(rejected) - parse_rejects) - res.replay_skipped
         meta.max_ts = max_ts
         if next_eval is not None:
@@ -339,6 +405,109 @@ class Engine:
                 acc[1] += total
         agg.clear()
 
+    # ---- revisions (correlation evidence) --------------------------------------------------------
+
+    def _rev_state(self, rk: tuple[str, str], partition: int) -> _RevState:
+        raw = self.store.get(f"{REV_PREFIX}{rk[0]}|{rk[1]}")
+        st = self._revs[rk] = _RevState.from_bytes(raw) if raw is not None else _RevState(partition)
+        return st
+
+    def _push_revisions(self, rev_agg: dict[tuple[str, str, str, int], list[int]], partition: int,
+                        max_ts: float) -> None:
+        horizon = int((max_ts - REV_KEEP_S) // REV_BUCKET_S)
+        touched: set[tuple[str, str]] = set()
+        for (service, cluster, rev, minute), (errors, total, offset) in rev_agg.items():
+            rk = (service, cluster)
+            st = self._revs.get(rk) or self._rev_state(rk, partition)
+            mins = st.revs.setdefault(rev, {})
+            cell = mins.get(minute)
+            if cell is None:
+                mins[minute] = [errors, total]
+            else:
+                cell[0] += errors
+                cell[1] += total
+            if offset > st.offset:
+                st.offset = offset
+            touched.add(rk)
+        rev_agg.clear()
+        for rk in touched:
+            st = self._revs[rk]
+            for rev in list(st.revs):
+                mins = st.revs[rev]
+                for m in [m for m in mins if m < horizon]:
+                    del mins[m]
+                if not mins:
+                    del st.revs[rev]
+            if len(st.revs) > REV_MAX_REVISIONS:
+                newest = sorted(st.revs, key=lambda v: (max(st.revs[v]), v), reverse=True)
+                for rev in newest[REV_MAX_REVISIONS:]:
+                    del st.revs[rev]
+            self._revs_dirty.add(rk)
+
+    def revision_counts(self, service: str, cluster: str, start: float, end: float) -> dict[str, tuple[int, int]]:
+        """(errors, total) per playback ``revision`` of ``service`` in ``cluster`` over the minutes in
+        ``[start, end)``."""
+        rk = (service, cluster)
+        st = self._revs.get(rk)
+        if st is None:
+            raw = self.store.get(f"{REV_PREFIX}{service}|{cluster}")
+            if raw is None:
+                return {}
+            st = self._revs[rk] = _RevState.from_bytes(raw)
+        m0, m1 = int(start // REV_BUCKET_S), int(end // REV_BUCKET_S)
+        out: dict[str, tuple[int, int]] = {}
+        for rev, mins in st.revs.items():
+            bad = total = 0
+            for m, (e, t) in mins.items():
+                if m0 <= m < m1:
+                    bad += e
+                    total += t
+            if total:
+                out[rev] = (bad, total)
+        return out
+
+    # ---- correlation ------------------------------------------------------------------------------
+
+    def onset(self, series: str, slo: Slo, at: int) -> int:
+        """Estimated start of the burn: walking back from ``at`` in 10 s steps while the minute before
+        the step burns budget (error ratio above ``1 - objective``); at most the correlation look-back.
+        Resolution 10 s; a minute with no traffic ends the walk."""
+        allowed = 1.0 - slo.objective
+        window = self.counters.window
+        t = at
+        floor = at - self.config.correlation.lookback_s
+        while t - L0_WIDTH >= floor:
+            bad, total = window(series, t, 60)
+            if total == 0 or bad / total < allowed:
+                break
+            t -= L0_WIDTH
+        return t
+
+    def suspects_for(self, series: str, slo: Slo, at: int) -> tuple[int, list[dict[str, Any]]]:
+        """The burn onset and the ranked suspects of ``series`` burning at ``at`` (event time)."""
+        cfg = self.config.correlation
+        _, cluster, _, platform = c.split_series_key(series)
+        onset = self.onset(series, slo, at)
+        raw = self.changes.get(slo.service)
+        changes = ServiceChanges.from_bytes(raw) if raw else None
+        ctx = BurnContext(service=slo.service, cluster=cluster, platform=platform, onset_ts=onset, at=at)
+        start = min(onset, at) - cfg.lookback_s
+
+        def revisions(rollout_cluster: str) -> RevisionCounts:
+            return self.revision_counts(slo.service, rollout_cluster, start, at)
+
+        return onset, correlate(ctx, changes, revisions, cfg)
+
+    def suspects(self, dedup: str) -> tuple[Mapping[str, Any], ...]:
+        """The suspects recorded when the alert of ``dedup`` fired (empty when not firing)."""
+        pending = self._pending_suspects.get(dedup)
+        if pending is not None:
+            return pending
+        raw = self.store.get(TRACK_PREFIX + dedup)
+        if raw is None:
+            return ()
+        return tuple(orjson.loads(raw).get("suspects") or ())
+
     def _evaluate(self, partition: int, at: int, res: BatchResult) -> None:
         res.steps += 1
         window = self.counters.window
@@ -363,7 +532,14 @@ class Engine:
                     self._pending_tracks[dk] = (partition, new)
                 if change is not None:
                     started = new.fired_at if change is AlertState.FIRING else track.fired_at
-                    res.alerts.append(make_alert(slo, ev, severity, change, started_at=started or at))
+                    alert = make_alert(slo, ev, severity, change, started_at=started or at)
+                    if change is AlertState.FIRING:
+                        onset, suspects = self.suspects_for(series, slo, at)
+                        alert = replace(alert, suspects=tuple(suspects), burn_onset=onset)
+                        self._pending_suspects[dk] = alert.suspects
+                    else:
+                        self._pending_suspects[dk] = ()
+                    res.alerts.append(alert)
 
     def _dedup_keys(self, series: str, slo: Slo) -> tuple[tuple[Severity, str], ...]:
         keys = self._keys.get(series)
@@ -402,6 +578,7 @@ class Engine:
             if tp != p:
                 continue
             del self._pending_tracks[dk]
+            suspects = self._pending_suspects.pop(dk, None)
             if track == Track():  # resolved and quiet: nothing to remember
                 self._tracks.pop(dk, None)
                 if TRACK_PREFIX + dk in self.store:
@@ -409,8 +586,15 @@ class Engine:
                 continue
             body = track.to_json()
             body["p"] = p
+            if suspects is None:  # unchanged since the alert fired: keep what was recorded then
+                suspects = self.suspects(dk) if track.firing else ()
+            if suspects:
+                body["suspects"] = list(suspects)
             self.store[TRACK_PREFIX + dk] = orjson.dumps(body)
             self._tracks[dk] = track
+        for rk in [rk for rk in self._revs_dirty if self._revs[rk].partition == p]:
+            self._revs_dirty.discard(rk)
+            self.store[f"{REV_PREFIX}{rk[0]}|{rk[1]}"] = self._revs[rk].to_bytes()
         meta = self.meta(p)
         offset = max(res.max_offset, meta.offset)
         self.counters.flush(p, offset)

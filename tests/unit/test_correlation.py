@@ -1,0 +1,312 @@
+"""Correlation: the right rollout blamed, an unrelated one never, evidence concrete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.core.correlation import (
+    DEFAULT_CONFIG,
+    BurnContext,
+    RevisionCounts,
+    ServiceChanges,
+    correlate,
+    revision_aliases,
+    service_of_event,
+    time_strength,
+    workload_of,
+)
+from streams.core.engine import Engine, EngineConfig
+from streams.core.model import HOUR, Severity
+from tests.factories import batch, record, slo
+
+T0 = 1_700_000_000 // 3600 * 3600
+ONSET = T0 + 5 * HOUR
+
+
+def rollout(ts: float, phase: str = "started", **changes: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "schema_version": 1, "ts": ts, "cluster": "eu-west-1", "namespace": "playback",
+        "deployment": "playback-api", "service": "playback-api", "revision": "42", "previous_revision": "41",
+        "template_hash": "7d9f8c6b5", "previous_template_hash": "5c4b3a291",
+        "images": ["registry.example.com/playback-api:1.8.0"],
+        "previous_images": ["registry.example.com/playback-api:1.7.3"], "phase": phase,
+        "replicas": {"desired": 6, "updated": 0, "ready": 6, "available": 6}, "migration": None,
+    }
+    r.update(changes)
+    return r
+
+
+def warning(ts: float, reason: str = "BackOff", name: str = "playback-api-7d9f8c6b5-x2x9q", count: int = 1,
+            **changes: Any) -> dict[str, Any]:
+    w: dict[str, Any] = {
+        "cluster": "eu-west-1", "namespace": "playback", "kind": "Pod", "name": name, "uid": f"uid-{name}-{reason}",
+        "reason": reason, "message": "Back-off restarting failed container", "type": "Warning", "count": count,
+        "first_ts": ts, "last_ts": ts, "labels": {}, "owner_kind": None, "owner_name": None,
+    }
+    w.update(changes)
+    return w
+
+
+def ctx(**changes: Any) -> BurnContext:
+    base = {"service": "playback-api", "cluster": "eu-west-1", "platform": "kubernetes",
+            "onset_ts": ONSET, "at": ONSET + 60}
+    base.update(changes)
+    return BurnContext(**base)
+
+
+def changes_of(*records: dict[str, Any]) -> ServiceChanges:
+    sc = ServiceChanges()
+    for r in records:
+        if "deployment" in r:
+            sc.apply_rollout(r)
+        else:
+            sc.apply_warning(r)
+    return sc
+
+
+def no_revisions(cluster: str) -> RevisionCounts:
+    return {}
+
+
+def test_a_rollout_of_the_service_in_the_burning_cluster_is_blamed_first() -> None:
+    sc = changes_of(
+        rollout(ONSET - 180, cluster="us-east-1", deployment="playback-api", revision="7", previous_revision="6"),
+        rollout(ONSET - 240),
+    )
+    got = correlate(ctx(), sc, no_revisions)
+    assert [(s["cluster"], s["revision"]) for s in got] == [("eu-west-1", "42"), ("us-east-1", "7")]
+    assert got[0]["rank"] == 1 and got[0]["score"] > got[1]["score"]
+    assert got[0]["summary"].startswith("rollout of playback/playback-api to revision 42 (playback-api:1.8.0) "
+                                        "in eu-west-1, started 4m00s before the burn began")
+    timing = got[0]["evidence"][0]
+    assert timing == {"type": "timing", "detail": "rollout started 4m00s before the burn began",
+                      "seconds_before_onset": 240.0, "strength": round(time_strength(240), 3)}
+    assert any(e["type"] == "other_cluster" for e in got[1]["evidence"])
+
+
+def test_an_outage_with_no_rollout_and_no_warning_has_no_suspect() -> None:
+    assert correlate(ctx(), ServiceChanges(), no_revisions) == []
+    assert correlate(ctx(), None, no_revisions) == []
+
+
+def test_a_rollout_of_another_service_is_never_blamed_even_if_it_got_into_the_state() -> None:
+    sc = changes_of(rollout(ONSET - 60, service="search-api", deployment="search-api"))
+    assert correlate(ctx(), sc, no_revisions) == []
+
+
+def test_a_rollout_started_after_the_burn_began_is_a_reaction_not_a_cause() -> None:
+    sc = changes_of(rollout(ONSET + 30 * 60))
+    assert correlate(ctx(at=ONSET + 3600), sc, no_revisions) == []
+
+
+def test_a_rollout_older_than_the_lookback_is_not_a_suspect_unless_still_in_progress() -> None:
+    old = ONSET - DEFAULT_CONFIG.lookback_s - 600
+    done = changes_of(rollout(old), rollout(old + 300, phase="completed"))
+    assert correlate(ctx(), done, no_revisions) == []
+    stuck = changes_of(rollout(old), rollout(old + 300, phase="progressing"))
+    got = correlate(ctx(), stuck, no_revisions)
+    assert len(got) == 1 and any(e["type"] == "in_progress" for e in got[0]["evidence"])
+
+
+def test_the_new_revision_carrying_the_errors_is_shown_as_evidence_and_raises_the_score() -> None:
+    sc = changes_of(rollout(ONSET - 600))
+
+    def revisions(cluster: str) -> RevisionCounts:
+        return {"42": (180, 1000), "41": (2, 3000)} if cluster == "eu-west-1" else {}
+
+    with_rev = correlate(ctx(), sc, revisions)[0]
+    without = correlate(ctx(), sc, no_revisions)[0]
+    assert with_rev["score"] > without["score"] >= 0.3
+    ev = next(e for e in with_rev["evidence"] if e["type"] == "revision_error_ratio")
+    assert ev["new"] == {"revision": "42", "errors": 180, "total": 1000, "ratio": 0.18}
+    assert ev["old"]["errors"] == 2 and ev["old"]["total"] == 3000
+    assert ev["test"] == "one-sided two-proportion z-test" and ev["z"] > 10 and ev["p_value"] < 1e-9
+    assert "revision 42 errors 18.0% vs 0.1% before" in with_rev["summary"]
+
+
+def test_image_tags_and_template_hashes_in_playback_records_match_the_rollout() -> None:
+    r = rollout(ONSET)
+    assert {"42", "7d9f8c6b5", "1.8.0", "registry.example.com/playback-api:1.8.0"} <= revision_aliases(
+        r, previous=False)
+    assert {"41", "5c4b3a291", "1.7.3"} <= revision_aliases(r, previous=True)
+
+
+def test_a_rollout_whose_previous_revision_fails_as_much_is_exonerated() -> None:
+    sc = changes_of(rollout(ONSET - 300))
+
+    def revisions(cluster: str) -> RevisionCounts:
+        return {"42": (50, 1000), "41": (150, 3000)}
+
+    blip = correlate(ctx(), sc, revisions)
+    plain = correlate(ctx(), sc, no_revisions)
+    assert blip[0]["score"] == pytest.approx(plain[0]["score"] * DEFAULT_CONFIG.exonerated_weight, abs=1e-3)
+    ev = next(e for e in blip[0]["evidence"] if e["type"] == "revision_error_ratio")
+    assert "does not explain the burn" in ev["detail"]
+
+
+def test_a_crashloop_storm_of_the_new_pods_is_attached_to_the_rollout_as_evidence() -> None:
+    pods = [f"playback-api-7d9f8c6b5-{i:05d}" for i in range(30)]
+    storm = [warning(ONSET + i, name=p, count=3 + i % 4) for i, p in enumerate(pods)]
+    sc = changes_of(rollout(ONSET - 300), *storm)
+    got = correlate(ctx(at=ONSET + 120), sc, no_revisions)
+    assert len(got) == 1, "the warnings are explained by the rollout, not separate suspects"
+    ev = got[0]["evidence"]
+    summary = next(e for e in ev if e["type"] == "k8s_warnings")
+    assert summary["count"] == sum(3 + i % 4 for i in range(30))
+    assert [e["reason"] for e in ev if e["type"] == "k8s_warning"] == ["BackOff"] * 5
+    assert "warnings (BackOff)" in got[0]["summary"]
+    plain = correlate(ctx(at=ONSET + 120), changes_of(rollout(ONSET - 300)), no_revisions)[0]
+    assert got[0]["score"] > plain["score"]
+
+
+def test_warnings_without_a_rollout_are_one_suspect_per_workload_and_reason() -> None:
+    sc = changes_of(*[warning(ONSET - 30 + i, reason="FailedScheduling", name=f"playback-api-5c4b3a291-{i:05d}")
+                      for i in range(12)])
+    got = correlate(ctx(), sc, no_revisions)
+    assert len(got) == 1
+    assert got[0]["kind"] == "k8s_warning" and got[0]["count"] == 12
+    assert got[0]["summary"] == "12x FailedScheduling on 12 objects of playback/playback-api in eu-west-1"
+
+
+def test_a_repeated_event_keeps_its_highest_count_and_redelivery_changes_nothing() -> None:
+    sc = changes_of(warning(ONSET, count=3), warning(ONSET + 30, count=7), warning(ONSET + 30, count=7))
+    (w,) = sc.warnings.values()
+    assert w["uids"] == {"uid-playback-api-7d9f8c6b5-x2x9q-BackOff": 7}
+    again = ServiceChanges.from_bytes(sc.to_bytes())
+    again.apply_warning(warning(ONSET + 30, count=7))
+    assert again.to_bytes() == sc.to_bytes()
+
+
+def test_state_is_bounded_per_service() -> None:
+    sc = ServiceChanges()
+    for i in range(200):
+        sc.apply_rollout(rollout(ONSET + i, revision=str(i)))
+        sc.apply_warning(warning(ONSET + i, name=f"p-{i}"))
+    assert len(sc.rollouts) == DEFAULT_CONFIG.max_rollouts and len(sc.warnings) == DEFAULT_CONFIG.max_warnings
+    assert min(int(r["revision"]) for r in sc.rollouts.values()) == 200 - DEFAULT_CONFIG.max_rollouts
+
+
+@pytest.mark.parametrize(("event", "expected"), [
+    ({"service": "playback-api", "name": "x"}, "playback-api"),
+    ({"labels": {"app.kubernetes.io/name": "search-api"}, "name": "x"}, "search-api"),
+    ({"labels": {"app": "playback-api"}, "name": "x"}, "playback-api"),
+    ({"name": "playback-api-edge-6f7d-abcde", "kind": "Pod"}, "playback-api-edge"),
+    ({"name": "playback-api-7d9f8c6b5-abcde", "kind": "Pod"}, "playback-api"),
+    ({"name": "unrelated-7d9f8c6b5-abcde", "kind": "Pod"}, None),
+], ids=["the bridge's service field", "app.kubernetes.io/name label", "app label",
+        "the longest matching service name", "a pod of a deployment", "an object of no known service"])
+def test_which_service_an_event_belongs_to(event: dict[str, Any], expected: str | None) -> None:
+    assert service_of_event(event, ["playback-api", "playback-api-edge", "search-api"]) == expected
+
+
+def test_workload_names_from_kubernetes_naming() -> None:
+    assert workload_of("Pod", "web-7d9f8c-x2x") == "web"
+    assert workload_of("ReplicaSet", "web-7d9f8c") == "web"
+    assert workload_of("Pod", "anything", "ReplicaSet", "api-5c4b") == "api"
+    assert workload_of("Deployment", "web") == "web"
+
+
+# ---- properties ------------------------------------------------------------------------------------
+
+minutes = st.integers(min_value=0, max_value=DEFAULT_CONFIG.lookback_s // 60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=minutes, b=minutes, cluster=st.sampled_from(["eu-west-1", "us-east-1"]),
+       phase=st.sampled_from(["started", "progressing", "completed", "failed"]))
+def test_score_is_monotone_in_time_proximity(a: int, b: int, cluster: str, phase: str) -> None:
+    near, far = sorted((a, b))
+
+    def score(minutes_before: int) -> float:
+        start = ONSET - 60 * minutes_before
+        recs = [rollout(start, cluster=cluster)]
+        if phase != "started":
+            recs.append(rollout(start + 1, phase=phase, cluster=cluster))
+        got = correlate(ctx(), changes_of(*recs), no_revisions)
+        return float(got[0]["score"]) if got else 0.0
+
+    assert score(near) >= score(far)
+
+
+@settings(max_examples=200, deadline=None)
+@given(services=st.lists(st.sampled_from(["search-api", "ads-api", "playback-api-edge"]), min_size=1, max_size=6),
+       offsets=st.lists(st.integers(min_value=-7200, max_value=600), min_size=6, max_size=6),
+       with_revisions=st.booleans())
+def test_another_services_rollout_is_never_blamed(services: list[str], offsets: list[int],
+                                                  with_revisions: bool) -> None:
+    sc = ServiceChanges()
+    for i, (svc, off) in enumerate(zip(services, offsets, strict=False)):
+        sc.apply_rollout(rollout(ONSET + off, service=svc, deployment=svc, revision=str(i)))
+
+    def revisions(cluster: str) -> RevisionCounts:
+        return {str(i): (500, 1000) for i in range(6)} if with_revisions else {}
+
+    assert all(s.get("service") == "playback-api" for s in correlate(ctx(), sc, revisions)
+               if s["kind"] == "rollout")
+    assert [s for s in correlate(ctx(), sc, revisions) if s["kind"] == "rollout"] == []
+
+
+# ---- the engine attaches suspects to the alerts it fires -------------------------------------------
+
+
+def outage_with_revisions(bad_revision: str, good_revision: str) -> list[tuple[bytes, bytes]]:
+    """2 h healthy on the good revision, then the bad revision serves a third of requests with 60 %
+    errors (a canary gone wrong) for 10 minutes."""
+    msgs = []
+    for s in range(0, 2 * 3600 + 600):
+        t = T0 + s
+        if s < 2 * 3600:
+            recs = [record(t + i / 10, revision=good_revision) for i in range(10)]
+        else:
+            recs = [record(t + i / 10, revision=good_revision) for i in range(6)]
+            recs += [record(t + 0.6 + i / 10, revision=bad_revision, errors=1 if i < 3 else 0) for i in range(4)]
+        msgs.append(batch(recs))
+    return msgs
+
+
+def test_the_engine_fires_a_page_naming_the_rollout_with_revision_evidence() -> None:
+    changes: dict[str, bytes] = {}
+    sc = ServiceChanges()
+    sc.apply_rollout(rollout(T0 + 2 * 3600 - 120, revision="42", previous_revision="41"))
+    sc.apply_rollout(rollout(T0 + 2 * 3600 - 100, service="search-api", deployment="search-api", revision="9"))
+    changes["playback-api"] = sc.to_bytes()
+    store: dict[str, bytes] = {}
+    engine = Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes)
+    alerts = []
+    msgs = outage_with_revisions("42", "41")
+    for i in range(0, len(msgs), 100):
+        res = engine.process(0, [(k, v, i + j) for j, (k, v) in enumerate(msgs[i:i + 100])], now=T0 + 86400)
+        engine.commit(res)
+        alerts.extend(res.alerts)
+    page = next(a for a in alerts if a.severity is Severity.PAGE)
+    assert page.burn_onset == T0 + 2 * 3600
+    top = page.suspects[0]
+    assert top["deployment"] == "playback-api" and top["revision"] == "42"
+    rev = next(e for e in top["evidence"] if e["type"] == "revision_error_ratio")
+    assert rev["new"]["ratio"] == pytest.approx(0.75, abs=0.01) and rev["old"]["ratio"] == 0.0
+    assert all(s.get("deployment") != "search-api" for s in page.suspects)
+    body = page.to_json()
+    assert body["suspects"][0]["rank"] == 1 and body["burn_onset"] == page.burn_onset
+    # The suspects are committed with the alert track: a restarted worker still knows them.
+    restarted = Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes)
+    restarted.assign({0})
+    assert restarted.suspects(page.dedup_key)[0]["revision"] == "42"
+    assert orjson.loads(store["~rev|playback-api|eu-west-1"])["o"] == len(msgs) - 1
+
+
+def test_revision_counts_are_not_doubled_by_a_replay_after_a_crash() -> None:
+    msgs = [batch([record(T0 + s, revision="a", errors=s % 2)]) for s in range(120)]
+    store: dict[str, bytes] = {}
+    engine = Engine([slo()], store, EngineConfig(allowed_lateness_s=0))
+    res = engine.process(0, [(k, v, i) for i, (k, v) in enumerate(msgs)], now=T0 + 86400)
+    engine.commit(res)
+    del store["~meta|0"]  # as if the worker died after writing the revisions but before the meta record
+    again = Engine([slo()], store, EngineConfig(allowed_lateness_s=0))
+    again.assign({0})
+    again.commit(again.process(0, [(k, v, i) for i, (k, v) in enumerate(msgs)], now=T0 + 86400))
+    assert again.revision_counts("playback-api", "eu-west-1", T0, T0 + 3600) == {"a": (60, 120)}
