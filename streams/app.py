@@ -43,6 +43,7 @@ def build_app(settings: Settings) -> faust.App:
         producer_linger=0.01,
         producer_max_batch_size=256 * 1024,
         web_host=settings.web_host,
+        canonical_url=settings.canonical_url or f"http://{settings.web_host}:{settings.web_port}",
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_in_thread=False,

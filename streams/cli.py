@@ -50,6 +50,33 @@ def _parser() -> argparse.ArgumentParser:
                                    "PagerDuty accepted (or the event was dead-lettered as invalid).")
     n.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
 
+    k = sub.add_parser(
+        "kube-bridge",
+        help="watch a Kubernetes cluster's Deployments, ReplicaSets and Events; publish k8s.rollouts and k8s.events",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+List, then watch, the Deployments, ReplicaSets and Events of one cluster (all namespaces, or those
+given) and publish to KAFKA_BOOTSTRAP_SERVERS:
+  k8s.rollouts  one record per rollout phase: started, progressing, completed, failed, paused,
+                rolled_back (key cluster/namespace/deployment), with migration steps from the
+                slo-stream.io/migration-* and traffic-percent annotations
+  k8s.events    every Event, and every repetition of it (key cluster/namespace/kind/name)
+Watches resume from the last resourceVersion (bookmarks keep it fresh); after 410 Gone it relists
+and publishes only what changed. Credentials: the in-cluster service account when
+KUBERNETES_SERVICE_HOST is set and --kubeconfig is not, else the kubeconfig. It needs get, list and
+watch on deployments, replicasets and events (docs/kube-bridge.md). Stops on SIGINT/SIGTERM.""")
+    k.add_argument("--cluster", required=True,
+                   help="this cluster's name in records and keys (e.g. eu-west-1)")
+    k.add_argument("--namespace", action="append", default=None, metavar="NS", dest="namespaces",
+                   help="watch only this namespace (repeatable; default: SLO_STREAM_KUBE_NAMESPACES or all)")
+    k.add_argument("--kubeconfig", default=None,
+                   help="kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
+    k.add_argument("--context", default=None, help="kubeconfig context (default: its current context)")
+    k.add_argument("--events-api", default=None, choices=["auto", "core/v1", "events.k8s.io/v1"],
+                   help="which Events API to watch (default: SLO_STREAM_KUBE_EVENTS_API or auto: "
+                        "events.k8s.io/v1 when the server has it)")
+    k.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+
     g = sub.add_parser(
         "generate",
         help="write the Prometheus rules and Alertmanager config generated from the SLO specs",
@@ -61,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="alerts/_gen", help="output directory (default: alerts/_gen)")
     g.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 listing the files that differ from a fresh generation")
+
+    from streams import gate_cli
+
+    gate_cli.add_parser(sub)
 
     d = sub.add_parser("demo", help="replay an outage on the embedded broker and show the alerts raised")
     d.add_argument("--specs", default=None, help="SLO specs (default: alerts/slos)")
@@ -124,6 +155,12 @@ def _run(args: argparse.Namespace) -> int:
         return _notifier(args)
     if args.command == "generate":
         return _generate(args)
+    if args.command == "gate":
+        from streams import gate_cli
+
+        return gate_cli.run(args)
+    if args.command == "kube-bridge":
+        return _kube_bridge(args)
     if args.command == "demo":
         from streams.demo import run_demo
 
@@ -207,7 +244,10 @@ def _worker(args: argparse.Namespace) -> int:
     try:
         ensure_topics(s.bootstrap or "", s.topics, replication_factor=s.replication_factor)
         app = build_app(s)
-        Pipeline(app, s, slos)
+        pipeline = Pipeline(app, s, slos)
+        from streams.adapters.http_api import Api, Tokens, default_gate_config
+
+        Api(app, s, pipeline, slos, Tokens.from_env(), default_gate_config(s))
         logging.getLogger("slo_stream").info(
             "worker %d: %d SLOs from %s, bootstrap %s", os.getpid(), len(slos), s.specs, s.bootstrap)
         worker = faust.Worker(app, loglevel=args.loglevel, redirect_stdouts=False)
@@ -249,4 +289,45 @@ def _notifier(args: argparse.Namespace) -> int:
         await notifier.run()
 
     asyncio.run(main())
+    return 0
+
+
+def _kube_bridge(args: argparse.Namespace) -> int:
+    import signal
+
+    from streams import settings as settings_mod
+    from streams.adapters.topics import ensure_topics
+    from streams.core.kube import KubeObjectError, check_cluster
+
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    s = settings_mod.load()
+    if not s.bootstrap:
+        print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+        return 2
+    try:
+        cluster = check_cluster(args.cluster, "--cluster")
+    except KubeObjectError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    namespaces = args.namespaces or settings_mod.kube_namespaces(s)
+    from streams.core.conventions import NAME_RE
+
+    bad = [ns for ns in namespaces if not NAME_RE.match(ns)]
+    if bad:
+        print(f"error: --namespace {bad[0]!r} is not a namespace name", file=sys.stderr)
+        return 2
+    from streams.adapters import kube_bridge as bridge_mod  # the only path to the kubernetes package
+
+    api = bridge_mod.load_api_client(kubeconfig=args.kubeconfig, context=args.context)
+    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+    bridge = bridge_mod.KubeBridge(s, cluster=cluster, api_client=api, namespaces=namespaces,
+                                   events_api=args.events_api or s.kube_events_api)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: bridge.stop())
+    try:
+        bridge.run()
+    finally:
+        api.close()
     return 0

@@ -77,6 +77,17 @@ def run_demo(*, specs: str | None, timeout_s: float) -> int:
         scenario, outage = demo_scenario(time.time())
         t_outage = scenario.start_ts + outage.start_s
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        # The change that breaks it: a rollout of playback-api in the same cluster 4 minutes before,
+        # whose new pods crash-loop; and an unrelated rollout of stream-router at the same moment.
+        for key, value in demo_changes(t_outage):
+            topic = s.topic_k8s_rollouts if b"/Pod/" not in key else s.topic_k8s_events
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+        if _wait_for_changes(bootstrap, s, {"playback-api", "stream-router"}, timeout_s=60):
+            say("replay", "rollouts: playback-api 1.8.0 in eu-west-1 (4 min before the outage), "
+                          "stream-router 2.3.1 in eu-west-1 (unrelated); 6 CrashLoopBackOff warnings")
+        else:
+            say("replay", "the worker did not take the rollout records within 60s; carrying on without them")
         n_msgs = n_recs = 0
         t0 = time.time()
         for _, key, value in scenario.messages():
@@ -114,6 +125,9 @@ def run_demo(*, specs: str | None, timeout_s: float) -> int:
                              f"{'':21}event time {_clock(a['ts'])} (outage {rel:+.0f}s)  "
                              f"condition {a['condition']}  burn {rates}  "
                              f"budget left {a['error_budget_remaining']:.1%}")
+                if a["state"] == "firing":
+                    top = (a.get("suspects") or [None])[0]
+                    say("suspect", f"{top['summary']} (score {top['score']:.2f})" if top else "no suspect")
                 if a["severity"] == "page" and a["state"] == "resolved":
                     resolved_page = True
         consumer.close()
@@ -139,6 +153,57 @@ def run_demo(*, specs: str | None, timeout_s: float) -> int:
         if broker is not None:
             broker.stop()
         say("demo", "stopped the worker and the broker")
+
+
+def demo_changes(t_outage: float) -> list[tuple[bytes, bytes]]:
+    """The rollout records and Kubernetes events the demo replays with its outage."""
+
+    def rollout(ts: float, svc: str, rev: str, tag: str, old_tag: str, h: str, phase: str) -> tuple[bytes, bytes]:
+        return f"eu-west-1/streaming/{svc}".encode(), orjson.dumps({
+            "schema_version": 1, "ts": ts, "cluster": "eu-west-1", "namespace": "streaming", "deployment": svc,
+            "service": svc, "revision": rev, "previous_revision": str(int(rev) - 1), "template_hash": h,
+            "previous_template_hash": None, "images": [f"registry.example.com/{svc}:{tag}"],
+            "previous_images": [f"registry.example.com/{svc}:{old_tag}"], "phase": phase,
+            "replicas": {"desired": 12, "updated": 3, "ready": 9, "available": 9}, "reason": None,
+            "message": None, "migration": None})
+
+    out = [rollout(t_outage - 240, "playback-api", "42", "1.8.0", "1.7.3", "7d9f8c6b5", "started"),
+           rollout(t_outage - 200, "playback-api", "42", "1.8.0", "1.7.3", "7d9f8c6b5", "progressing"),
+           rollout(t_outage - 220, "stream-router", "17", "2.3.1", "2.3.0", "5c4b3a291", "started")]
+    for i in range(6):
+        pod = f"playback-api-7d9f8c6b5-{'abcdef'[i]}{i}x9q"
+        out.append((f"eu-west-1/streaming/Pod/{pod}".encode(), orjson.dumps({
+            "schema_version": 1, "cluster": "eu-west-1", "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{pod}.1", "namespace": "streaming", "uid": f"demo-{pod}"},
+            "involvedObject": {"kind": "Pod", "name": pod, "namespace": "streaming", "apiVersion": "v1"},
+            "reason": "BackOff", "message": "Back-off restarting failed container playback-api",
+            "type": "Warning", "count": 5 + i, "firstTimestamp": _rfc3339(t_outage - 150),
+            "lastTimestamp": _rfc3339(t_outage + 30 + i)})))
+    return out
+
+
+def _wait_for_changes(bootstrap: str, s: settings_mod.Settings, services: set[str], *, timeout_s: float) -> bool:
+    """Wait until the worker's ``changes`` table holds rollouts of ``services`` (its changelog shows
+    them): a replay compresses minutes into milliseconds, live the rollout comes minutes first."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = f"{s.app_id}-changes-changelog"
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=300)
+        tps = [TopicPartition(topic, p) for p in range(s.partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        latest = {orjson.loads(m.key): orjson.loads(m.value) for m in consumer}
+        consumer.close()
+        if services <= set(latest) and len(latest["playback-api"].get("w") or {}) >= 6:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _clock(ts: float) -> str:

@@ -47,6 +47,13 @@ class Settings:
     # HTTP (Faust's web server: /metrics and, later, the gate API)
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # How the other workers reach this one (gate requests are forwarded to the worker owning the
+    # service); default http://<web_host>:<web_port>. In Kubernetes: the pod's stable DNS name.
+    canonical_url: str = ""
+    # Rollout gate defaults (an SLO's slo-stream/gate-* annotations override them; docs/gate.md)
+    gate_budget_floor: float = 0.1  # hold when less of the error budget is left
+    gate_stale_after_s: int = 120  # wall clock since the partition's last batch before data is stale
+    gate_max_evaluation_lag_s: int = 300  # evaluation (event time) this far behind the wall clock: stale
     datadir: str = ""  # Faust's data directory; default: a temp directory per worker
     # Notifier (routing keys are secrets: SLO_STREAM_PAGERDUTY_ROUTING_KEY[_PAGE|_TICKET|_CHANGE]
     # or the same names with _FILE, read by the notifier alone and never part of these settings)
@@ -55,6 +62,18 @@ class Settings:
     pagerduty_severity_page: str = "critical"
     pagerduty_severity_ticket: str = "warning"
     notifier_metrics_port: int = 6067  # the notifier's /metrics (on SLO_STREAM_WEB_HOST); 0 = none
+    # Kube bridge (docs/kube-bridge.md)
+    kube_namespaces: str = ""  # comma-separated namespaces to watch; empty = all namespaces
+    kube_events_api: str = "auto"  # auto (events.k8s.io/v1 when served, else core/v1) | core/v1 | events.k8s.io/v1
+    kube_watch_timeout_s: int = 300  # timeoutSeconds of each watch request; it then resumes
+    kube_event_max_age_s: int = 600  # Events last seen longer ago are not published; 0 = publish all
+    kube_event_cache: int = 50_000  # Event uids remembered as published (a relist publishes none twice)
+    kube_backoff_max_s: float = 30.0  # cap of the exponential backoff after API or Kafka errors
+
+    @property
+    def topic_changes(self) -> str:
+        """Internal: rollouts and warnings re-keyed by service (see streams/adapters/changes.py)."""
+        return f"{self.app_id}-changes-by-service"
 
     @property
     def topics(self) -> dict[str, int]:
@@ -68,11 +87,15 @@ class Settings:
             self.topic_status: p,
             self.topic_dead_letter: p,
             f"{self.app_id}-state-changelog": p,
+            self.topic_changes: p,
+            f"{self.app_id}-changes-changelog": p,
         }
 
 
 _ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}
-_DURATIONS = {"step_s", "allowed_lateness_s", "max_future_s", "stale_after_s"}
+_DURATIONS = {"step_s", "allowed_lateness_s", "max_future_s", "stale_after_s", "gate_stale_after_s",
+              "gate_max_evaluation_lag_s", "kube_watch_timeout_s",
+              "kube_event_max_age_s"}
 
 
 def env_name(field_name: str) -> str:
@@ -120,6 +143,16 @@ def _check(s: Settings) -> None:
         raise bad("app_id", "must be a lowercase DNS label")
     if not 0 < s.web_port < 65536:
         raise bad("web_port", "must be a TCP port")
+    if not 0.0 <= s.gate_budget_floor <= 1.0:
+        raise bad("gate_budget_floor", "must be in 0..1 (a share of the error budget)")
+    if s.gate_stale_after_s <= 0 or s.gate_max_evaluation_lag_s <= 0:
+        raise bad("gate_stale_after_s", "the gate's staleness limits must be positive durations")
+    if s.canonical_url:
+        from urllib.parse import urlsplit as _split
+
+        u = _split(s.canonical_url)
+        if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/"):
+            raise bad("canonical_url", "must be http(s)://host:port with no path")
     from urllib.parse import urlsplit
 
     url = urlsplit(s.pagerduty_url)
@@ -133,6 +166,23 @@ def _check(s: Settings) -> None:
     for sev in ("pagerduty_severity_page", "pagerduty_severity_ticket"):
         if getattr(s, sev) not in ("critical", "error", "warning", "info"):
             raise bad(sev, "must be critical, error, warning or info")
+    if any(not c.NAME_RE.match(ns) for ns in kube_namespaces(s)):
+        raise bad("kube_namespaces", "must be a comma-separated list of namespace names")
+    if s.kube_events_api not in ("auto", "core/v1", "events.k8s.io/v1"):
+        raise bad("kube_events_api", "must be auto, core/v1 or events.k8s.io/v1")
+    if not 1 <= s.kube_watch_timeout_s <= 3600:
+        raise bad("kube_watch_timeout_s", "must be 1s..1h")
+    if s.kube_event_max_age_s < 0:
+        raise bad("kube_event_max_age_s", "must be >= 0 (0 = no limit)")
+    if not 100 <= s.kube_event_cache <= 10_000_000:
+        raise bad("kube_event_cache", "must be 100..10000000")
+    if not 0.1 <= s.kube_backoff_max_s <= 600:
+        raise bad("kube_backoff_max_s", "must be in [0.1, 600] seconds")
+
+
+def kube_namespaces(s: Settings) -> list[str]:
+    """SLO_STREAM_KUBE_NAMESPACES as a list (empty: every namespace)."""
+    return [ns.strip() for ns in s.kube_namespaces.split(",") if ns.strip()]
 
 
 def specs_path(s: Settings) -> Path:

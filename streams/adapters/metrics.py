@@ -99,7 +99,30 @@ class WorkerMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.http_seconds = Histogram(
+            c.M_HTTP_SECONDS,
+            "Seconds to answer one HTTP request of the gate and status API (forwarding to the owning "
+            "worker included).",
+            (c.L_ENDPOINT, c.L_METHOD, c.L_CODE),
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=self.registry,
+        )
+        self.gate_decisions = Counter(
+            c.M_GATE_DECISIONS,
+            "Gate decisions answered by this worker, per service and decision (proceed, hold, rollback, "
+            "unknown). Services without an SLO count as service=\"_unknown\".",
+            (c.L_SERVICE, c.L_DECISION),
+            registry=self.registry,
+        )
+        self.services = frozenset(s.service for s in engine.slos.values())
         self.registry.register(StateCollector(engine, stats, app=app, topic=topic))
+
+    def observe_request(self, endpoint: str, method: str, code: int, seconds: float) -> None:
+        self.http_seconds.labels(endpoint, method, str(code)).observe(seconds)
+
+    def observe_decision(self, service: str, decision: str) -> None:
+        # Only known services as label values: a request names any service it likes.
+        self.gate_decisions.labels(service if service in self.services else "_unknown", decision).inc()
 
     def observe_batch(self, evaluation_s: float, batch_s: float) -> None:
         self.evaluation_seconds.observe(evaluation_s)
@@ -205,6 +228,12 @@ class StateCollector(Collector):
                 "Times a partition was read again because offsets were missing (an offset hole, or Faust's "
                 "commit stall, docs/semantics.md). Occasional is normal; a steady rise is not.",
                 labels=[]),
+            CounterMetricFamily(
+                c.M_K8S_RECORDS,
+                "Records read from k8s.rollouts and k8s.events since the worker started: kept (a rollout, or "
+                "a Warning event, of a service with an SLO), ignored (Normal events, other services), "
+                "dead_letter (malformed; see the dead-letter metric's reasons).",
+                labels=[c.L_OUTCOME]),
             GaugeMetricFamily(
                 c.M_CONSUMER_LAG,
                 "Messages in the partition that this worker has not processed yet (log end minus the next "
@@ -248,8 +277,10 @@ class StateCollector(Collector):
                 firing.add_metric([*lv, str(sev)], 1.0 if on else 0.0)
 
     def _pipeline(self, messages: Any, records: Any, dead: Any, evaluations: Any, assigned: Any,
-                  rereads: Any, lag: Any) -> None:
+                  rereads: Any, k8s: Any, lag: Any) -> None:
         st = self.stats
+        for outcome in ("kept", "ignored", "dead_letter"):
+            k8s.add_metric([outcome], st.get(f"k8s.{outcome}", 0))
         messages.add_metric([], st.get("messages", 0))
         records.add_metric([], st.get("records", 0))
         evaluations.add_metric([], st.get("evaluations", 0))

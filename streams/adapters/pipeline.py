@@ -81,6 +81,12 @@ class Pipeline:
         self.table.key_serializer = "json"
         self.table.value_serializer = "raw"
         app.tables.add(self.table)
+        self.dead_letter = app.topic(settings.topic_dead_letter, key_serializer="raw", value_serializer="raw")
+        self.stats: dict[str, int] = defaultdict(int)
+        from streams.adapters.changes import Changes  # it builds on this module's StateTable
+
+        self.changes = Changes(app, settings, {s.service for s in slos}, dead_letter=self.dead_letter,
+                               stats=self.stats)
         self.engine = Engine(
             slos,
             self.table,
@@ -90,17 +96,17 @@ class Pipeline:
                 max_future_s=settings.max_future_s,
                 max_series_per_slo=settings.max_series_per_slo,
             ),
+            changes=self.changes.table,
         )
         self.playback = app.topic(settings.topic_playback, key_type=bytes, value_type=bytes,
                                   key_serializer="raw", value_serializer="raw")
         self.alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
         self.status = app.topic(settings.topic_status, key_serializer="raw", value_serializer="raw")
-        self.dead_letter = app.topic(settings.topic_dead_letter, key_serializer="raw", value_serializer="raw")
-        self.stats: dict[str, int] = defaultdict(int)
         self.metrics = WorkerMetrics(self.engine, self.stats, app=app, topic=settings.topic_playback)
         self.metrics.serve(app)  # GET /metrics on the worker's web server
         self.last_batch_wall: dict[int, float] = {}
         self._stale_marked: set[int] = set()
+        self.started = False  # tables recovered at least once
         self.table.on_recover(self._on_recover)
         app.on_partitions_revoked.connect(self._on_revoked)
         # A failed batch must not be skipped by restarting the agent in place: crash the worker.
@@ -118,7 +124,16 @@ class Pipeline:
         topic = self.settings.topic_playback
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
 
+    def owned(self) -> set[int]:
+        """The playback partitions the consumer has assigned to this worker right now."""
+        return self._owned()
+
+    def stale_partitions(self) -> set[int]:
+        """Partitions the staleness timer has marked (no records for ``stale_after_s``)."""
+        return set(self._stale_marked)
+
     async def _on_recover(self) -> None:
+        self.started = True
         owned = self._owned()
         new = owned - self.engine.assigned()
         if new:
@@ -241,8 +256,9 @@ class Pipeline:
         futures = []
         for a in res.alerts:
             futures.append(await self.alerts.send(key=a.dedup_key.encode(), value=orjson.dumps(a.to_json())))
-            log.warning("ALERT %s %s %s %s burn=%s budget_left=%.4f", a.state, a.severity, a.slo,
-                        dict(a.dimensions), a.condition, a.error_budget_remaining)
+            log.warning("ALERT %s %s %s %s burn=%s budget_left=%.4f top suspect: %s", a.state, a.severity,
+                        a.slo, dict(a.dimensions), a.condition, a.error_budget_remaining,
+                        a.suspects[0].get("summary") if a.suspects else "none")
         if res.rejected:
             originals = {off: value for _, value, off in messages}
             topic = self.settings.topic_playback

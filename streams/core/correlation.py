@@ -96,16 +96,21 @@ class ServiceChanges:
     """The recent rollouts and Warning events of one service. Merging is idempotent: a record
     delivered twice (at-least-once) leaves the state as once."""
 
-    __slots__ = ("newest_ts", "rollouts", "warnings")
+    __slots__ = ("freezes", "newest_ts", "rollouts", "warnings")
 
     def __init__(self) -> None:
         self.rollouts: dict[str, dict[str, Any]] = {}
         self.warnings: dict[str, dict[str, Any]] = {}
+        # Change freezes set through the gate API, per cluster ("*": the whole service).
+        self.freezes: dict[str, dict[str, Any]] = {}
         self.newest_ts = 0.0
 
     # -- serialisation (the table value) --
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"r": self.rollouts, "w": self.warnings, "t": self.newest_ts})
+        body: dict[str, Any] = {"r": self.rollouts, "w": self.warnings, "t": self.newest_ts}
+        if self.freezes:
+            body["f"] = self.freezes
+        return orjson.dumps(body)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> ServiceChanges:
@@ -114,8 +119,30 @@ class ServiceChanges:
             d = orjson.loads(raw)
             sc.rollouts = d.get("r") or {}
             sc.warnings = d.get("w") or {}
+            sc.freezes = d.get("f") or {}
             sc.newest_ts = float(d.get("t") or 0.0)
         return sc
+
+    def apply_freeze(self, f: Mapping[str, Any]) -> None:
+        """Set (``reason``, ``until``) or lift (``lift: true``) a change freeze of one cluster or, with
+        no cluster, of the whole service (lifting without a cluster lifts every freeze). Wall-clock
+        times: a freeze is an operator's decision, not an event of the stream. Records are applied in
+        order of their ``ts``, so a redelivered older record cannot undo a newer one."""
+        where = f.get("cluster") or "*"
+        ts = float(f["ts"])
+        for k in [k for k, v in self.freezes.items() if v["until"] <= ts]:
+            del self.freezes[k]  # expired
+        if f.get("lift"):
+            for k in [k for k, v in self.freezes.items() if (where == "*" or k == where) and v["ts"] <= ts]:
+                del self.freezes[k]
+            return
+        cur = self.freezes.get(where)
+        if cur is None or cur["ts"] <= ts:
+            self.freezes[where] = {"cluster": f.get("cluster"), "reason": str(f["reason"])[:500], "ts": ts,
+                                   "until": float(f["until"])}
+
+    def active_freezes(self, now: float) -> list[dict[str, Any]]:
+        return [dict(v) for _, v in sorted(self.freezes.items()) if v["until"] > now]
 
     # -- merging --
     def apply_rollout(self, r: Mapping[str, Any], cfg: CorrelationConfig = DEFAULT_CONFIG) -> None:
@@ -306,7 +333,8 @@ def revision_aliases(r: Mapping[str, Any], *, previous: bool) -> set[str]:
 
 
 RevisionCounts = Mapping[str, tuple[int, int]]  # playback revision -> (errors, total) in a window
-RevisionsOf = Callable[[str], RevisionCounts]  # cluster -> its revision counts around the burn
+# (cluster, start, end) -> (errors, total) per playback revision in that cluster over [start, end)
+RevisionsOf = Callable[[str, float, float], RevisionCounts]
 
 
 # ---- scoring --------------------------------------------------------------------------------------
@@ -395,9 +423,16 @@ def _rollout_suspect(r: Mapping[str, Any], ctx: BurnContext, warnings: Sequence[
     # Revision evidence: the new revision's errors against the previous revision's.
     new_aliases = revision_aliases(r, previous=False)
     old_aliases = revision_aliases(r, previous=True) - new_aliases
-    counts = revisions(r["cluster"])
-    new = _sum_revisions(counts, new_aliases)
-    old = _sum_revisions(counts, old_aliases)
+    # Both revisions during the burn; when the previous one served too little then (the rollout
+    # had completed), its own traffic before the burn is the baseline.
+    during = revisions(r["cluster"], ctx.onset_ts, ctx.at + 1)
+    new = _sum_revisions(during, new_aliases)
+    old = _sum_revisions(during, old_aliases)
+    old_when = "during the burn"
+    if old.total < cfg.min_revision_events:
+        before = revisions(r["cluster"], ctx.onset_ts - cfg.lookback_s, ctx.onset_ts)
+        old = _sum_revisions(before, old_aliases)
+        old_when = "before the burn"
     revision_note = ""
     if new.total >= cfg.min_revision_events:
         test = two_proportion_z(new, old)
@@ -405,7 +440,7 @@ def _rollout_suspect(r: Mapping[str, Any], ctx: BurnContext, warnings: Sequence[
             "type": "revision_error_ratio",
             "new": {"revision": r["revision"], "errors": new.bad, "total": new.total, "ratio": round(new.ratio, 6)},
             "old": ({"revision": r.get("previous_revision"), "errors": old.bad, "total": old.total,
-                     "ratio": round(old.ratio, 6)} if old.total else None),
+                     "ratio": round(old.ratio, 6), "when": old_when} if old.total else None),
             "test": "one-sided two-proportion z-test",
             "z": round(test.z, 3), "p_value": float(f"{test.p_value:.3g}"),
         }
@@ -414,9 +449,10 @@ def _rollout_suspect(r: Mapping[str, Any], ctx: BurnContext, warnings: Sequence[
             if worse:
                 strengths.append(0.9)
                 rev_ev["strength"] = 0.9
-                rev_ev["detail"] = (f"new revision {r['revision']} fails {new.ratio:.2%} of requests, "
-                                    f"previous {r.get('previous_revision')} {old.ratio:.2%}")
-                revision_note = f"; revision {r['revision']} errors {new.ratio:.1%} vs {old.ratio:.1%} before"
+                rev_ev["detail"] = (f"new revision {r['revision']} fails {new.ratio:.2%} of requests during "
+                                    f"the burn, previous {r.get('previous_revision')} {old.ratio:.2%} {old_when}")
+                revision_note = (f"; revision {r['revision']} errors {new.ratio:.1%} vs {old.ratio:.1%} on "
+                                 f"revision {r.get('previous_revision')}")
             elif old.ratio >= 0.5 * new.ratio:
                 weight *= cfg.exonerated_weight
                 rev_ev["weight"] = cfg.exonerated_weight

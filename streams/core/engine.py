@@ -491,10 +491,9 @@ class Engine:
         raw = self.changes.get(slo.service)
         changes = ServiceChanges.from_bytes(raw) if raw else None
         ctx = BurnContext(service=slo.service, cluster=cluster, platform=platform, onset_ts=onset, at=at)
-        start = min(onset, at) - cfg.lookback_s
 
-        def revisions(rollout_cluster: str) -> RevisionCounts:
-            return self.revision_counts(slo.service, rollout_cluster, start, at)
+        def revisions(rollout_cluster: str, start: float, end: float) -> RevisionCounts:
+            return self.revision_counts(slo.service, rollout_cluster, start, end)
 
         return onset, correlate(ctx, changes, revisions, cfg)
 
@@ -568,6 +567,62 @@ class Engine:
         """Each alert severity of a series and whether it is firing, as committed to the store."""
         slo = self.slos[series.split("|", 1)[0]]
         return [(sev, self._committed_track(dk).firing) for sev, dk in self._dedup_keys(series, slo)]
+
+    # ---- reading for the gate -------------------------------------------------------------------
+
+    def partition_of_service(self, service: str) -> int | None:
+        """The assigned partition holding ``service``'s series, if any (all of a service's series are
+        on one partition: the playback key is the service)."""
+        for series in self.counters.all_series():
+            slo = self.slos.get(series.split("|", 1)[0])
+            if slo is not None and slo.service == service:
+                return self.counters.partition_of(series)
+        return None
+
+    def service_series(self, service: str) -> list[str]:
+        names = {s.name for s in self.slos.values() if s.service == service}
+        return sorted(x for x in self.counters.all_series() if x.split("|", 1)[0] in names)
+
+    def current_status(self, series: str) -> BurnEvaluation | None:
+        """The latest evaluation of ``series``: the one made at the partition's last evaluation step,
+        or computed now at that step (after a restart, before the next step)."""
+        ev = self.last_status.get(series)
+        if ev is not None:
+            return ev
+        slo = self.slos.get(series.split("|", 1)[0])
+        p = self.counters.partition_of(series)
+        if slo is None or p is None or p not in self._meta or not self._meta[p].evaluated_to:
+            return None
+        at = self._meta[p].evaluated_to
+        ev = evaluate(slo, series, at, {w: self.counters.window(series, at, w) for w in slo.windows_s})
+        self.last_status[series] = ev
+        return ev
+
+    def platform_counts(self, slo_name: str, *, cluster: str | None, window_s: int
+                        ) -> tuple[tuple[int, int], tuple[int, int], int | None]:
+        """``((bad, total) on kubernetes, (bad, total) on legacy, at)`` of an SLO over the
+        ``window_s`` before its partition's last evaluation step. ``cluster`` filters the kubernetes
+        side only (legacy placements have data centres, not clusters). Series that group the
+        platform away count on neither side."""
+        slo = self.slos[slo_name]
+        k8s = [0, 0]
+        legacy = [0, 0]
+        at: int | None = None
+        for series in self.service_series(slo.service):
+            name, s_cluster, _, platform = c.split_series_key(series)
+            if name != slo_name or platform == c.ANY:
+                continue
+            p = self.counters.partition_of(series)
+            if p is None or p not in self._meta or not self._meta[p].evaluated_to:
+                continue
+            at = self._meta[p].evaluated_to
+            if platform == "kubernetes" and cluster is not None and s_cluster not in (cluster, c.ANY):
+                continue
+            bad, total = self.counters.window(series, at, window_s)
+            side = k8s if platform == "kubernetes" else legacy
+            side[0] += bad
+            side[1] += total
+        return (k8s[0], k8s[1]), (legacy[0], legacy[1]), at
 
     # ---- phase 2: commit ------------------------------------------------------------------------
 

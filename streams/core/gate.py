@@ -107,6 +107,7 @@ class ReasonCode(StrEnum):
     MIGRATION_KUBERNETES_WORSE = "migration_kubernetes_worse"
     MIGRATION_WITHIN_TOLERANCE = "migration_within_tolerance"
     MIGRATION_NOT_SIGNIFICANTLY_WORSE = "migration_not_significantly_worse"
+    CHANGE_FREEZE = "change_freeze"
 
 
 @dataclass(frozen=True)
@@ -835,6 +836,24 @@ def combine(*decisions: GateDecision) -> GateDecision:
         suspects=tuple(suspects),
         migration=first(d.migration for d in decisions),
     )
+
+
+def decide_freeze(*, service: str, freezes: Sequence[Mapping[str, Any]], cluster: str | None,
+                  now: float) -> GateDecision:
+    """``hold`` while a change freeze applies: one for the whole service, or for the cluster asked
+    (a freeze of one cluster holds a question about the whole service too). ``freezes``: the active
+    ones, ``{"cluster": str | None, "reason": str, "until": epoch seconds}``."""
+    applies = [f for f in freezes if cluster is None or f.get("cluster") in (None, cluster)]
+    if not applies:
+        return GateDecision(Decision.PROCEED, service, (), at=now, cluster=cluster)
+    reasons = []
+    for f in applies:
+        where = f" in {f['cluster']}" if f.get("cluster") else ""
+        left = max(0.0, float(f["until"]) - now)
+        reasons.append(_reason(ReasonCode.CHANGE_FREEZE, Decision.HOLD,
+                               f"change freeze{where} for {format_duration(int(left))} more: {f['reason']}",
+                               until=float(f["until"]), cluster=f.get("cluster"), reason=str(f["reason"])))
+    return GateDecision(Decision.HOLD, service, tuple(reasons), at=now, cluster=cluster)
 
 
 class FlaggerHook(StrEnum):

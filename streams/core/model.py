@@ -83,6 +83,10 @@ class Slo:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Where it came from, for messages: "path/to/file.yaml".
     source: str = ""
+    # Rollout gate overrides (annotations slo-stream/gate-*); None: the worker's defaults.
+    gate_budget_floor: float | None = None
+    gate_stale_after_s: int | None = None
+    gate_fail_open: bool | None = None
 
     @property
     def error_budget(self) -> float:

@@ -75,6 +75,9 @@ ANN_DASHBOARD = "slo-stream/dashboard"
 ANN_GROUP_BY = "slo-stream/group-by"
 ANN_MIN_EVENTS = "slo-stream/min-events"
 ANN_HOLD = "slo-stream/hold"
+ANN_GATE_BUDGET_FLOOR = "slo-stream/gate-budget-floor"  # 0..1: below this budget left, the gate holds
+ANN_GATE_STALE_AFTER = "slo-stream/gate-stale-after"  # a duration: older data is stale
+ANN_GATE_FAIL_OPEN = "slo-stream/gate-fail-open"  # "true": stale data does not hold rollouts
 
 # The ``field`` of a problem about a whole document (not a mapping, YAML syntax error).
 WHOLE_DOCUMENT = "(document)"
@@ -395,6 +398,7 @@ class _SloDraft:
     dashboard_url: str
     labels: Mapping[str, str]
     description: str
+    gate: tuple[float | None, int | None, bool | None] = (None, None, None)
 
 
 @dataclass
@@ -544,7 +548,8 @@ def _parse_document(root: _Node) -> tuple[str | None, str | None, _Node | None, 
     if kind != "Service" and "spec" not in f:
         root.missing("spec")
     annotations: tuple[str, ...] = {
-        "SLO": (ANN_RUNBOOK, ANN_DASHBOARD, ANN_GROUP_BY, ANN_MIN_EVENTS, ANN_HOLD),
+        "SLO": (ANN_RUNBOOK, ANN_DASHBOARD, ANN_GROUP_BY, ANN_MIN_EVENTS, ANN_HOLD, ANN_GATE_BUDGET_FLOOR,
+                ANN_GATE_STALE_AFTER, ANN_GATE_FAIL_OPEN),
         "AlertPolicy": (ANN_MIN_EVENTS, ANN_HOLD),
     }.get(kind, ())
     meta = (_metadata(f["metadata"], annotations) if "metadata" in f else None) or _NO_META
@@ -831,6 +836,35 @@ def _tuning(annotations: Mapping[str, _Node]) -> tuple[int | None, int | None]:
     return min_events, hold_s
 
 
+def _gate(annotations: Mapping[str, _Node]) -> tuple[float | None, int | None, bool | None] | None:
+    """The ``slo-stream/gate-*`` annotations: budget floor (0..1), stale-after (a duration), fail-open
+    (true/false). None when one is invalid (reported)."""
+    floor: float | None = None
+    stale: int | None = None
+    fail_open: bool | None = None
+    ok = True
+    if (node := annotations.get(ANN_GATE_BUDGET_FLOOR)) is not None:
+        text = str(node.node.value).strip()
+        try:
+            floor = float(text)
+        except ValueError:
+            floor = None
+        if floor is None or not 0.0 <= floor <= 1.0:
+            node.problem(f"must be a number in 0..1 (the share of the error budget), not {text[:40]!r}")
+            floor, ok = None, False
+    if (node := annotations.get(ANN_GATE_STALE_AFTER)) is not None:
+        stale = node.duration()
+        ok = ok and stale is not None
+    if (node := annotations.get(ANN_GATE_FAIL_OPEN)) is not None:
+        text = str(node.node.value).strip().lower()
+        if text not in ("true", "false"):
+            node.problem(f"must be true or false, not {text[:40]!r}")
+            ok = False
+        else:
+            fail_open = text == "true"
+    return (floor, stale, fail_open) if ok else None
+
+
 def _parse_slo(root: _Node, meta: _Meta, spec: _Node) -> _SloDraft | None:
     """An SLO spec, with its references still unresolved."""
     f = spec.fields(
@@ -877,9 +911,11 @@ def _parse_slo(root: _Node, meta: _Meta, spec: _Node) -> _SloDraft | None:
     group_by = _group_by(meta.annotations.get(ANN_GROUP_BY))
     runbook = _url(meta.annotations.get(ANN_RUNBOOK))
     dashboard = _url(meta.annotations.get(ANN_DASHBOARD))
+    gate = _gate(meta.annotations)
 
     if (
-        meta.name is None
+        gate is None
+        or meta.name is None
         or service is None
         or indicator is None
         or window_s is None
@@ -891,6 +927,7 @@ def _parse_slo(root: _Node, meta: _Meta, spec: _Node) -> _SloDraft | None:
     ):
         return None
     return _SloDraft(
+        gate=gate,
         name=meta.name,
         source=root.doc.file,
         service=_Ref(service, f["service"]),
@@ -1080,6 +1117,9 @@ def _resolve_slo(draft: _SloDraft, registry: _Registry) -> Slo | None:
         dashboard_url=draft.dashboard_url,
         labels=draft.labels,
         source=draft.source,
+        gate_budget_floor=draft.gate[0],
+        gate_stale_after_s=draft.gate[1],
+        gate_fail_open=draft.gate[2],
     )
 
 

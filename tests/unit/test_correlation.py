@@ -69,7 +69,7 @@ def changes_of(*records: dict[str, Any]) -> ServiceChanges:
     return sc
 
 
-def no_revisions(cluster: str) -> RevisionCounts:
+def no_revisions(cluster: str, start: float, end: float) -> RevisionCounts:
     return {}
 
 
@@ -116,7 +116,7 @@ def test_a_rollout_older_than_the_lookback_is_not_a_suspect_unless_still_in_prog
 def test_the_new_revision_carrying_the_errors_is_shown_as_evidence_and_raises_the_score() -> None:
     sc = changes_of(rollout(ONSET - 600))
 
-    def revisions(cluster: str) -> RevisionCounts:
+    def revisions(cluster: str, start: float, end: float) -> RevisionCounts:
         return {"42": (180, 1000), "41": (2, 3000)} if cluster == "eu-west-1" else {}
 
     with_rev = correlate(ctx(), sc, revisions)[0]
@@ -126,7 +126,7 @@ def test_the_new_revision_carrying_the_errors_is_shown_as_evidence_and_raises_th
     assert ev["new"] == {"revision": "42", "errors": 180, "total": 1000, "ratio": 0.18}
     assert ev["old"]["errors"] == 2 and ev["old"]["total"] == 3000
     assert ev["test"] == "one-sided two-proportion z-test" and ev["z"] > 10 and ev["p_value"] < 1e-9
-    assert "revision 42 errors 18.0% vs 0.1% before" in with_rev["summary"]
+    assert "revision 42 errors 18.0% vs 0.1% on revision 41" in with_rev["summary"]
 
 
 def test_image_tags_and_template_hashes_in_playback_records_match_the_rollout() -> None:
@@ -139,7 +139,7 @@ def test_image_tags_and_template_hashes_in_playback_records_match_the_rollout() 
 def test_a_rollout_whose_previous_revision_fails_as_much_is_exonerated() -> None:
     sc = changes_of(rollout(ONSET - 300))
 
-    def revisions(cluster: str) -> RevisionCounts:
+    def revisions(cluster: str, start: float, end: float) -> RevisionCounts:
         return {"42": (50, 1000), "41": (150, 3000)}
 
     blip = correlate(ctx(), sc, revisions)
@@ -243,7 +243,7 @@ def test_another_services_rollout_is_never_blamed(services: list[str], offsets: 
     for i, (svc, off) in enumerate(zip(services, offsets, strict=False)):
         sc.apply_rollout(rollout(ONSET + off, service=svc, deployment=svc, revision=str(i)))
 
-    def revisions(cluster: str) -> RevisionCounts:
+    def revisions(cluster: str, start: float, end: float) -> RevisionCounts:
         return {str(i): (500, 1000) for i in range(6)} if with_revisions else {}
 
     assert all(s.get("service") == "playback-api" for s in correlate(ctx(), sc, revisions)

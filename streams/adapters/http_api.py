@@ -1,0 +1,584 @@
+"""The HTTP API on every worker: the rollout gate, SLO status, Flagger hooks, change freezes, probes.
+
+Any worker answers any service: a request about a service is answered by the worker that owns the
+service's ``playback.events`` partition (where its counts, alert tracks and suspects live); another
+worker forwards it there (method, body and ``Authorization`` header) and returns the answer. A
+forwarded request carries ``X-Slo-Stream-Forwarded`` and is never forwarded again: during a
+rebalance the answer is a 503 with ``Retry-After`` rather than a loop.
+
+Authentication: bearer tokens, compared in constant time, never logged. ``SLO_STREAM_GATE_TOKEN``
+(or ``..._FILE``) is required for the endpoints that change state (change freezes); without it they
+answer 403. ``SLO_STREAM_GATE_READ_TOKEN`` (optional) makes reads require a token too (the read or
+the write token). Flagger cannot send headers, so a Flagger hook may carry the read token as
+``metadata.token``. Request bodies are limited to 64 KiB.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import faust
+import orjson
+from yarl import URL
+
+from streams.core import conventions as c
+from streams.core.errors import ConfigError
+from streams.core.gate import (
+    DEFAULT_GATE_CONFIG,
+    Decision,
+    FlaggerHook,
+    GateConfig,
+    GateDecision,
+    combine,
+    decide,
+    decide_freeze,
+    decide_migration,
+    flagger_accepts,
+)
+from streams.core.model import Severity, SliKind, Slo, format_duration, parse_duration
+from streams.core.stats import Proportion
+from streams.settings import Settings
+
+log = logging.getLogger("slo_stream.http")
+
+FORWARDED = "X-Slo-Stream-Forwarded"
+ANSWERED_BY = "X-Slo-Stream-Answered-By"  # the worker that made the answer (after forwarding too)
+MAX_BODY = 64 * 1024
+FORWARD_TIMEOUT_S = 5.0
+TOKEN_ENV = "SLO_STREAM_GATE_TOKEN"
+READ_TOKEN_ENV = "SLO_STREAM_GATE_READ_TOKEN"
+FREEZE_MAX_S = 7 * 86400
+
+
+@dataclass(frozen=True)
+class Tokens:
+    write: str | None = None
+    read: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Tokens:
+        env = os.environ if env is None else env
+        return cls(write=_secret(env, TOKEN_ENV), read=_secret(env, READ_TOKEN_ENV))
+
+    def __repr__(self) -> str:  # never show a token, even in a traceback
+        return f"Tokens(write={'set' if self.write else 'unset'}, read={'set' if self.read else 'unset'})"
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name) or None
+    path = env.get(f"{name}_FILE") or None
+    if value and path:
+        raise ConfigError(f"{name} and {name}_FILE are both set; use one")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                value = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path}: cannot read ({exc.strerror})") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE={path}: the file is empty")
+    if value is not None and len(value) < 16:
+        raise ConfigError(f"{name}: a token needs at least 16 characters")
+    return value
+
+
+def _same(a: str, b: str | None) -> bool:
+    return b is not None and hmac.compare_digest(a.encode(), b.encode())
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def _param(query: Mapping[str, str], name: str, *, required: bool = False, pattern: re.Pattern[str] = c.NAME_RE
+           ) -> str | None:
+    value = query.get(name)
+    if value is None or value == "":
+        if required:
+            raise ApiError(400, f"the query parameter {name!r} is required")
+        return None
+    if not pattern.match(value):
+        raise ApiError(400, f"{name}={value[:80]!r} is not a valid name")
+    return value
+
+
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")
+
+
+def default_gate_config(s: Settings) -> GateConfig:
+    """The gate's defaults from the settings (SLO_STREAM_GATE_*)."""
+    return replace(DEFAULT_GATE_CONFIG, budget_floor=s.gate_budget_floor, stale_after_s=float(s.gate_stale_after_s),
+                   max_evaluation_lag_s=float(s.gate_max_evaluation_lag_s))
+
+
+def gate_configs(slos: list[Slo], default: GateConfig) -> dict[str, GateConfig]:
+    """Per SLO: the default, with the SLO's ``slo-stream/gate-*`` annotations applied."""
+    out = {}
+    for s in slos:
+        cfg = default
+        if s.gate_budget_floor is not None:
+            cfg = replace(cfg, budget_floor=s.gate_budget_floor)
+        if s.gate_stale_after_s is not None:
+            cfg = replace(cfg, stale_after_s=float(s.gate_stale_after_s))
+        if s.gate_fail_open is not None:
+            cfg = replace(cfg, fail_open_when_stale=s.gate_fail_open)
+        out[s.name] = cfg
+    return out
+
+
+class Api:
+    """Registers the views on a faust.App. ``pipeline`` is the worker's :class:`Pipeline`."""
+
+    def __init__(self, app: faust.App, settings: Settings, pipeline: Any, slos: list[Slo],
+                 tokens: Tokens, default: GateConfig = DEFAULT_GATE_CONFIG) -> None:
+        self.app = app
+        self.settings = settings
+        self.pipeline = pipeline
+        self.engine = pipeline.engine
+        self.slos = {s.name: s for s in slos}
+        self.services = sorted({s.service for s in slos})
+        self.tokens = tokens
+        self.default = default
+        self.configs = gate_configs(slos, default)
+        api = self
+
+        class Base(faust.web.View):  # type: ignore[misc]
+            async def dispatch(self, request: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    response = await super().dispatch(request)
+                except ApiError as exc:
+                    response = api.error(self, exc)
+                except Exception:
+                    log.exception("%s %s failed", request.method, request.path)
+                    response = api.error(self, ApiError(500, "internal error; see the worker log"))
+                api.pipeline.metrics.observe_request(type(self).__name__.lower(), request.method,
+                                                     response.status, time.perf_counter() - t0)
+                return response
+
+        class Healthz(Base):
+            async def get(self, request: Any) -> Any:
+                return api.json(self, {"status": "ok"})
+
+        class Readyz(Base):
+            async def get(self, request: Any) -> Any:
+                ready, why = api.ready()
+                return api.json(self, {"ready": ready, "reason": why}, status=200 if ready else 503)
+
+        class OpenApi(Base):
+            async def get(self, request: Any) -> Any:
+                return api.json(self, openapi_document())
+
+        class Slos(Base):
+            async def get(self, request: Any) -> Any:
+                api.authorize_read(request)
+                return api.json(self, {"slos": [api.slo_json(s) for s in sorted(api.slos.values(),
+                                                                                key=lambda s: s.name)]})
+
+        class SloDetail(Base):
+            async def get(self, request: Any, name: str) -> Any:
+                api.authorize_read(request)
+                slo = api.slos.get(name)
+                if slo is None:
+                    raise ApiError(404, f"no SLO named {name[:80]!r}", slos=sorted(api.slos))
+                routed = await api.forward(self, request, slo.service)
+                if routed is not None:
+                    return routed
+                now = time.time()
+                body = api.slo_json(slo)
+                body["series"] = [st for st in api.statuses(slo.service, now) if st["slo"] == slo.name]
+                return api.json(self, body)
+
+        class Gate(Base):
+            async def get(self, request: Any) -> Any:
+                api.authorize_read(request)
+                q = request.query
+                service = _param(q, "service", required=True)
+                assert service is not None
+                cluster = _param(q, "cluster", pattern=c.LABEL_VALUE_RE)
+                platform = _param(q, "platform")
+                if platform is not None and platform not in c.PLATFORMS:
+                    raise ApiError(400, f"platform must be one of {', '.join(c.PLATFORMS)}")
+                revision = _param(q, "revision", pattern=REVISION_RE)
+                step = q.get("step")
+                if step not in (None, "", "migration"):
+                    raise ApiError(400, "step must be 'migration' when given")
+                routed = await api.forward(self, request, service)
+                if routed is not None:
+                    return routed
+                d = api.decide(service=service, cluster=cluster, platform=platform, revision=revision,
+                               migration=step == "migration", now=time.time())
+                return api.json(self, d.to_json())
+
+        class Flagger(Base):
+            async def post(self, request: Any, hook: str) -> Any:
+                try:
+                    kind = FlaggerHook(hook)
+                except ValueError:
+                    raise ApiError(404, f"unknown Flagger hook {hook[:40]!r}",
+                                   hooks=[h.value for h in FlaggerHook]) from None
+                payload = await api.read_json(request)
+                meta = payload.get("metadata") or {}
+                if not isinstance(meta, Mapping):
+                    raise ApiError(400, "metadata must be an object of strings")
+                api.authorize_read(request, body_token=meta.get("token"))
+                name = payload.get("name")
+                if not isinstance(name, str) or not name:
+                    raise ApiError(400, "the Flagger payload needs 'name' (the canary)")
+                service = meta.get("service") or name
+                q = {"service": service, "cluster": meta.get("cluster") or "",
+                     "platform": meta.get("platform") or "", "revision": meta.get("revision") or ""}
+                service = _param(q, "service", required=True)
+                assert service is not None
+                cluster = _param(q, "cluster", pattern=c.LABEL_VALUE_RE)
+                platform = _param(q, "platform")
+                revision = _param(q, "revision", pattern=REVISION_RE)
+                routed = await api.forward(self, request, service, body=payload)
+                if routed is not None:
+                    return routed
+                d = api.decide(service=service, cluster=cluster, platform=platform, revision=revision,
+                               migration=str(meta.get("step", "")) == "migration", now=time.time())
+                accepted = flagger_accepts(d.decision, kind)
+                body = d.to_json()
+                body["flagger"] = {"hook": kind.value, "accepted": accepted, "canary": name,
+                                   "namespace": payload.get("namespace"), "phase": payload.get("phase")}
+                # 200 lets Flagger go on (or, for the rollback hook, roll back); any other status
+                # halts the canary. 412: the gate's precondition for this hook is not met.
+                return api.json(self, body, status=200 if accepted else 412)
+
+        class Freezes(Base):
+            async def get(self, request: Any) -> Any:
+                api.authorize_read(request)
+                service = _param(request.query, "service", required=True)
+                assert service is not None
+                routed = await api.forward(self, request, service)
+                if routed is not None:
+                    return routed
+                return api.json(self, {"service": service, "freezes": api.freezes(service, time.time())})
+
+            async def post(self, request: Any) -> Any:
+                api.authorize_write(request)
+                payload = await api.read_json(request)
+                return api.json(self, await api.freeze(payload), status=202)
+
+        app.page("/healthz", name="healthz")(Healthz)
+        app.page("/readyz", name="readyz")(Readyz)
+        app.page("/v1/openapi.json", name="openapi")(OpenApi)
+        app.page("/v1/slos", name="slos")(Slos)
+        app.page("/v1/slos/{name}", name="slo")(SloDetail)
+        app.page("/v1/gate", name="gate")(Gate)
+        app.page("/v1/flagger/{hook}", name="flagger")(Flagger)
+        app.page("/v1/freezes", name="freezes")(Freezes)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def json(self, view: Any, body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Any:
+        h = {ANSWERED_BY: str(self.app.conf.canonical_url)}
+        h.update(headers or {})
+        return view.bytes(orjson.dumps(body), content_type="application/json", status=status, headers=h)
+
+    def error(self, view: Any, exc: ApiError) -> Any:
+        headers = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="slo-stream"'
+        if exc.status == 503:
+            headers["Retry-After"] = "2"
+        return self.json(view, {"error": exc.message, "status": exc.status, **exc.extra}, status=exc.status,
+                         headers=headers)
+
+    def _bearer(self, request: Any) -> str | None:
+        header = request.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "Authorization must be 'Bearer <token>'")
+        return token.strip()
+
+    def authorize_read(self, request: Any, *, body_token: Any = None) -> None:
+        if self.tokens.read is None:
+            return
+        token = self._bearer(request) or (body_token if isinstance(body_token, str) else None)
+        if token is None:
+            raise ApiError(401, "a bearer token is required")
+        if not (_same(token, self.tokens.read) or _same(token, self.tokens.write)):
+            raise ApiError(403, "the token is not valid for this endpoint")
+
+    def authorize_write(self, request: Any) -> None:
+        if self.tokens.write is None:
+            raise ApiError(403, f"write endpoints are disabled: set {TOKEN_ENV} (or {TOKEN_ENV}_FILE)")
+        token = self._bearer(request)
+        if token is None:
+            raise ApiError(401, "a bearer token is required")
+        if not _same(token, self.tokens.write):
+            raise ApiError(403, "the token is not valid for this endpoint")
+
+    async def read_json(self, request: Any) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
+        try:
+            doc = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return doc
+
+    def ready(self) -> tuple[bool, str]:
+        app = self.app
+        if not self.pipeline.started:
+            return False, "the worker has not joined the consumer group yet"
+        if app.rebalancing:
+            return False, "rebalancing"
+        recovery = app.tables.recovery
+        if recovery.in_recovery or not recovery.completed.is_set():
+            return False, "recovering tables from their changelogs"
+        owned = self.pipeline.owned()
+        missing = owned - self.engine.assigned()
+        if missing:
+            return False, f"partitions {sorted(missing)} not loaded yet"
+        return True, f"{len(owned)} partitions"
+
+    async def forward(self, view: Any, request: Any, service: str, body: Any = None) -> Any | None:
+        """The answer of the worker owning ``service``, or None when this worker owns it."""
+        topic = self.pipeline.playback
+        tp = self.app.producer.key_partition(topic.get_topic_name(), service.encode())
+        if tp.partition in self.engine.assigned():
+            return None
+        if request.headers.get(FORWARDED):
+            raise ApiError(503, "the partition of this service is moving between workers; retry")
+        try:
+            dest: URL = self.app.router.external_topic_key_store(topic, service.encode())
+        except (KeyError, AttributeError):
+            raise ApiError(503, "no worker owns this service's partition yet; retry") from None
+        if (dest.host, dest.port) == (URL(str(self.app.conf.canonical_url)).host,
+                                      URL(str(self.app.conf.canonical_url)).port):
+            return None  # ours by the assignment, not loaded yet: answer with what we have
+        headers = {FORWARDED: "1", "Accept": "application/json"}
+        auth = request.headers.get("Authorization")
+        if auth:
+            headers["Authorization"] = auth
+        url = dest.with_path(request.path).with_query(request.query)
+        data = None if body is None else orjson.dumps(body)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        import aiohttp
+
+        try:
+            async with self.app.http_client.request(request.method, url, headers=headers, data=data,
+                                                    timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
+                                                    ) as resp:
+                payload = await resp.read()
+                h = {ANSWERED_BY: resp.headers.get(ANSWERED_BY, str(dest))}
+                if resp.headers.get("Retry-After"):
+                    h["Retry-After"] = resp.headers["Retry-After"]
+                return view.bytes(payload, content_type="application/json", status=resp.status, headers=h)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(503, f"the worker owning this service did not answer ({type(exc).__name__})") from None
+
+    # ---- answers --------------------------------------------------------------------------------
+
+    def slo_json(self, slo: Slo) -> dict[str, Any]:
+        return {
+            "name": slo.name,
+            "service": slo.service,
+            "objective": slo.objective,
+            "window": format_duration(slo.window_s),
+            "indicator": str(slo.indicator.kind),
+            "group_by": list(slo.group_by),
+            "policy": {"name": slo.policy.name, "hold": format_duration(slo.policy.hold_s),
+                       "min_events": slo.min_events,
+                       "windows": [{"severity": str(w.severity), "windows": w.name, "factor": w.factor}
+                                   for w in slo.policy.windows]},
+            "links": {k: v for k, v in (("runbook", slo.runbook_url), ("dashboard", slo.dashboard_url)) if v},
+            "gate": {"budget_floor": self.configs[slo.name].budget_floor,
+                     "stale_after_s": self.configs[slo.name].stale_after_s,
+                     "fail_open_when_stale": self.configs[slo.name].fail_open_when_stale},
+            "href": f"/v1/slos/{slo.name}",
+        }
+
+    def statuses(self, service: str, now: float) -> list[dict[str, Any]]:
+        """The ``slo.status`` records of ``service``'s series held here, as of their partition's last
+        batch (``processed_at``), marked stale when the worker's staleness timer says so."""
+        engine = self.engine
+        out = []
+        for series in engine.service_series(service):
+            ev = engine.current_status(series)
+            if ev is None:
+                continue
+            p = engine.counters.partition_of(series)
+            processed = self.pipeline.last_batch_wall.get(p, now)
+            rec = engine.status_record(ev, now=processed)
+            if p in self.pipeline.stale_partitions():
+                rec["stale"] = True
+                rec["stale_reason"] = f"no records on partition {p} for {now - processed:.0f}s"
+            out.append(rec)
+        return out
+
+    def decide(self, *, service: str, cluster: str | None, platform: str | None, revision: str | None,
+               migration: bool, now: float) -> GateDecision:
+        engine = self.engine
+        statuses = self.statuses(service, now)
+        suspects: dict[str, Any] = {}
+        for st in statuses:
+            for sev in (Severity.PAGE, Severity.TICKET):
+                dk = c.dedup_key(st["series"], str(sev))
+                if engine.track(dk).firing:
+                    suspects[dk] = list(engine.suspects(dk))
+        d = decide(service=service, cluster=cluster, platform=platform, revision=revision, statuses=statuses,
+                   suspects=suspects, now=now, configs=self.configs, default=self.default)
+        frozen = self.freezes(service, now)
+        if frozen:
+            d = combine(d, decide_freeze(service=service, freezes=frozen, cluster=cluster, now=now))
+        if migration:
+            parts = [d]
+            for slo in self.slos.values():
+                if slo.service != service or slo.indicator.kind is not SliKind.RATIO:
+                    continue
+                cfg = self.configs[slo.name]
+                k8s, legacy, _ = engine.platform_counts(slo.name, cluster=cluster, window_s=cfg.migration_window_s)
+                parts.append(decide_migration(service=service, cluster=cluster, kubernetes=Proportion(*k8s),
+                                              legacy=Proportion(*legacy), window_s=cfg.migration_window_s,
+                                              config=cfg, now=now))
+            d = combine(*parts)
+        self.pipeline.metrics.observe_decision(service, str(d.decision))
+        return d
+
+    # ---- change freezes ---------------------------------------------------------------------------
+
+    def freezes(self, service: str, now: float) -> list[dict[str, Any]]:
+        from streams.core.correlation import ServiceChanges
+
+        raw = self.pipeline.changes.table.get(service)
+        if not raw:
+            return []
+        return ServiceChanges.from_bytes(raw).active_freezes(now)
+
+    async def freeze(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Record a change freeze (``{"service", "cluster"?, "reason", "duration"}``) or lift one
+        (``{"service", "lift": true}``): written to the changes topic, merged by the owning worker."""
+        service = payload.get("service")
+        if not isinstance(service, str) or service not in self.services:
+            raise ApiError(400, f"service must be one with an SLO: {', '.join(self.services)}")
+        cluster = payload.get("cluster")
+        if cluster is not None and (not isinstance(cluster, str) or not c.LABEL_VALUE_RE.match(cluster)):
+            raise ApiError(400, "cluster is not a valid name")
+        now = time.time()
+        if payload.get("lift") is True:
+            rec = {"kind": "freeze", "service": service, "record": {"cluster": cluster, "lift": True, "ts": now}}
+        else:
+            reason = payload.get("reason")
+            if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+                raise ApiError(400, "reason is required (a short text, at most 500 characters)")
+            try:
+                duration = parse_duration(str(payload.get("duration", "1h")))
+            except ValueError as exc:
+                raise ApiError(400, f"duration: {exc}") from None
+            if not 0 < duration <= FREEZE_MAX_S:
+                raise ApiError(400, f"duration must be in (0, {format_duration(FREEZE_MAX_S)}]")
+            rec = {"kind": "freeze", "service": service,
+                   "record": {"cluster": cluster, "reason": reason.strip(), "ts": now, "until": now + duration}}
+        fut = await self.pipeline.changes.by_service.send(key=service.encode(), value=orjson.dumps(rec))
+        await fut
+        log.warning("change freeze %s for %s%s", "lifted" if payload.get("lift") is True else "set", service,
+                    f" in {cluster}" if cluster else "")
+        return {"accepted": True, **rec["record"], "service": service}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of this API (served at /v1/openapi.json)."""
+    name = {"type": "string", "pattern": c.NAME_RE.pattern}
+    decision_ref = {"$ref": "#/components/schemas/GateDecision"}
+    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    q = {"in": "query"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "slo-stream", "version": "1",
+                 "description": "SLO status and the rollout gate. Every decision is a 200; non-2xx only when "
+                                "the gate cannot answer. Argo Rollouts: jsonPath {$.decision}, "
+                                "successCondition result == \"proceed\", failureCondition result == \"rollback\"."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "status"],
+                          "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+                "GateDecision": {"type": "object", "required": ["decision", "exit_code", "summary", "reasons"],
+                                 "properties": {
+                                     "decision": {"enum": [d.value for d in Decision]},
+                                     "exit_code": {"type": "integer", "enum": [0, 1, 2, 3]},
+                                     "summary": {"type": "string"},
+                                     "reasons": {"type": "array", "items": {"type": "object"}},
+                                     "series": {"type": "array", "items": {"type": "object"}},
+                                     "suspects": {"type": "array", "items": {"type": "object"}},
+                                     "migration": {"type": ["object", "null"]}}},
+            },
+        },
+        "security": [{}, {"bearer": []}],
+        "paths": {
+            "/v1/gate": {"get": {
+                "summary": "May a rollout (or a migration step) of this service go on?",
+                "parameters": [
+                    {**q, "name": "service", "required": True, "schema": name},
+                    {**q, "name": "cluster", "schema": {"type": "string"}},
+                    {**q, "name": "platform", "schema": {"enum": list(c.PLATFORMS)}},
+                    {**q, "name": "revision", "schema": {"type": "string"},
+                     "description": "Deployment revision, pod-template-hash, image or image tag"},
+                    {**q, "name": "step", "schema": {"enum": ["migration"]},
+                     "description": "also compare kubernetes with legacy (migration step gate)"}],
+                "responses": {"200": {"description": "the decision",
+                                      "content": {"application/json": {"schema": decision_ref}}},
+                              "400": err, "401": err, "403": err, "503": err}}},
+            "/v1/flagger/{hook}": {"post": {
+                "summary": "Flagger webhook: 200 lets the canary go on (rollback hook: rolls it back)",
+                "parameters": [{"in": "path", "name": "hook", "required": True,
+                                "schema": {"enum": [h.value for h in FlaggerHook]}}],
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+                                   "phase": {"type": "string"}, "checksum": {"type": "string"},
+                                   "metadata": {"type": "object", "additionalProperties": {"type": "string"},
+                                                "description": "service, cluster, platform, revision, "
+                                                               "step=migration, token"}}}}}},
+                "responses": {"200": {"description": "accepted",
+                                      "content": {"application/json": {"schema": decision_ref}}},
+                              "412": {"description": "not accepted: the canary halts",
+                                      "content": {"application/json": {"schema": decision_ref}}},
+                              "400": err, "401": err, "403": err, "404": err, "413": err, "503": err}}},
+            "/v1/slos": {"get": {"summary": "Every SLO", "responses": {"200": {"description": "the SLOs"}}}},
+            "/v1/slos/{name}": {"get": {"summary": "One SLO and the latest status of each of its series",
+                                        "parameters": [{"in": "path", "name": "name", "required": True,
+                                                        "schema": name}],
+                                        "responses": {"200": {"description": "the SLO"}, "404": err}}},
+            "/v1/freezes": {
+                "get": {"summary": "Active change freezes of a service",
+                        "parameters": [{**q, "name": "service", "required": True, "schema": name}],
+                        "responses": {"200": {"description": "the freezes"}}},
+                "post": {"summary": "Set or lift a change freeze (the gate holds the service's rollouts)",
+                         "security": [{"bearer": []}],
+                         "requestBody": {"content": {"application/json": {"schema": {
+                             "type": "object", "required": ["service"],
+                             "properties": {"service": name, "cluster": {"type": "string"},
+                                            "reason": {"type": "string"}, "duration": {"type": "string"},
+                                            "lift": {"type": "boolean"}}}}}},
+                         "responses": {"202": {"description": "recorded"}, "400": err, "401": err, "403": err,
+                                       "413": err}}},
+            "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Tables recovered and partitions loaded",
+                                "responses": {"200": {"description": "ready"}, "503": {"description": "not yet"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        },
+    }
