@@ -116,6 +116,7 @@ class WorkerMetrics:
         )
         self.services = frozenset(s.service for s in engine.slos.values())
         self.registry.register(StateCollector(engine, stats, app=app, topic=topic))
+        self.registry.register(ChangesCollector(engine))
 
     def observe_request(self, endpoint: str, method: str, code: int, seconds: float) -> None:
         self.http_seconds.labels(endpoint, method, str(code)).observe(seconds)
@@ -325,3 +326,63 @@ def _consumer(app: Any) -> Any:
     except Exception:
         return None
 
+
+
+def suspect_label(s: Mapping[str, Any]) -> str:
+    """A short, stable name of a suspect for a label value: ``rollout shop/cart-api@12 eu-west-1``."""
+    if s.get("kind") == "rollout":
+        return f"rollout {s.get('namespace')}/{s.get('deployment')}@{s.get('revision')} {s.get('cluster')}"
+    return f"{s.get('kind')} {s.get('reason')} {s.get('namespace')}/{s.get('workload')} {s.get('cluster')}"
+
+
+class ChangesCollector(Collector):
+    """Rollouts (for dashboard annotations) and the suspects of firing alerts, at scrape time, for the
+    services whose partition this worker owns (a standby copy of the table is not reported)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                c.M_ROLLOUT_STARTED,
+                "Start time (Unix seconds, event time) of each recent rollout of a service with an SLO, "
+                "with its latest phase: draw them as annotations on the SLO graphs.",
+                labels=list(c.ROLLOUT_LABELS)),
+            GaugeMetricFamily(
+                c.M_SUSPECT_SCORE,
+                "Score (0..1) of each suspect of a firing alert, rank 1 first: the rollout or Kubernetes "
+                "warning that most likely caused the burn (docs/correlation.md).",
+                labels=[*c.SERIES_LABELS, c.L_SEVERITY, c.L_RANK, c.L_KIND, c.L_SUSPECT]),
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        from streams.core.correlation import ServiceChanges
+
+        rollouts, suspects = self._families()
+        engine = self.engine
+        changes = engine.changes
+        for service in sorted({s.service for s in engine.slos.values()}):
+            if engine.partition_of_service(service) is None:
+                continue
+            raw = changes.get(service)
+            if raw:
+                sc = ServiceChanges.from_bytes(raw)
+                for r in sorted(sc.rollouts.values(), key=lambda r: (r["started_ts"], r["deployment"])):
+                    rollouts.add_metric([service, r["cluster"], r["namespace"], r["deployment"], str(r["revision"]),
+                                         r["phase"]], float(r["started_ts"]))
+            for series in engine.service_series(service):
+                name, cluster, region, platform = c.split_series_key(series)
+                for sev, on in engine.committed_alerts(series):
+                    if not on:
+                        continue
+                    for s in engine.suspects(c.dedup_key(series, str(sev))):
+                        suspects.add_metric([name, service, cluster, region, platform, str(sev),
+                                             str(s.get("rank", 0)), str(s.get("kind")), suspect_label(s)],
+                                            float(s.get("score", 0.0)))
+        yield rollouts
+        yield suspects

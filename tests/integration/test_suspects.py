@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from streams.adapters.processes import free_port
 from streams.core import conventions as c
 from tests.integration.harness import ROOT, Deployment
 
@@ -197,7 +199,8 @@ def test_each_burn_is_blamed_on_the_right_rollout_or_on_nothing(kafka_bootstrap:
     bad = [(b"eu-west-1/shop/x", orjson.dumps({"schema_version": 1, "phase": "started"})),
            (b"eu-west-1/shop/Pod/y", b"{not json")]
 
-    with dep.worker() as proc:
+    port = free_port()
+    with dep.worker(SLO_STREAM_WEB_PORT=str(port)) as proc:
         dep.produce(rollouts + bad[:1], topic=dep.settings.topic_k8s_rollouts)
         dep.produce(events + bad[1:], topic=dep.settings.topic_k8s_events)
         # The rollouts and warnings reach the worker's changes table before the traffic that burns
@@ -224,6 +227,8 @@ def test_each_burn_is_blamed_on_the_right_rollout_or_on_nothing(kafka_bootstrap:
 
         alerts = dep.consume(dep.settings.topic_alerts, until=all_paged, timeout_s=120, proc=proc)
         dead = dep.consume(dep.settings.topic_dead_letter, until=lambda v: len(v) >= 2, timeout_s=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
 
     log = dep.log_text()
     pages = {a["slo"].removesuffix("-availability"): a for a in alerts
@@ -257,5 +262,14 @@ def test_each_burn_is_blamed_on_the_right_rollout_or_on_nothing(kafka_bootstrap:
     assert radio["count"] == 20 + 21 + 22 and radio["workload"] == "radio-api"
     assert radio["summary"] == "63x Unhealthy on 3 objects of shop/radio-api in eu-west-1"
 
+    # The same, for dashboards: rollouts to draw as annotations, and the suspects of firing alerts.
+    started = [ln for ln in metrics.splitlines() if ln.startswith("slo_stream_rollout_started_timestamp_seconds{")]
+    assert any('deployment="cart-api"' in ln and 'cluster="eu-west-1"' in ln and 'revision="12"' in ln
+               and float(ln.rsplit(" ", 1)[1]) == onset - 240 for ln in started), started
+    assert not any("checkout-web" in ln for ln in started)
+    top = [ln for ln in metrics.splitlines() if ln.startswith("slo_stream_alert_suspect_score{")
+           and 'service="cart-api"' in ln and 'severity="page"' in ln and 'rank="1"' in ln]
+    assert top and 'suspect="rollout shop/cart-api@12 eu-west-1"' in top[0], top
+    assert 'slo_stream_k8s_records_total{outcome="dead_letter"} 2.0' in metrics
     assert sorted(d["reason"] for d in dead) == [c.REASON_BAD_JSON, c.REASON_MISSING_FIELD]
     assert {d["source"]["topic"] for d in dead} == {dep.settings.topic_k8s_rollouts, dep.settings.topic_k8s_events}
