@@ -1,7 +1,8 @@
-"""Benchmarks: the core alone, a bare consumer (the physical limit), a real worker end to end, and
-the detection latency of a live outage (our page vs Prometheus + Alertmanager's).
+"""Benchmarks: the core alone, a bare consumer (the physical limit), a real worker end to end, the
+detection latency of a live outage (our page vs Prometheus + Alertmanager's), and the gate API's
+latency at 500 requests/s (bench/gate.py).
 
-    python -m bench.run [--quick] [--only core|bare|worker|detection]
+    python -m bench.run [--quick] [--only core|bare|worker|detection|gate]
 
 Prints records/s for each and the ratio worker / bare consumer; for detection, seconds from the burn
 condition becoming true to each page (allowed lateness 5 s, and the default 120 s unless --quick).
@@ -219,10 +220,10 @@ spec:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a small run (a few seconds)")
-    ap.add_argument("--only", choices=["core", "bare", "worker", "detection"], action="append")
+    ap.add_argument("--only", choices=["core", "bare", "worker", "detection", "gate"], action="append")
     args = ap.parse_args()
     w = Workload(messages=300 if args.quick else 2000)
-    only = set(args.only or ["core", "bare", "worker", "detection"])
+    only = set(args.only or ["core", "bare", "worker", "detection", "gate"])
     t = time.perf_counter()
     msgs = w.build()
     print(f"workload: {len(msgs):,} messages x {w.records_per_message} records, {w.services} services, "
@@ -241,7 +242,7 @@ def main() -> int:
         print(f"core      {r['records_per_s']:>12,.0f} records/s  replaying at 100x live speed "
               f"({r['evaluations']:,} series evaluations)")
     broker = None
-    if only & {"bare", "worker", "detection"}:
+    if only & {"bare", "worker", "detection", "gate"}:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
             from streams.adapters.broker import EmbeddedBroker
@@ -266,6 +267,13 @@ def main() -> int:
                 else:
                     for d in found:
                         print(report(d))
+            if "gate" in only:
+                from bench.gate import bench_gate
+                from bench.gate import report as gate_report
+
+                for two in (False, True):
+                    print(gate_report(bench_gate(bootstrap, rate=500, seconds=5 if args.quick else 20,
+                                                 two_workers=two)))
         finally:
             if broker is not None:
                 broker.stop()

@@ -55,6 +55,8 @@ FORWARD_TIMEOUT_S = 5.0
 TOKEN_ENV = "SLO_STREAM_GATE_TOKEN"
 READ_TOKEN_ENV = "SLO_STREAM_GATE_READ_TOKEN"
 FREEZE_MAX_S = 7 * 86400
+CACHE_S = 1.0  # a gate answer is reused for the same question for at most this long
+CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,10 @@ def _param(query: Mapping[str, str], name: str, *, required: bool = False, patte
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")
 
 
+def view_bytes(view: Any, body: bytes, answered_by: str, status: int = 200) -> Any:
+    return view.bytes(body, content_type="application/json", status=status, headers={ANSWERED_BY: answered_by})
+
+
 def default_gate_config(s: Settings) -> GateConfig:
     """The gate's defaults from the settings (SLO_STREAM_GATE_*)."""
     return replace(DEFAULT_GATE_CONFIG, budget_floor=s.gate_budget_floor, stale_after_s=float(s.gate_stale_after_s),
@@ -151,6 +157,9 @@ class Api:
         self.tokens = tokens
         self.default = default
         self.configs = gate_configs(slos, default)
+        self._cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], float, bytes, str]] = {}
+        self._partitions: dict[str, int] = {}
+        self._forwarded: dict[str, tuple[float, int, bytes, str]] = {}
         api = self
 
         class Base(faust.web.View):  # type: ignore[misc]
@@ -217,9 +226,9 @@ class Api:
                 routed = await api.forward(self, request, service)
                 if routed is not None:
                     return routed
-                d = api.decide(service=service, cluster=cluster, platform=platform, revision=revision,
-                               migration=step == "migration", now=time.time())
-                return api.json(self, d.to_json())
+                body = api.decision_body(service=service, cluster=cluster, platform=platform, revision=revision,
+                                         migration=step == "migration", now=time.time())
+                return view_bytes(self, body, api.answered_by)
 
         class Flagger(Base):
             async def post(self, request: Any, hook: str) -> Any:
@@ -356,8 +365,7 @@ class Api:
     async def forward(self, view: Any, request: Any, service: str, body: Any = None) -> Any | None:
         """The answer of the worker owning ``service``, or None when this worker owns it."""
         topic = self.pipeline.playback
-        tp = self.app.producer.key_partition(topic.get_topic_name(), service.encode())
-        if tp.partition in self.engine.assigned():
+        if self.partition(service) in self.engine.assigned():
             return None
         if request.headers.get(FORWARDED):
             raise ApiError(503, "the partition of this service is moving between workers; retry")
@@ -368,6 +376,12 @@ class Api:
         if (dest.host, dest.port) == (URL(str(self.app.conf.canonical_url)).host,
                                       URL(str(self.app.conf.canonical_url)).port):
             return None  # ours by the assignment, not loaded yet: answer with what we have
+        cache_key = str(request.rel_url) if request.method == "GET" else None
+        if cache_key is not None:
+            hit = self._forwarded.get(cache_key)
+            if hit is not None and time.monotonic() - hit[0] < CACHE_S:
+                return view.bytes(hit[2], content_type="application/json", status=hit[1],
+                                  headers={ANSWERED_BY: hit[3]})
         headers = {FORWARDED: "1", "Accept": "application/json"}
         auth = request.headers.get("Authorization")
         if auth:
@@ -384,6 +398,12 @@ class Api:
                                                     ) as resp:
                 payload = await resp.read()
                 h = {ANSWERED_BY: resp.headers.get(ANSWERED_BY, str(dest))}
+                if cache_key is not None and resp.status == 200:
+                    # The same question asked again within CACHE_S gets the owner's answer again
+                    # (the owner caches the same way), without another hop.
+                    if len(self._forwarded) >= CACHE_MAX:
+                        self._forwarded.clear()
+                    self._forwarded[cache_key] = (time.monotonic(), resp.status, payload, h[ANSWERED_BY])
                 if resp.headers.get("Retry-After"):
                     h["Retry-After"] = resp.headers["Retry-After"]
                 return view.bytes(payload, content_type="application/json", status=resp.status, headers=h)
@@ -391,6 +411,40 @@ class Api:
             raise ApiError(503, f"the worker owning this service did not answer ({type(exc).__name__})") from None
 
     # ---- answers --------------------------------------------------------------------------------
+
+    def partition(self, service: str) -> int:
+        """The playback partition of ``service`` (the producer's partitioner on the key)."""
+        p = self._partitions.get(service)
+        if p is None:
+            p = self.app.producer.key_partition(self.settings.topic_playback, service.encode()).partition
+            if len(self._partitions) < CACHE_MAX:
+                self._partitions[service] = p
+        return int(p)
+
+    @property
+    def answered_by(self) -> str:
+        return str(self.app.conf.canonical_url)
+
+    def decision_body(self, *, service: str, cluster: str | None, platform: str | None, revision: str | None,
+                      migration: bool, now: float) -> bytes:
+        """The JSON answer of ``GET /v1/gate``. The same question is answered from a cache while the
+        service's partition has committed no new batch and for at most ``CACHE_S``: robots poll the
+        gate, and an answer a second old is as good as a fresh one (its ``at`` says when it was made)."""
+        key = (service, cluster, platform, revision, migration)
+        p = self.partition(service)
+        # Any merge into the changes table (a rollout, a warning, a freeze) may change the answer too.
+        version = (self.pipeline.batches.get(p, 0), self.pipeline.stats.get("k8s.merged", 0))
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version and now - hit[1] < CACHE_S:
+            self.pipeline.metrics.observe_decision(service, hit[3])
+            return hit[2]
+        d = self.decide(service=service, cluster=cluster, platform=platform, revision=revision,
+                        migration=migration, now=now)
+        body = orjson.dumps(d.to_json())
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (version, now, body, str(d.decision))
+        return body
 
     def slo_json(self, slo: Slo) -> dict[str, Any]:
         return {

@@ -107,6 +107,7 @@ class Pipeline:
         self.last_batch_wall: dict[int, float] = {}
         self._stale_marked: set[int] = set()
         self.started = False  # tables recovered at least once
+        self.batches: dict[int, int] = {}  # batches committed per partition (a version of its state)
         self.table.on_recover(self._on_recover)
         app.on_partitions_revoked.connect(self._on_revoked)
         # A failed batch must not be skipped by restarting the agent in place: crash the worker.
@@ -240,6 +241,7 @@ class Pipeline:
             await self.status.send(key=ev.series.encode(),
                                    value=orjson.dumps(engine.status_record(ev, now=now)))
         self.last_batch_wall[partition] = now
+        self.batches[partition] = self.batches.get(partition, 0) + 1
         self._stale_marked.discard(partition)
         st = self.stats
         st["messages"] += len(messages)
