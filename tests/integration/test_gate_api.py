@@ -166,7 +166,12 @@ def test_the_gate_answers_each_endpoint_with_auth_and_errors_then_blames_the_bad
             time.sleep(0.3)
         assert body["decision"] == "proceed", body
         assert body["series"] and all(s["decision"] == "proceed" for s in body["series"])
-        argo = {"json_path": "{$.decision}", "success": 'result == "proceed"', "failure": 'result == "rollback"'}
+        # The conditions of deploy/examples/argo-analysis-template.yaml, as Argo would evaluate them.
+        from tests.unit.test_examples import argo_metric
+
+        m = argo_metric()
+        argo = {"json_path": m["provider"]["web"]["jsonPath"], "success": m["successCondition"],
+                "failure": m["failureCondition"]}
         assert argo_measurement(body, **argo) == "Successful"
         flagger = {"name": "cart-api", "namespace": "shop", "phase": "Progressing", "checksum": "abc",
                    "metadata": {"cluster": "eu-west-1", "revision": "12"}}
