@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from streams.core import conventions as c
+from streams.core import enforce
 from streams.core.errors import ConfigError
 from streams.core.model import parse_duration
 
@@ -30,6 +31,7 @@ class Settings:
     topic_alerts: str = c.TOPIC_ALERTS
     topic_status: str = c.TOPIC_STATUS
     topic_dead_letter: str = c.TOPIC_DEAD_LETTER
+    topic_rollout_gates: str = c.TOPIC_ROLLOUT_GATES
     replication_factor: int = 1
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 3.0
@@ -69,6 +71,11 @@ class Settings:
     kube_event_max_age_s: int = 600  # Events last seen longer ago are not published; 0 = publish all
     kube_event_cache: int = 50_000  # Event uids remembered as published (a relist publishes none twice)
     kube_backoff_max_s: float = 30.0  # cap of the exponential backoff after API or Kafka errors
+    # Enforcement by the kube bridge (docs/kube-bridge.md, "Enforcement"); off unless asked for
+    enforce: str = "off"  # off | pause: pause a Deployment whose rollout a page blames with high confidence
+    enforce_min_score: float = 0.8  # the top suspect's score must be at least this (inclusive)
+    enforce_namespaces: str = ""  # comma-separated allow-list; empty = the namespaces the bridge watches
+    enforce_max_alert_age_s: int = 900  # alerts whose event time is older (wall clock) are not acted on
 
     @property
     def topic_changes(self) -> str:
@@ -86,6 +93,7 @@ class Settings:
             self.topic_alerts: p,
             self.topic_status: p,
             self.topic_dead_letter: p,
+            self.topic_rollout_gates: p,
             f"{self.app_id}-state-changelog": p,
             self.topic_changes: p,
             f"{self.app_id}-changes-changelog": p,
@@ -95,7 +103,7 @@ class Settings:
 _ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}
 _DURATIONS = {"step_s", "allowed_lateness_s", "max_future_s", "stale_after_s", "gate_stale_after_s",
               "gate_max_evaluation_lag_s", "kube_watch_timeout_s",
-              "kube_event_max_age_s"}
+              "kube_event_max_age_s", "enforce_max_alert_age_s"}
 
 
 def env_name(field_name: str) -> str:
@@ -178,11 +186,24 @@ def _check(s: Settings) -> None:
         raise bad("kube_event_cache", "must be 100..10000000")
     if not 0.1 <= s.kube_backoff_max_s <= 600:
         raise bad("kube_backoff_max_s", "must be in [0.1, 600] seconds")
+    if s.enforce not in enforce.MODES:
+        raise bad("enforce", f"must be one of {', '.join(sorted(enforce.MODES))}")
+    if not 0.0 < s.enforce_min_score <= 1.0:
+        raise bad("enforce_min_score", "must be in (0, 1]")
+    if any(not c.NAME_RE.match(ns) for ns in enforce_namespaces(s)):
+        raise bad("enforce_namespaces", "must be a comma-separated list of namespace names")
+    if not 0 < s.enforce_max_alert_age_s <= 86400:
+        raise bad("enforce_max_alert_age_s", "must be 1s..1d")
 
 
 def kube_namespaces(s: Settings) -> list[str]:
     """SLO_STREAM_KUBE_NAMESPACES as a list (empty: every namespace)."""
     return [ns.strip() for ns in s.kube_namespaces.split(",") if ns.strip()]
+
+
+def enforce_namespaces(s: Settings) -> list[str]:
+    """SLO_STREAM_ENFORCE_NAMESPACES as a list (empty: the namespaces the kube bridge watches)."""
+    return [ns.strip() for ns in s.enforce_namespaces.split(",") if ns.strip()]
 
 
 def specs_path(s: Settings) -> Path:

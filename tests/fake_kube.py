@@ -14,6 +14,13 @@ events.k8s.io/v1 when that group is enabled), all namespaces or one.
   older resourceVersions then get 410 Gone, as an ERROR watch event or as an HTTP 410, ``gone=``),
   and read every request it answered (:attr:`requests`).
 - A bearer token is required when ``token`` is set (401 otherwise).
+- GET and PATCH of one Deployment (``.../deployments/NAME``): a PATCH applies a JSON merge patch
+  (``application/merge-patch+json``, or ``strategic-merge-patch+json``, the same for what the
+  bridge sends), bumps ``metadata.generation`` when the spec changes, and is seen by watches.
+  Each request records its verb, content type, body and bearer token.
+- A fake RBAC (``grants``: token -> ``(api group, resource, verb)`` triples, e.g. from a ClusterRole
+  with :func:`rules_of`): a token not in it gets 401, a request its rules do not allow 403.
+  Discovery is open to every authenticated token (``system:discovery``).
 
 :class:`Controller` plays the deployment controller on top of it: it creates Deployments with their
 ReplicaSets and walks rollouts through the states the real controller writes, in the same order.
@@ -28,7 +35,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +69,11 @@ class Request:
     watch: bool
     status: int
     at: float = field(default_factory=time.monotonic)
+    verb: str = ""  # get | list | watch | patch ("" for discovery)
+    name: str | None = None  # of one object (GET or PATCH of a Deployment)
+    content_type: str | None = None
+    body: Any = None  # the request body, parsed JSON (or the raw text when it is not JSON)
+    token: str | None = None  # the bearer token it carried
 
     @property
     def resource_version(self) -> str | None:
@@ -72,10 +84,31 @@ class _Stop(Exception):
     pass
 
 
+Grant = tuple[str, str, str]  # (api group, resource, verb); "" is the core group, "*" matches any
+
+
+def rules_of(role: Mapping[str, Any]) -> set[Grant]:
+    """The grants of a ClusterRole or Role document (its ``rules``), verbs and resources as written."""
+    out: set[Grant] = set()
+    for rule in role.get("rules") or []:
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                for verb in rule.get("verbs") or []:
+                    out.add((group, resource, verb))
+    return out
+
+
+def _allowed(grants: Iterable[Grant], group: str, resource: str, verb: str) -> bool:
+    return any(g in ("*", group) and r in ("*", resource) and v in ("*", verb) for g, r, v in grants)
+
+
 class FakeKube:
-    def __init__(self, *, token: str | None = "fake-token", events_v1: bool = True, gone: str = "event") -> None:
+    def __init__(self, *, token: str | None = "fake-token", events_v1: bool = True, gone: str = "event",
+                 grants: Mapping[str, Iterable[Grant]] | None = None) -> None:
         assert gone in ("event", "http")
         self.token = token
+        # None: ``token`` may do anything; else each token's grants (and ``token`` must be one of them)
+        self.grants = {t: set(g) for t, g in grants.items()} if grants is not None else None
         self.events_v1 = events_v1
         self.gone = gone
         self.requests: list[Request] = []
@@ -124,9 +157,10 @@ class FakeKube:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def kubeconfig(self, path: Any, *, context: str = "fake") -> str:
-        """Write a kubeconfig for this server (bearer token) to ``path``; return the path."""
-        user: dict[str, Any] = {"token": self.token} if self.token else {}
+    def kubeconfig(self, path: Any, *, context: str = "fake", token: str | None = None) -> str:
+        """Write a kubeconfig for this server (bearer ``token``, default :attr:`token`) to ``path``."""
+        token = token or self.token
+        user: dict[str, Any] = {"token": token} if token else {}
         doc = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": "fake-cluster", "cluster": {"server": self.url}}],
@@ -167,6 +201,22 @@ class FakeKube:
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
         with self._cond:
             return copy.deepcopy(self._objects[resource][(namespace, name)])
+
+    def merge_patch(self, resource: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Apply a JSON merge patch (RFC 7386) to a stored object, as the API server does: a spec
+        change bumps ``metadata.generation``; watches see a MODIFIED. KeyError when it does not exist."""
+        with self._cond:
+            obj = copy.deepcopy(self._objects[resource][(namespace, name)])
+            before = copy.deepcopy(obj.get("spec"))
+            merged = _merge(obj, patch)
+            if merged.get("spec") != before and isinstance(merged["metadata"].get("generation"), int):
+                merged["metadata"]["generation"] += 1
+            return self.apply(resource, merged)
+
+    def patches(self) -> list[Request]:
+        """Every PATCH request the server received (answered or refused), in order."""
+        with self._cond:
+            return [r for r in self.requests if r.method == "PATCH"]
 
     def delete(self, resource: str, namespace: str, name: str) -> None:
         with self._cond:
@@ -296,6 +346,23 @@ class FakeKube:
                 self._open_watches -= 1
 
 
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge(out.get(k), v)
+    return out
+
+
+_GROUPS = {"core": "", "apps": "apps", "events.k8s.io": "events.k8s.io"}
+_MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+
+
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "code": code}
@@ -316,20 +383,48 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _bearer(self) -> str | None:
+        auth = self.headers.get("Authorization") or ""
+        return auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+
+    def _authorize(self, token: str | None, group: str, resource: str | None, verb: str, namespace: str | None,
+                   name: str | None) -> int:
+        """200, or 401 (unknown token) / 403 (the fake RBAC does not allow it); answers the error."""
+        known = token is not None and (token in self.kube.grants if self.kube.grants is not None
+                                       else token == self.kube.token)
+        if (self.kube.token or self.kube.grants is not None) and not known:
+            self._json(401, _status(401, "Unauthorized", "Unauthorized"))
+            return 401
+        if self.kube.grants is None or resource is None or token is None:
+            return 200
+        if _allowed(self.kube.grants[token], group, resource, verb):
+            return 200
+        what = f'{resource}{"." + group if group else ""}' + (f' "{name}"' if name else "")
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+        self._json(403, _status(403, "Forbidden", f'{what} is forbidden: User "system:serviceaccount:test:bridge" '
+                                                  f'cannot {verb} resource "{resource}" in API group "{group}"{where}'))
+        return 403
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         parts = [p for p in url.path.split("/") if p]
         watch = query.get("watch") in ("true", "1")
+        named = _route_deployment(parts)
+        if named is not None:
+            self._deployment("GET", url.path, query, *named)
+            return
         resource, namespace, view = _route(parts, self.kube.events_v1)
+        verb = "" if resource is None else "watch" if watch else "list"
+        token = self._bearer()
 
         def record(status: int) -> None:
             self.kube._record(Request("GET", url.path, query, view if view == "events.k8s.io" else resource,
-                                      namespace, watch, status))
+                                      namespace, watch, status, verb=verb, token=token))
 
-        if self.kube.token and self.headers.get("Authorization") != f"Bearer {self.kube.token}":
-            record(401)
-            self._json(401, _status(401, "Unauthorized", "Unauthorized"))
+        status = self._authorize(token, _GROUPS.get(view, ""), resource, verb, namespace, None)
+        if status != 200:
+            record(status)
             return
         if parts == ["api"]:
             record(200)
@@ -349,6 +444,65 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, self.kube._list(resource, namespace, view))
             return
         self._watch(resource, namespace, view, query, record)
+
+    def do_PATCH(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        named = _route_deployment([p for p in url.path.split("/") if p])
+        if named is None:
+            self._read_body()
+            self.kube._record(Request("PATCH", url.path, query, None, None, False, 405, verb="patch",
+                                      token=self._bearer()))
+            self._json(405, _status(405, "MethodNotAllowed", "the fake patches Deployments only"))
+            return
+        self._deployment("PATCH", url.path, query, *named)
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _deployment(self, method: str, path: str, query: dict[str, str], namespace: str, name: str) -> None:
+        """GET or PATCH one Deployment."""
+        token = self._bearer()
+        verb = "get" if method == "GET" else "patch"
+        raw = self._read_body() if method == "PATCH" else b""
+        content_type = self.headers.get("Content-Type")
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode("utf-8", errors="replace")
+
+        def record(status: int) -> None:
+            self.kube._record(Request(method, path, query, "deployments", namespace, False, status, verb=verb,
+                                      name=name, content_type=content_type if method == "PATCH" else None,
+                                      body=body, token=token))
+
+        status = self._authorize(token, "apps", "deployments", verb, namespace, name)
+        if status != 200:
+            record(status)
+            return
+        if method == "PATCH":
+            base_type = (content_type or "").split(";")[0].strip()
+            if base_type not in _MERGE_TYPES:
+                record(415)
+                self._json(415, _status(415, "UnsupportedMediaType", f"the fake applies merge patches only, "
+                                                                     f"not {content_type!r}"))
+                return
+            if not isinstance(body, dict):
+                record(400)
+                self._json(400, _status(400, "BadRequest", "a merge patch must be a JSON object"))
+                return
+        try:
+            obj = self.kube.merge_patch("deployments", namespace, name, body) if method == "PATCH" \
+                else self.kube.get("deployments", namespace, name)
+        except KeyError:
+            record(404)
+            self._json(404, _status(404, "NotFound", f'deployments.apps "{name}" not found'))
+            return
+        record(200)
+        self._json(200, obj)
 
     def _watch(self, resource: str, namespace: str | None, view: str, query: dict[str, str],
                record: Callable[[int], None]) -> None:
@@ -406,6 +560,13 @@ def _route(parts: list[str], events_v1: bool) -> tuple[str | None, str | None, s
     if len(rest) == 1 and rest[0] in allowed:
         return rest[0], namespace, view
     return None, None, ""
+
+
+def _route_deployment(parts: list[str]) -> tuple[str, str] | None:
+    """(namespace, name) of ``/apis/apps/v1/namespaces/NS/deployments/NAME``, else None."""
+    if len(parts) == 7 and parts[:4] == ["apis", "apps", "v1", "namespaces"] and parts[5] == "deployments":
+        return parts[4], parts[6]
+    return None
 
 
 def _groups(events_v1: bool) -> dict[str, Any]:

@@ -35,13 +35,13 @@ from typing import IO, Any
 import orjson
 from kafka import KafkaProducer
 
+from streams.adapters.pd_receiver import PagerDutyReceiver, Received
 from streams.adapters.processes import free_port, stop_group
 from streams.adapters.specfiles import load_specs
 from streams.core import conventions as c
 from streams.core.model import Severity, Slo
 from streams.core.promrules import ALERTMANAGER_FILE, RECEIVER_PAGE, RECEIVER_TICKET, RULES_FILE, generated_files
 from tests.integration.harness import ROOT, Deployment
-from tests.pd_receiver import PagerDutyReceiver, Received
 
 SERVICE = "playback-api"
 SLO_NAME = "playback-api-availability"

@@ -19,6 +19,11 @@ and count, or on the rollout's revision and phase.
 
 Credentials come from the in-cluster service account (when ``KUBERNETES_SERVICE_HOST`` is set and no
 kubeconfig is given) or a kubeconfig; they appear in no log line.
+
+Enforcement (``SLO_STREAM_ENFORCE=pause``, off by default): one more thread,
+:class:`streams.adapters.enforcer.Enforcer`, reads ``slo.alerts`` and pauses a Deployment whose
+rollout a page blames with high confidence, through :class:`DeploymentsClient` (GET and a merge
+PATCH of ``spec.paused`` only: the bridge's only writes), recording each action on ``rollout.gates``.
 """
 
 from __future__ import annotations
@@ -41,10 +46,11 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from streams.core import kube
+from streams.adapters.enforcer import ApiCallError, Enforcer
+from streams.core import enforce, kube
 from streams.core.errors import ConfigError
 from streams.core.notify import backoff_s
-from streams.settings import Settings
+from streams.settings import Settings, enforce_namespaces
 
 log = logging.getLogger("slo_stream.kube_bridge")
 
@@ -57,6 +63,8 @@ _CONNECT_TIMEOUT_S = 10.0
 _LIST_READ_TIMEOUT_S = 60.0
 _PUBLISH_TIMEOUT_S = 30.0
 _PROGRESS_EVERY_S = 60.0
+_WRITE_TIMEOUT_S = 15.0
+FIELD_MANAGER = "slo-stream-enforcer"  # names the bridge in the Deployment's managedFields
 
 
 class Gone(Exception):
@@ -93,6 +101,51 @@ def load_api_client(*, kubeconfig: str | None = None, context: str | None = None
         # The loader's messages name files, keys and contexts, never the credentials themselves.
         raise ConfigError(f"cannot load Kubernetes credentials from {where}: {str(exc)[:300]}") from None
     return client.ApiClient(configuration=cfg)
+
+
+class DeploymentsClient:
+    """GET and PATCH of one Deployment, for the enforcer: the only write the bridge ever makes, and
+    only with ``SLO_STREAM_ENFORCE=pause`` (RBAC: get and patch on deployments, deploy/enforcement/)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._apps = client.AppsV1Api(api_client)
+
+    def read(self, namespace: str, name: str) -> dict[str, Any]:
+        """The Deployment's JSON as the API serves it now. Raises ApiCallError."""
+        try:
+            resp: Any = self._apps.read_namespaced_deployment(
+                name, namespace, _preload_content=False, _request_timeout=(_CONNECT_TIMEOUT_S, _WRITE_TIMEOUT_S))
+            try:
+                doc = json.loads(resp.data)
+            finally:
+                resp.release_conn()
+        except ApiException as exc:
+            raise _api_error(exc) from exc
+        except Exception as exc:  # connection refused or reset, timeouts, a proxy's HTML
+            raise ApiCallError(None, _describe(exc), retryable=True) from exc
+        if not isinstance(doc, dict):
+            raise ApiCallError(None, "the Deployment is not a JSON object", retryable=True)
+        return doc
+
+    def patch(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """PATCH ``body`` as a JSON merge patch (only what it names changes). Raises ApiCallError."""
+        try:
+            resp: Any = self._apps.patch_namespaced_deployment(
+                name, namespace, dict(body), field_manager=FIELD_MANAGER,
+                _content_type=enforce.PATCH_CONTENT_TYPE, _preload_content=False,
+                _request_timeout=(_CONNECT_TIMEOUT_S, _WRITE_TIMEOUT_S))
+            resp.release_conn()
+        except ApiException as exc:
+            raise _api_error(exc) from exc
+        except Exception as exc:
+            raise ApiCallError(None, _describe(exc), retryable=True) from exc
+
+
+def _api_error(exc: ApiException) -> ApiCallError:
+    status = exc.status or None
+    # 409: the object changed under us, 429: throttled, 5xx: the server's trouble; the rest is ours.
+    retryable = status is None or status in (409, 429) or status >= 500
+    return ApiCallError(status, str(exc.reason or "")[:200], retryable=retryable)
 
 
 @dataclass
@@ -153,9 +206,23 @@ class KubeBridge:
         self._events_lock = threading.Lock()  # the deduper: one events thread per namespace
         self._open: set[Any] = set()  # open watch responses, shut down by stop()
         self._open_lock = threading.Lock()
+        self._stop_requested = False  # set by a signal handler (request_stop), read by run()
         self._cursors: dict[tuple[str, str | None], _Cursor] = {}
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()  # every loop has finished its first list
+        self.enforcer: Enforcer | None = None
+        if settings.enforce == enforce.Mode.PAUSE:
+            allowed = enforce_namespaces(settings)
+            outside = sorted(set(allowed) - set(self.namespaces)) if self.namespaces else []
+            if outside:
+                raise ConfigError(f"SLO_STREAM_ENFORCE_NAMESPACES names {', '.join(outside)}, which the bridge "
+                                  "does not watch: it never sees their rollouts")
+            config = enforce.EnforceConfig(min_score=settings.enforce_min_score,
+                                           namespaces=frozenset(allowed or self.namespaces),
+                                           max_alert_age_s=float(settings.enforce_max_alert_age_s))
+            self.enforcer = Enforcer(settings, cluster=self.cluster, deployments=DeploymentsClient(api_client),
+                                     publish=self._publish, config=config, stopping=self._stopping,
+                                     count=self.stats.add, clock=clock, rng=self._rng)
 
     # ---- public ----------------------------------------------------------------------------------
 
@@ -166,6 +233,12 @@ class KubeBridge:
             responses = list(self._open)
         for resp in responses:
             _shutdown(resp)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop, from a signal handler: takes no lock. A handler that calls
+        :meth:`stop` can deadlock: it runs in the main thread, which may hold the very lock that
+        ``Event.set`` takes (inside ``Event.wait``), or be inside an earlier call (a second SIGTERM)."""
+        self._stop_requested = True
 
     @property
     def stopping(self) -> bool:
@@ -199,9 +272,13 @@ class KubeBridge:
                                          name=f"kube-{resource}-{ns or 'all'}", daemon=True)
                     self._threads.append(t)
                     t.start()
+            if self.enforcer is not None:
+                t = threading.Thread(target=self._enforce, name="kube-enforcer", daemon=True)
+                self._threads.append(t)
+                t.start()
             next_progress = time.monotonic() + _PROGRESS_EVERY_S
             announced = False
-            while not self._stopping.wait(timeout=0.2):
+            while not self._stop_requested and not self._stopping.wait(timeout=0.2):
                 if self.ready.is_set() and not announced:
                     announced = True
                     log.info("initial lists published: %s", self.stats.summary())
@@ -219,6 +296,21 @@ class KubeBridge:
                     self._producer.close(timeout=5)
             log.info("kube bridge stopped: %s", self.stats.summary())
 
+    def _enforce(self) -> None:
+        """The enforcer's loop, started again after a failure (Kafka unreachable, ...) with backoff."""
+        assert self.enforcer is not None
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                self.enforcer.run()
+                return
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return
+                attempt += 1
+                self.stats.add("errors_enforcer")
+                self._pause(attempt, f"enforcer: {_describe(exc)}")
+
     # ---- discovery -------------------------------------------------------------------------------
 
     def _discover_events_api(self) -> str | None:
@@ -227,7 +319,7 @@ class KubeBridge:
         if self.events_api_setting != "auto":
             return self.events_api_setting
         attempt = 0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._stop_requested:  # runs in the main thread
             try:
                 resp: Any = client.ApisApi(self.api).get_api_versions(  # the raw response, not a model
                     _preload_content=False, _request_timeout=(_CONNECT_TIMEOUT_S, _LIST_READ_TIMEOUT_S))
@@ -314,7 +406,11 @@ class KubeBridge:
         wait = min(self.s.kube_backoff_max_s, backoff_s(attempt, base_s=0.2, cap_s=self.s.kube_backoff_max_s,
                                                         jitter=self._rng.random()))
         log.warning("%s; retry %d in %.1fs", why, attempt, wait)
-        self._stopping.wait(timeout=wait)
+        deadline = time.monotonic() + wait
+        # In slices: discovery backs off in the main thread, where only request_stop() can reach it.
+        while not self._stop_requested and time.monotonic() < deadline:
+            if self._stopping.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
+                return
 
     def _api_call(self, resource: str, namespace: str | None) -> Callable[..., Any]:
         if resource == "deployments":

@@ -12,6 +12,7 @@ TOPIC_K8S_ROLLOUTS: Final = "k8s.rollouts"
 TOPIC_ALERTS: Final = "slo.alerts"
 TOPIC_STATUS: Final = "slo.status"
 TOPIC_DEAD_LETTER: Final = "dead-letter"
+TOPIC_ROLLOUT_GATES: Final = "rollout.gates"  # what enforcement did or skipped, per rollout
 
 APP_ID: Final = "slo-stream"
 

@@ -44,7 +44,7 @@ class Deployment:
             "SLO_STREAM_HEARTBEAT_INTERVAL": "0.5",
             "SLO_STREAM_BATCH_WITHIN": "0.05",
         }
-        for name in ("PLAYBACK", "ALERTS", "STATUS", "DEAD_LETTER", "K8S_EVENTS", "K8S_ROLLOUTS"):
+        for name in ("PLAYBACK", "ALERTS", "STATUS", "DEAD_LETTER", "K8S_EVENTS", "K8S_ROLLOUTS", "ROLLOUT_GATES"):
             env[f"SLO_STREAM_TOPIC_{name}"] = f"{tag}.{name.lower().replace('_', '-')}"
         env.update(extra)
         s = settings_mod.load(env)

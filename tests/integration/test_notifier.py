@@ -18,9 +18,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.adapters.pd_receiver import PagerDutyReceiver
 from streams.adapters.processes import free_port, stop_group
 from tests.integration.harness import ROOT, Deployment, committed_offsets
-from tests.pd_receiver import PagerDutyReceiver
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""A local PagerDuty Events API v2 receiver on loopback (real HTTP), following the contract in
+"""A local PagerDuty Events API v2 receiver on loopback (real HTTP), for the demo and the tests, following
 ../shared/DESIGN.md: 202 with a JSON body holding ``dedup_key`` for a valid event, 400 for an invalid
 one, and scripted failures (429, 5xx, a stalled answer) to test retries. It records every request
 and what it answered."""
