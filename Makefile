@@ -31,9 +31,11 @@ integration: install
 demo: install
 	$(BIN)/slo-stream demo
 
-# Prometheus rules and Alertmanager config from the SLO specs (alerts/_gen; `make test` checks them).
+# Prometheus rules and Alertmanager config from the SLO specs (alerts/_gen), and the PrometheusRule
+# of deploy/kubernetes built from them (`make test` checks both).
 generate: install
 	$(BIN)/slo-stream generate
+	$(PY) deploy/kubernetes/generate_prometheusrule.py
 
 bench: install
 	$(PY) -m bench.run

@@ -6,7 +6,8 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from streams import __version__
 
@@ -64,7 +65,11 @@ given) and publish to KAFKA_BOOTSTRAP_SERVERS:
 Watches resume from the last resourceVersion (bookmarks keep it fresh); after 410 Gone it relists
 and publishes only what changed. Credentials: the in-cluster service account when
 KUBERNETES_SERVICE_HOST is set and --kubeconfig is not, else the kubeconfig. It needs get, list and
-watch on deployments, replicasets and events (docs/kube-bridge.md). Stops on SIGINT/SIGTERM.""")
+watch on deployments, replicasets and events (docs/kube-bridge.md). Stops on SIGINT/SIGTERM.
+With SLO_STREAM_ENFORCE=pause (default off) it also reads slo.alerts and pauses a Deployment whose
+rollout in progress a firing page blames with a score >= SLO_STREAM_ENFORCE_MIN_SCORE (0.8), once per
+rollout, recording it on rollout.gates; that needs get and patch on deployments
+(deploy/enforcement/rbac.yaml).""")
     k.add_argument("--cluster", required=True,
                    help="this cluster's name in records and keys (e.g. eu-west-1)")
     k.add_argument("--namespace", action="append", default=None, metavar="NS", dest="namespaces",
@@ -79,13 +84,18 @@ watch on deployments, replicasets and events (docs/kube-bridge.md). Stops on SIG
 
     g = sub.add_parser(
         "generate",
-        help="write the Prometheus rules and Alertmanager config generated from the SLO specs",
+        help="write the Prometheus rules, Alertmanager config and Grafana dashboards generated from the SLO specs",
         description="Write prometheus-rules.yaml (recording and burn-rate alerting rules over the workers' "
-        "counters) and alertmanager.yaml (page and ticket routes to PagerDuty) generated from the SLO specs.",
+        "counters) and alertmanager.yaml (page and ticket routes to PagerDuty) into --out, and the Grafana "
+        "dashboards (SLO overview, one SLO detail per service, migration, pipeline health) into "
+        "--dashboards-out, generated from the SLO specs.",
     )
     g.add_argument("--specs", default=None,
                    help="SLO spec file or directory (default: SLO_STREAM_SPECS or alerts/slos)")
-    g.add_argument("--out", default="alerts/_gen", help="output directory (default: alerts/_gen)")
+    g.add_argument("--out", default="alerts/_gen", help="rules and Alertmanager config (default: alerts/_gen)")
+    g.add_argument("--dashboards-out", default="dashboards/_gen",
+                   help="Grafana dashboards (default: dashboards/_gen); *.json files there that are no longer "
+                        "generated are removed")
     g.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 listing the files that differ from a fresh generation")
 
@@ -93,9 +103,33 @@ watch on deployments, replicasets and events (docs/kube-bridge.md). Stops on SIG
 
     gate_cli.add_parser(sub)
 
-    d = sub.add_parser("demo", help="replay an outage on the embedded broker and show the alerts raised")
+    r = sub.add_parser(
+        "replay", help="play a scenario file into Kafka (playback records, rollouts, Kubernetes events)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Plays a scenario (docs/scenarios.md) in accelerated event time into "
+                    "KAFKA_BOOTSTRAP_SERVERS: playback.events batches, k8s.rollouts and k8s.events records, "
+                    "deterministic for a seed and a start time.\nBy default the story ends now and every "
+                    "rollout record is followed by a wait until the workers' changes table shows it "
+                    "(--no-sync: do not wait).")
+    r.add_argument("scenario", metavar="SCENARIO", help="a scenario file (YAML, kind: Scenario)")
+    r.add_argument("--start", default=None,
+                   help="event time of the first record: epoch seconds or RFC 3339 (default: the story ends now)")
+    r.add_argument("--speed", type=float, default=0.0,
+                   help="seconds of event time per wall-clock second (default 0: as fast as possible)")
+    r.add_argument("--no-sync", action="store_true", help="do not wait for rollouts to reach the workers")
+    r.add_argument("--plan", action="store_true", help="print the story and exit (checks the file)")
+
+    d = sub.add_parser("demo", help="play the bundled migration story through the whole product and narrate it",
+                       description="Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), a local "
+                                   "PagerDuty receiver (unless SLO_STREAM_PAGERDUTY_ROUTING_KEY is set), the "
+                                   "worker(s) and the notifier; plays streams/scenarios/migration.yaml; asks the "
+                                   "gate around each step; prints alerts, suspects, notifications, a summary and "
+                                   "the path of a PNG chart; stops everything.")
     d.add_argument("--specs", default=None, help="SLO specs (default: alerts/slos)")
-    d.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    d.add_argument("--scenario", default=None, help="another scenario file (default: the bundled story)")
+    d.add_argument("--workers", type=int, default=1, choices=[1, 2, 3], help="worker processes (default 1)")
+    d.add_argument("--chart", default=None, help="where to write the PNG chart (default: in the log directory)")
+    d.add_argument("--timeout", type=float, default=170.0, help="give up after this many seconds (default 170)")
     return p
 
 
@@ -164,48 +198,68 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from streams.demo import run_demo
 
-        return run_demo(specs=args.specs, timeout_s=args.timeout)
+        return run_demo(specs=args.specs, timeout_s=args.timeout, scenario=args.scenario, workers=args.workers,
+                        chart=args.chart)
+    if args.command == "replay":
+        return _replay(args)
     raise AssertionError(args.command)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from streams import settings as settings_mod
     from streams.adapters.specfiles import load_specs
     from streams.core.promrules import generated_files
+    from streams.render.dashboards import generated_files as dashboard_files
 
     specs = args.specs or settings_mod.load().specs
-    files = generated_files(load_specs(specs))
-    out = Path(args.out)
+    slos = load_specs(specs)
+    # (directory, files, whether other *.json files there are ours to remove): dashboards/_gen holds
+    # only generated dashboards, so one that is no longer generated (a service gone) must go.
+    outputs = [(Path(args.out), generated_files(slos), False),
+               (Path(args.dashboards_out), dashboard_files(slos), True)]
     if args.check:
-        stale = []
+        problems: list[tuple[Path, str]] = []
+        for out, files, owned in outputs:
+            for name, text in files.items():
+                path = out / name
+                try:
+                    same = path.read_bytes() == text.encode("utf-8")
+                except OSError:
+                    same = False
+                if not same:
+                    problems.append((path, "differs from a fresh generation" if path.exists() else "missing"))
+            if owned:
+                problems += [(path, "is no longer generated") for path in _extra_json(out, files)]
+        for path, state in problems:
+            print(f"{path}: {state}", file=sys.stderr)
+        if problems:
+            flags = "".join(f" {flag} {value}" for flag, value, default in (
+                ("--specs", args.specs, None), ("--out", args.out, "alerts/_gen"),
+                ("--dashboards-out", args.dashboards_out, "dashboards/_gen")) if value != default)
+            print(f"{len(problems)} generated file(s) out of date: run `slo-stream generate{flags}`", file=sys.stderr)
+            return 1
+        total = sum(len(files) for _, files, _ in outputs)
+        print(f"OK: {total} generated files in {' and '.join(str(o) for o, _, _ in outputs)} are up to date "
+              f"with {specs}")
+        return 0
+    for out, files, owned in outputs:
+        out.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             path = out / name
-            try:
-                same = path.read_bytes() == text.encode("utf-8")
-            except OSError:
-                same = False
-            if not same:
-                stale.append(path)
-        for path in stale:
-            state = "differs from a fresh generation" if path.exists() else "missing"
-            print(f"{path}: {state}", file=sys.stderr)
-        if stale:
-            print(f"{len(stale)} generated file(s) out of date: run `slo-stream generate"
-                  f"{'' if args.specs is None else ' --specs ' + args.specs}"
-                  f"{'' if args.out == 'alerts/_gen' else ' --out ' + args.out}`", file=sys.stderr)
-            return 1
-        print(f"OK: {len(files)} generated files in {out} are up to date with {specs}")
-        return 0
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        path = out / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        tmp.replace(path)
-        print(f"wrote {path}")
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text(text, encoding="utf-8", newline="\n")
+            tmp.replace(path)
+            print(f"wrote {path}")
+        if owned:
+            for path in _extra_json(out, files):
+                path.unlink()
+                print(f"removed {path} (no longer generated)")
     return 0
+
+
+def _extra_json(out: Path, files: Mapping[str, str]) -> list[Path]:
+    """``*.json`` files in ``out`` that are not among ``files``."""
+    return sorted(p for p in out.glob("*.json") if p.name not in files) if out.is_dir() else []
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -325,9 +379,68 @@ def _kube_bridge(args: argparse.Namespace) -> int:
     bridge = bridge_mod.KubeBridge(s, cluster=cluster, api_client=api, namespaces=namespaces,
                                    events_api=args.events_api or s.kube_events_api)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: bridge.stop())
+        signal.signal(sig, lambda *_: bridge.request_stop())
     try:
         bridge.run()
     finally:
         api.close()
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import time
+    from datetime import datetime
+    from pathlib import Path
+
+    from streams import settings as settings_mod
+    from streams.core.replay import parse_scenario, summary, timeline
+
+    path = Path(args.scenario)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        print(f"error: {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    sc = parse_scenario(str(path), text)
+    for line in summary(sc):
+        print(line)
+    if args.plan:
+        return 0
+    s = settings_mod.load()
+    if not s.bootstrap:
+        print("error: set KAFKA_BOOTSTRAP_SERVERS (`slo-stream broker` starts one and prints it)", file=sys.stderr)
+        return 2
+    if args.start is None:
+        start = int(time.time()) // 60 * 60 - sc.duration_s
+    elif args.start.replace(".", "", 1).isdigit():
+        start = int(float(args.start))
+    else:
+        try:
+            start = int(datetime.fromisoformat(args.start).timestamp())
+        except ValueError:
+            print(f"error: --start {args.start!r} is neither epoch seconds nor RFC 3339", file=sys.stderr)
+            return 2
+    from streams.adapters.replayer import Player
+    from streams.adapters.specfiles import load_specs
+    from streams.adapters.topics import ensure_topics
+
+    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+    services = None
+    if not args.no_sync:
+        try:
+            services = {x.service for x in load_specs(s.specs)}
+        except Exception:  # no specs here: wait for every service's rollouts
+            services = None
+    player = Player(s.bootstrap, s, sync_rollouts=not args.no_sync, services=services)
+    t0 = time.monotonic()
+    try:
+        stats = player.play(timeline(sc, start), speed=args.speed)
+    finally:
+        player.close()
+    print(f"produced {stats.messages['playback']:,} playback messages ({stats.records:,} records), "
+          f"{stats.messages['rollouts']} rollout records and {stats.messages['events']} Kubernetes events "
+          f"in {time.monotonic() - t0:.1f}s")
+    if stats.rollouts_unseen:
+        print(f"warning: no worker took these rollouts within 30s: {', '.join(stats.rollouts_unseen)}",
+              file=sys.stderr)
     return 0

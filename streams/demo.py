@@ -1,9 +1,12 @@
-"""``slo-stream demo``: a playback outage replayed on the embedded broker, alerts shown as they come.
+"""``slo-stream demo``: a migration story played through the whole product, with a readable timeline.
 
-Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), a real worker process, replays
-8 hours of event time in seconds (7 hours of healthy traffic, a 10-minute outage of playback-api in
-one Kubernetes cluster, recovery), prints every alert state change from ``slo.alerts`` and a summary,
-then stops everything it started.
+Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), a local PagerDuty receiver
+(unless a real routing key is configured), the worker(s) and the notifier as real processes, then
+plays the bundled scenario (streams/scenarios/migration.yaml) in accelerated event time. At each
+migration step, rollout and rollback it asks the gate before, and ten minutes of event time after;
+it prints alerts with their top suspect as they come and what the notifier sent, then a summary and
+a PNG chart (burn rate and budget over time, rollouts and alerts marked). It stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -12,207 +15,424 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from datetime import UTC, datetime
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import orjson
 
 from streams import settings as settings_mod
 from streams.adapters.processes import free_port, stop_group
-from streams.scenario import Outage, Scenario
+from streams.core.model import format_duration
 
-HOUR = 3600
-
-
-def demo_scenario(now: float) -> tuple[Scenario, Outage]:
-    """7 hours of healthy history (so the 1h and 6h windows are full), a 10-minute outage, recovery."""
-    outage = Outage(service="playback-api", start_s=7 * HOUR, end_s=7 * HOUR + 600,
-                    error_ratio=1.0, cluster="eu-west-1", platform="kubernetes")
-    duration = 8 * HOUR
-    start = int(now // 10 * 10) - duration - 600  # all event times in the past
-    return Scenario(start_ts=start, duration_s=duration, outages=(outage,)), outage
+SCENARIO = Path(__file__).resolve().parent / "scenarios" / "migration.yaml"
+DEMO_ROUTING_KEY = "demo0000000000000000000000000000"  # 32 characters, like a real one
+CHART_SERIES = (
+    ("playback-api-availability|eu-west-1|eu-west|kubernetes", "playback-api, eu-west-1 (kubernetes)"),
+    ("license-service-availability|us-east-1|*|kubernetes", "license-service, us-east-1 (kubernetes)"),
+)
 
 
-def run_demo(*, specs: str | None, timeout_s: float) -> int:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+@dataclass
+class GateAnswer:
+    checkpoint: str
+    when: str  # before | after
+    ts: float
+    service: str
+    cluster: str | None
+    revision: str | None
+    decision: str
+    summary: str
 
+
+@dataclass
+class DemoResult:
+    """What the demo saw; the summary it prints, and what the end-to-end test asserts."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    gate: list[GateAnswer] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)  # what the PagerDuty receiver accepted
+    chart: str | None = None
+    processes: list[int] = field(default_factory=list)
+    exit_code: int = 0
+
+
+def run_demo(*, specs: str | None, timeout_s: float, scenario: str | None = None, workers: int = 1,
+             chart: str | None = None) -> int:
+    return play_demo(specs=specs, timeout_s=timeout_s, scenario=scenario, workers=workers, chart=chart).exit_code
+
+
+def play_demo(*, specs: str | None, timeout_s: float, scenario: str | None = None, workers: int = 1,
+              chart: str | None = None) -> DemoResult:
+    from streams.adapters.pd_receiver import PagerDutyReceiver
+    from streams.adapters.replayer import Player
     from streams.adapters.specfiles import load_specs
     from streams.adapters.topics import ensure_topics
+    from streams.core.replay import Checkpoint, parse_scenario, summary, timeline
 
-    s = settings_mod.load()
-    specs = specs or s.specs
-    slos = load_specs(specs)
     started = time.time()
     say = _Printer(started)
-    say("demo", f"{len(slos)} SLOs from {specs}: " + ", ".join(x.name for x in slos))
-    broker = None
-    worker: subprocess.Popen[bytes] | None = None
-    logdir = tempfile.mkdtemp(prefix="slo-stream-demo-")
+    result = DemoResult()
+    path = Path(scenario) if scenario else SCENARIO
+    sc = parse_scenario(str(path), path.read_text())
+    base = settings_mod.load()
+    specs = specs or base.specs
+    slos = load_specs(specs)
+    services = {s.service for s in slos}
+    logdir = Path(tempfile.mkdtemp(prefix="slo-stream-demo-"))
+    say("demo", f"{len(slos)} SLOs from {specs}; scenario {path.name}; logs in {logdir}")
+    for line in summary(sc):
+        say("story", line)
+    start_ts = int(time.time()) // 60 * 60 - sc.duration_s  # the story ends now
+    lateness = 30
+    s = replace(base, app_id=f"demo-{os.getpid()}", allowed_lateness_s=lateness)
+    broker = receiver = None
+    procs: list[subprocess.Popen[bytes]] = []
+    alerts_thread: threading.Thread | None = None
+    stop = threading.Event()
     try:
-        bootstrap = s.bootstrap
+        bootstrap = base.bootstrap
         if not bootstrap:
             from streams.adapters.broker import EmbeddedBroker
 
-            broker = EmbeddedBroker(log_path=os.path.join(logdir, "broker.log"))
+            broker = EmbeddedBroker(log_path=str(logdir / "broker.log"))
             broker.start()
             bootstrap = broker.bootstrap
-            say("broker", f"embedded Tansu broker on {bootstrap} (pid {broker.pid})")
+            result.processes.append(broker.pid or 0)
+            say("broker", f"embedded Tansu broker on {bootstrap}")
+        s = replace(s, bootstrap=bootstrap)
         ensure_topics(bootstrap, s.topics)
-        say("broker", "topics: " + ", ".join(f"{t}({n})" for t, n in s.topics.items()))
-
         env = dict(os.environ)
         env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "SLO_STREAM_SPECS": specs,
-            "SLO_STREAM_WEB_PORT": str(free_port()),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SLO_STREAM_APP_ID": s.app_id, "SLO_STREAM_SPECS": specs,
+            "SLO_STREAM_ALLOWED_LATENESS": f"{lateness}s",
             "SLO_STREAM_SESSION_TIMEOUT": env.get("SLO_STREAM_SESSION_TIMEOUT", "2"),
             "SLO_STREAM_HEARTBEAT_INTERVAL": env.get("SLO_STREAM_HEARTBEAT_INTERVAL", "0.5"),
-            "SLO_STREAM_DATADIR": os.path.join(logdir, "worker-data"),
+            # The story is history replayed now: its event time trails the wall clock by hours, which
+            # live would mean stale data. Let the gate and the staleness timer judge it anyway.
+            "SLO_STREAM_GATE_MAX_EVALUATION_LAG": f"{sc.duration_s // 3600 + 2}h",
+            "SLO_STREAM_GATE_STALE_AFTER": "1h", "SLO_STREAM_STALE_AFTER": "1h",
         })
-        worker_log = open(os.path.join(logdir, "worker.log"), "wb")  # noqa: SIM115
-        worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
-                                  stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
-        say("worker", f"started (pid {worker.pid}), log {worker_log.name}")
-
-        scenario, outage = demo_scenario(time.time())
-        t_outage = scenario.start_ts + outage.start_s
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-        # The change that breaks it: a rollout of playback-api in the same cluster 4 minutes before,
-        # whose new pods crash-loop; and an unrelated rollout of stream-router at the same moment.
-        for key, value in demo_changes(t_outage):
-            topic = s.topic_k8s_rollouts if b"/Pod/" not in key else s.topic_k8s_events
-            producer.send(topic, key=key, value=value)
-        producer.flush()
-        if _wait_for_changes(bootstrap, s, {"playback-api", "stream-router"}, timeout_s=60):
-            say("replay", "rollouts: playback-api 1.8.0 in eu-west-1 (4 min before the outage), "
-                          "stream-router 2.3.1 in eu-west-1 (unrelated); 6 CrashLoopBackOff warnings")
+        if env.get("SLO_STREAM_PAGERDUTY_ROUTING_KEY") or env.get("SLO_STREAM_PAGERDUTY_ROUTING_KEY_FILE"):
+            say("notifier", "a PagerDuty routing key is configured: pages go to PagerDuty for real")
         else:
-            say("replay", "the worker did not take the rollout records within 60s; carrying on without them")
-        n_msgs = n_recs = 0
-        t0 = time.time()
-        for _, key, value in scenario.messages():
-            producer.send(s.topic_playback, key=key, value=value)
-            n_msgs += 1
-            n_recs += len(scenario.placements)
-        producer.flush()
-        producer.close()
-        say("replay", f"{len(scenario.services)} services x {len(scenario.placements)} placements, "
-                      f"{scenario.duration_s // HOUR}h of event time: {n_recs:,} records in {n_msgs:,} "
-                      f"messages, produced in {time.time() - t0:.1f}s")
-        say("replay", f"outage: {outage.service} in {outage.cluster}/{outage.platform}, 100% errors for "
-                      f"{(outage.end_s - outage.start_s) // 60} min at {_clock(t_outage)} (event time)")
+            receiver = PagerDutyReceiver().start()
+            env.update({"SLO_STREAM_PAGERDUTY_URL": receiver.url, "SLO_STREAM_PAGERDUTY_ROUTING_KEY": DEMO_ROUTING_KEY,
+                        "SLO_STREAM_NOTIFIER_METRICS_PORT": str(free_port())})
+            say("notifier", f"local PagerDuty Events API v2 receiver on {receiver.url}")
+        ports = [free_port() for _ in range(workers)]
+        for i, port in enumerate(ports):
+            wenv = {**env, "SLO_STREAM_WEB_PORT": str(port), "SLO_STREAM_DATADIR": str(logdir / f"worker{i + 1}")}
+            procs.append(_spawn(["worker"], wenv, logdir / f"worker{i + 1}.log"))
+            say("worker", f"worker {i + 1} (pid {procs[-1].pid}): metrics and gate on http://127.0.0.1:{port}")
+        procs.append(_spawn(["notifier"], env, logdir / "notifier.log"))
+        say("notifier", f"notifier (pid {procs[-1].pid}): slo.alerts -> PagerDuty, k8s.rollouts -> change events")
+        result.processes.extend(p.pid for p in procs)
+        gate = f"http://127.0.0.1:{ports[0]}"
+        _wait_ready(gate, procs, timeout_s=90)
+        say("worker", "ready (tables recovered, partitions assigned)")
 
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                 consumer_timeout_ms=500)
-        parts = [TopicPartition(s.topic_alerts, p) for p in range(s.partitions)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        alerts = []
+        alerts_thread = threading.Thread(target=_follow_alerts, args=(bootstrap, s, result, say, start_ts, stop),
+                                         daemon=True)
+        alerts_thread.start()
         deadline = time.time() + timeout_s
-        resolved_page = False
-        while time.time() < deadline and not resolved_page:
-            if worker.poll() is not None:
-                say("worker", f"exited early with code {worker.returncode}; see {worker_log.name}")
-                return 1
+        sent_seen = 0
+
+        def on_checkpoint(cp: Checkpoint, stats: Any) -> None:
+            nonlocal sent_seen
+            if time.time() > deadline:
+                raise TimeoutError(f"the demo took longer than {timeout_s:.0f}s")
+            target = cp.ts - lateness - 10
+            answer = _ask_gate(gate, cp, target, procs)
+            rel = format_duration(int(cp.ts - start_ts))
+            if cp.when == "before":
+                say("replay", f"+{rel}: {stats.messages['playback']:,} messages, {stats.records:,} playback records "
+                              f"produced so far")
+            decision = answer.get("decision", "?")
+            result.gate.append(GateAnswer(cp.describe(), cp.when, cp.ts, cp.service, cp.cluster, cp.revision,
+                                          decision, answer.get("summary", "")))
+            say("gate", f"{cp.when:6} {cp.describe()}: {decision.upper()}  ({_short(answer.get('summary', ''))})")
+            sent_seen = _print_sent(receiver, sent_seen, say)
+
+        player = Player(bootstrap, s, on_checkpoint=on_checkpoint, services=services)
+        try:
+            stats = player.play(timeline(sc, start_ts))
+        finally:
+            player.close()
+        say("replay", f"done: {stats.messages['playback']:,} playback messages ({stats.records:,} records), "
+                      f"{stats.messages['rollouts']} rollout records, {stats.messages['events']} Kubernetes events")
+        # Let the worker evaluate the end of the story and the notifier deliver what it raised.
+        end = start_ts + sc.duration_s - lateness - 20
+        _wait_evaluated(gate, "playback-api", end, procs, timeout_s=60)
+        settle = time.time() + 15
+        while time.time() < settle:
+            fired = {(a["dedup_key"], a["state"]) for a in result.alerts}
+            delivered = {(e.get("dedup_key"), "firing" if e.get("event_action") == "trigger" else "resolved")
+                         for e in receiver.accepted()} if receiver else fired
+            if fired <= delivered:
+                break
+            time.sleep(0.3)
+        sent_seen = _print_sent(receiver, sent_seen, say)
+        if receiver is not None:
+            result.sent = receiver.accepted() + receiver.accepted("/v2/change/enqueue")
+        statuses = _read_statuses(bootstrap, s)
+        result.chart = _chart(chart or str(logdir / "slo-stream-demo.png"), sc, start_ts, statuses, result)
+        _summary(result, say, start_ts, receiver is not None)
+        if result.chart:
+            say("chart", f"burn rate and budget over time, rollouts and alerts marked: {result.chart}")
+        return result
+    except TimeoutError as exc:
+        say("demo", f"stopped: {exc}; logs in {logdir}")
+        result.exit_code = 1
+        return result
+    finally:
+        stop.set()
+        if alerts_thread is not None:
+            alerts_thread.join(timeout=5)
+        for p in procs:
+            stop_group(p, timeout_s=15)
+        if receiver is not None:
+            receiver.stop()
+        if broker is not None:
+            broker.stop()
+        alive = [pid for pid in result.processes if pid and _alive(pid)]
+        say("demo", "stopped the notifier, the worker(s), the PagerDuty receiver and the broker"
+                    + (f"; STILL RUNNING: {alive}" if alive else f"; {time.time() - started:.0f}s in all"))
+        if alive:
+            result.exit_code = 1
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115
+    # `timeout -k`: a worker stuck in a crash loop may ignore SIGTERM (DESIGN.md).
+    return subprocess.Popen(["timeout", "-k", "10", "1800", sys.executable, "-m", "streams", *args], env=env,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, {}
+
+
+def _check_alive(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is not None:
+            raise TimeoutError(f"slo-stream {' '.join(str(a) for a in p.args[7:])} exited with {p.returncode}")
+
+
+def _wait_ready(gate: str, procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        _check_alive(procs)
+        if _get(f"{gate}/readyz")[0] == 200:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("the worker did not become ready")
+
+
+def _evaluated(answer: dict[str, Any]) -> float:
+    series = answer.get("series") or []
+    return min((float(x.get("evaluated_at") or 0) for x in series), default=0.0)
+
+
+def _wait_evaluated(gate: str, service: str, target: float, procs: list[subprocess.Popen[bytes]],
+                    timeout_s: float) -> dict[str, Any]:
+    deadline = time.time() + timeout_s
+    answer: dict[str, Any] = {}
+    while time.time() < deadline:
+        _check_alive(procs)
+        _, answer = _get(f"{gate}/v1/gate?{urllib.parse.urlencode({'service': service})}")
+        if _evaluated(answer) >= target:
+            return answer
+        time.sleep(0.1)
+    raise TimeoutError(f"the worker did not evaluate {service} up to the checkpoint in {timeout_s:.0f}s")
+
+
+def _ask_gate(gate: str, cp: Any, target: float, procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    """The gate's answer once the worker has evaluated the service up to ``target`` (event time)."""
+    _wait_evaluated(gate, cp.service, target, procs, timeout_s=60)
+    q = {"service": cp.service}
+    if cp.cluster:
+        q["cluster"] = cp.cluster
+    if cp.revision:
+        q["revision"] = cp.revision
+    if cp.migration:
+        q["step"] = "migration"
+    time.sleep(1.05)  # past the gate's 1 s answer cache: this answer is made now
+    return _get(f"{gate}/v1/gate?{urllib.parse.urlencode(q)}")[1]
+
+
+def _follow_alerts(bootstrap: str, s: settings_mod.Settings, result: DemoResult, say: Any, start_ts: int,
+                   stop: threading.Event) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=200)
+    tps = [TopicPartition(s.topic_alerts, p) for p in range(s.partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    try:
+        while not stop.is_set():
             for msg in consumer:
                 a = orjson.loads(msg.value)
-                alerts.append(a)
-                rel = a["ts"] - t_outage
-                dims = " ".join(f"{k}={v}" for k, v in a["dimensions"].items())
-                rates = " ".join(f"{w}={a['burn_rates'][w]:.1f}x" for w in ("5m", "1h", "30m", "6h")
-                                 if w in a["burn_rates"])
-                say("ALERT", f"{a['state'].upper():8} {a['severity']:6} {a['slo']} {dims}\n"
-                             f"{'':21}event time {_clock(a['ts'])} (outage {rel:+.0f}s)  "
-                             f"condition {a['condition']}  burn {rates}  "
+                result.alerts.append(a)
+                dims = "/".join(v for v in a["dimensions"].values() if v != "*")
+                rates = " ".join(f"{w}={a['burn_rates'][w]:.1f}x" for w in ("5m", "1h", "6h") if w in a["burn_rates"])
+                say("ALERT", f"{a['state'].upper():8} {a['severity']:6} {a['slo']} {dims} at +"
+                             f"{format_duration(int(a['ts'] - start_ts) // 10 * 10)}  {a['condition']}  {rates}  "
                              f"budget left {a['error_budget_remaining']:.1%}")
                 if a["state"] == "firing":
                     top = (a.get("suspects") or [None])[0]
-                    say("suspect", f"{top['summary']} (score {top['score']:.2f})" if top else "no suspect")
-                if a["severity"] == "page" and a["state"] == "resolved":
-                    resolved_page = True
-        consumer.close()
-        pages = [a for a in alerts if a["severity"] == "page"]
-        say("summary", f"{len(alerts)} alert changes: "
-                       f"{sum(a['state'] == 'firing' for a in pages)} page firing, "
-                       f"{sum(a['state'] == 'resolved' for a in pages)} page resolved, "
-                       f"{sum(a['severity'] == 'ticket' for a in alerts)} ticket changes; "
-                       f"services other than {outage.service}: "
-                       f"{sum(a['service'] != outage.service for a in alerts)} alerts")
-        fired = next((a for a in pages if a["state"] == "firing"), None)
-        if fired:
-            say("summary", f"page raised {fired['ts'] - t_outage:.0f}s of event time after the outage began "
-                           f"(the Workbook's 1h/14.4x threshold is crossed after ~52s); "
-                           f"wall clock {time.time() - started:.1f}s for the whole demo")
-        if not resolved_page:
-            say("summary", f"no resolved page within {timeout_s:.0f}s; worker log: {worker_log.name}")
-            return 1
-        return 0
+                    say("suspect", f"{top['summary']} (score {top['score']:.2f})" if top else
+                        "no suspect: no rollout or Kubernetes warning of this service explains the burn")
     finally:
-        if worker is not None:
-            stop_group(worker, timeout_s=15)
-        if broker is not None:
-            broker.stop()
-        say("demo", "stopped the worker and the broker")
+        consumer.close()
 
 
-def demo_changes(t_outage: float) -> list[tuple[bytes, bytes]]:
-    """The rollout records and Kubernetes events the demo replays with its outage."""
-
-    def rollout(ts: float, svc: str, rev: str, tag: str, old_tag: str, h: str, phase: str) -> tuple[bytes, bytes]:
-        return f"eu-west-1/streaming/{svc}".encode(), orjson.dumps({
-            "schema_version": 1, "ts": ts, "cluster": "eu-west-1", "namespace": "streaming", "deployment": svc,
-            "service": svc, "revision": rev, "previous_revision": str(int(rev) - 1), "template_hash": h,
-            "previous_template_hash": None, "images": [f"registry.example.com/{svc}:{tag}"],
-            "previous_images": [f"registry.example.com/{svc}:{old_tag}"], "phase": phase,
-            "replicas": {"desired": 12, "updated": 3, "ready": 9, "available": 9}, "reason": None,
-            "message": None, "migration": None})
-
-    out = [rollout(t_outage - 240, "playback-api", "42", "1.8.0", "1.7.3", "7d9f8c6b5", "started"),
-           rollout(t_outage - 200, "playback-api", "42", "1.8.0", "1.7.3", "7d9f8c6b5", "progressing"),
-           rollout(t_outage - 220, "stream-router", "17", "2.3.1", "2.3.0", "5c4b3a291", "started")]
-    for i in range(6):
-        pod = f"playback-api-7d9f8c6b5-{'abcdef'[i]}{i}x9q"
-        out.append((f"eu-west-1/streaming/Pod/{pod}".encode(), orjson.dumps({
-            "schema_version": 1, "cluster": "eu-west-1", "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{pod}.1", "namespace": "streaming", "uid": f"demo-{pod}"},
-            "involvedObject": {"kind": "Pod", "name": pod, "namespace": "streaming", "apiVersion": "v1"},
-            "reason": "BackOff", "message": "Back-off restarting failed container playback-api",
-            "type": "Warning", "count": 5 + i, "firstTimestamp": _rfc3339(t_outage - 150),
-            "lastTimestamp": _rfc3339(t_outage + 30 + i)})))
-    return out
+def _print_sent(receiver: Any, seen: int, say: Any) -> int:
+    if receiver is None:
+        return seen
+    got = receiver.received[seen:]
+    for r in got:
+        body = r.body if isinstance(r.body, dict) else {}
+        if r.path.endswith("/change/enqueue"):
+            what = f"change event: {(body.get('payload') or {}).get('summary', '')}"
+        else:
+            action = body.get("event_action", "?")
+            what = f"{action}: {(body.get('payload') or {}).get('summary', body.get('dedup_key', ''))}"
+        say("pagerduty", f"<- {r.status} {_short(what, 150)}")
+    return seen + len(got)
 
 
-def _wait_for_changes(bootstrap: str, s: settings_mod.Settings, services: set[str], *, timeout_s: float) -> bool:
-    """Wait until the worker's ``changes`` table holds rollouts of ``services`` (its changelog shows
-    them): a replay compresses minutes into milliseconds, live the rollout comes minutes first."""
+def _read_statuses(bootstrap: str, s: settings_mod.Settings) -> list[dict[str, Any]]:
     from kafka import KafkaConsumer, TopicPartition
 
-    topic = f"{s.app_id}-changes-changelog"
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=300)
-        tps = [TopicPartition(topic, p) for p in range(s.partitions)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        latest = {orjson.loads(m.key): orjson.loads(m.value) for m in consumer}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000)
+    tps = [TopicPartition(s.topic_status, p) for p in range(s.partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    wanted = {k for k, _ in CHART_SERIES}
+    try:
+        return [v for v in (orjson.loads(m.value) for m in consumer) if v.get("series") in wanted]
+    finally:
         consumer.close()
-        if services <= set(latest) and len(latest["playback-api"].get("w") or {}) >= 6:
-            return True
-        time.sleep(0.3)
-    return False
 
 
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _chart(path: str, sc: Any, start_ts: int, statuses: list[dict[str, Any]], result: DemoResult) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(len(CHART_SERIES), 1, figsize=(12, 7), sharex=True)
+    for ax, (series, title) in zip(axes, CHART_SERIES, strict=True):
+        points = sorted({(st["evaluated_at"], st["burn_rates"].get("1h", 0.0), st["burn_rates"].get("6h", 0.0),
+                          st["error_budget_remaining"]) for st in statuses if st["series"] == series
+                         and not st.get("stale")})
+        hours = [(p[0] - start_ts) / 3600 for p in points]
+        floor = 0.05  # a log axis: a burn of zero is drawn at the bottom
+        ax.plot(hours, [max(floor, p[1]) for p in points], color="tab:red", label="burn rate, 1h window")
+        ax.plot(hours, [max(floor, p[2]) for p in points], color="tab:orange", label="burn rate, 6h window")
+        ax.axhline(14.4, color="tab:red", linestyle=":", linewidth=0.8, label="page: 14.4x (1h)")
+        ax.axhline(1.0, color="grey", linestyle=":", linewidth=0.8, label="1x: budget spent exactly over 30d")
+        ax.set_yscale("log")
+        ax.set_ylim(floor, 1000)
+        ax.set_ylabel("burn rate (x budget)")
+        ax.set_title(title, loc="left", fontsize=10)
+        twin = ax.twinx()
+        twin.plot(hours, [p[3] * 100 for p in points], color="tab:blue", label="error budget left (%)")
+        twin.set_ylabel("budget left (%)", color="tab:blue")
+        slo, cluster = series.split("|")[0], series.split("|")[1]
+        for e in sc.events:
+            if e.kind != "incident" and e.service == slo.removesuffix("-availability"):
+                ax.axvline(e.at_s / 3600, color="tab:purple", linestyle="--", linewidth=0.8)
+                ax.annotate(e.kind if e.kind != "migrationStep" else f"step {e.to_percent:g}%",
+                            (e.at_s / 3600, 1), textcoords="offset points", xytext=(2, 2), fontsize=7,
+                            color="tab:purple")
+        fired: dict[str, float] = {}
+        for a in result.alerts:
+            if a["slo"] != slo or a["dimensions"].get("cluster") != cluster:
+                continue
+            if a["state"] == "firing":
+                fired[a["dedup_key"]] = a["ts"]
+            elif a["dedup_key"] in fired:
+                t0 = fired.pop(a["dedup_key"])
+                ax.axvspan((t0 - start_ts) / 3600, (a["ts"] - start_ts) / 3600, alpha=0.15,
+                           color="red" if a["severity"] == "page" else "gold")
+        for dk, t0 in fired.items():
+            ax.axvspan((t0 - start_ts) / 3600, sc.duration_s / 3600, alpha=0.15,
+                       color="red" if "/page/" in dk else "gold")
+        lines, labels = ax.get_legend_handles_labels()
+        l2, lb2 = twin.get_legend_handles_labels()
+        ax.legend(lines + l2, labels + lb2, loc="upper left", fontsize=7)
+    axes[-1].set_xlabel("hours into the story (event time); shaded: alert firing (red page, yellow ticket)")
+    fig.suptitle(f"slo-stream demo: {sc.name}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
-def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+def _summary(result: DemoResult, say: Any, start_ts: int, local_pd: bool) -> None:
+    pages = [a for a in result.alerts if a["severity"] == "page"]
+    tickets = [a for a in result.alerts if a["severity"] == "ticket"]
+    say("summary", f"{sum(a['state'] == 'firing' for a in pages)} page(s) raised, "
+                   f"{sum(a['state'] == 'resolved' for a in pages)} resolved; "
+                   f"{sum(a['state'] == 'firing' for a in tickets)} ticket(s) raised, "
+                   f"{sum(a['state'] == 'resolved' for a in tickets)} resolved")
+    for a in result.alerts:
+        if a["state"] != "firing":
+            continue
+        top = (a.get("suspects") or [None])[0]
+        where = "/".join(v for v in a["dimensions"].values() if v != "*")
+        blame = f"blamed on {top['summary'].split(', started')[0]}" if top else "no suspect"
+        at = format_duration(int(a["ts"] - start_ts) // 10 * 10)
+        say("summary", f"  {a['severity']:6} {a['slo']} {where} at +{at}: {blame}")
+    for g in result.gate:
+        say("summary", f"  gate {g.when:6} {g.checkpoint}: {g.decision}")
+    if local_pd:
+        triggers = sum(1 for e in result.sent if e.get("event_action") == "trigger")
+        resolves = sum(1 for e in result.sent if e.get("event_action") == "resolve")
+        changes = sum(1 for e in result.sent if "event_action" not in e)
+        say("summary", f"  PagerDuty receiver accepted {triggers} trigger(s), {resolves} resolve(s), "
+                       f"{changes} change event(s)")
+
+
+def _short(text: str, n: int = 170) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 class _Printer:
     def __init__(self, t0: float) -> None:
         self.t0 = t0
+        self.lock = threading.Lock()
 
     def __call__(self, tag: str, text: str) -> None:
-        print(f"[{time.time() - self.t0:6.1f}s] {tag:8} {text}", flush=True)
+        with self.lock:
+            print(f"[{time.time() - self.t0:6.1f}s] {tag:9} {text}", flush=True)

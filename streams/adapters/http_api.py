@@ -29,6 +29,7 @@ import orjson
 from yarl import URL
 
 from streams.core import conventions as c
+from streams.core.correlation import ServiceChanges, rollout_key
 from streams.core.errors import ConfigError
 from streams.core.gate import (
     DEFAULT_GATE_CONFIG,
@@ -116,6 +117,19 @@ def _param(query: Mapping[str, str], name: str, *, required: bool = False, patte
 
 
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")
+
+
+def _now_phase(suspect: Mapping[str, Any], current: ServiceChanges | None) -> Mapping[str, Any]:
+    """A rollout suspect with its phase as of now: recorded when the alert fired, a rollout may since
+    have completed, or been rolled back or replaced by a newer revision ("superseded"); the gate must
+    not roll back what is already gone."""
+    if suspect.get("kind") != "rollout" or current is None:
+        return suspect
+    r = current.rollouts.get(rollout_key(suspect))
+    if r is None:
+        return suspect
+    phase = "superseded" if r.get("superseded_ts") is not None else r["phase"]
+    return suspect if phase == suspect.get("phase") else {**suspect, "phase": phase}
 
 
 def view_bytes(view: Any, body: bytes, answered_by: str, status: int = 200) -> Any:
@@ -488,11 +502,12 @@ class Api:
         engine = self.engine
         statuses = self.statuses(service, now)
         suspects: dict[str, Any] = {}
+        current = self.changes(service)
         for st in statuses:
             for sev in (Severity.PAGE, Severity.TICKET):
                 dk = c.dedup_key(st["series"], str(sev))
                 if engine.track(dk).firing:
-                    suspects[dk] = list(engine.suspects(dk))
+                    suspects[dk] = [_now_phase(sp, current) for sp in engine.suspects(dk)]
         d = decide(service=service, cluster=cluster, platform=platform, revision=revision, statuses=statuses,
                    suspects=suspects, now=now, configs=self.configs, default=self.default)
         frozen = self.freezes(service, now)
@@ -514,13 +529,13 @@ class Api:
 
     # ---- change freezes ---------------------------------------------------------------------------
 
-    def freezes(self, service: str, now: float) -> list[dict[str, Any]]:
-        from streams.core.correlation import ServiceChanges
-
+    def changes(self, service: str) -> ServiceChanges | None:
         raw = self.pipeline.changes.table.get(service)
-        if not raw:
-            return []
-        return ServiceChanges.from_bytes(raw).active_freezes(now)
+        return ServiceChanges.from_bytes(raw) if raw else None
+
+    def freezes(self, service: str, now: float) -> list[dict[str, Any]]:
+        sc = self.changes(service)
+        return sc.active_freezes(now) if sc is not None else []
 
     async def freeze(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Record a change freeze (``{"service", "cluster"?, "reason", "duration"}``) or lift one

@@ -182,6 +182,13 @@ class ServiceChanges:
                     cur["replicas"] = r["replicas"]
         if phase == "rolled_back":
             cur["rollback"] = True
+        # A newer revision of the same Deployment (a rollout, a rollback) ends the older ones.
+        for other in self.rollouts.values():
+            if (other is not cur and other["cluster"] == cur["cluster"] and other["namespace"] == cur["namespace"]
+                    and other["deployment"] == cur["deployment"] and _rev_lt(other["revision"], cur["revision"])
+                    and (other.get("superseded_ts") is None or ts < other["superseded_ts"])
+                    and other["started_ts"] <= ts):
+                other["superseded_ts"] = ts
         for name, field in (("completed", "completed_ts"), ("failed", "failed_ts"), ("paused", "paused_ts")):
             if phase == name and (cur[field] is None or ts < cur[field]):
                 cur[field] = ts
@@ -237,6 +244,14 @@ class ServiceChanges:
                 : len(self.warnings) - cfg.max_warnings
             ]:
                 del self.warnings[k]
+
+
+def _rev_lt(a: Any, b: Any) -> bool:
+    """Deployment revisions are integers; anything else compares as text."""
+    try:
+        return int(a) < int(b)
+    except (TypeError, ValueError):
+        return str(a) < str(b)
 
 
 def warning_count(w: Mapping[str, Any]) -> int:
@@ -378,7 +393,9 @@ def _rollout_suspect(r: Mapping[str, Any], ctx: BurnContext, warnings: Sequence[
     started = float(r["started_ts"])
     dt = ctx.onset_ts - started  # > 0: started before the onset
     completed = r.get("completed_ts")
-    in_progress = started <= ctx.onset_ts and (completed is None or completed > ctx.onset_ts)
+    superseded = r.get("superseded_ts")
+    ended = min(x for x in (completed, superseded, math.inf) if x is not None)
+    in_progress = started <= ctx.onset_ts < ended
     if dt < -cfg.after_onset_grace_s or started > ctx.at:
         return None  # started after the burn began: a reaction to it, not its cause
     if dt > cfg.lookback_s and not (in_progress and dt <= cfg.in_progress_lookback_s):
@@ -390,7 +407,7 @@ def _rollout_suspect(r: Mapping[str, Any], ctx: BurnContext, warnings: Sequence[
     when = f"{_fmt_age(dt)} before the burn began" if dt >= 0 else f"{_fmt_age(dt)} after the burn began"
     evidence.append({"type": "timing", "detail": f"rollout started {when}",
                      "seconds_before_onset": round(dt, 1), "strength": round(ts_e, 3)})
-    phase_at_alert = r["phase"]
+    phase_at_alert = "superseded" if superseded is not None and superseded <= ctx.at else r["phase"]
     if r.get("failed_ts") is not None and r["failed_ts"] <= ctx.at:
         strengths.append(0.4)
         evidence.append({"type": "rollout_failed", "detail": "the rollout failed its progress deadline",
@@ -499,6 +516,7 @@ def _rollout_suspect(r: Mapping[str, Any], ctx: BurnContext, warnings: Sequence[
         "deployment": r["deployment"],
         "revision": r["revision"],
         "previous_revision": r.get("previous_revision"),
+        "template_hash": r.get("template_hash"),  # what Argo Rollouts passes as the revision
         "images": list(r.get("images") or []),
         "previous_images": list(r.get("previous_images") or []),
         "phase": phase_at_alert,

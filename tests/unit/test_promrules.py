@@ -194,7 +194,7 @@ def test_generate_writes_the_files_and_check_finds_a_difference(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "gen"
-    args = ["generate", "--specs", str(SPECS), "--out", str(out)]
+    args = ["generate", "--specs", str(SPECS), "--out", str(out), "--dashboards-out", str(tmp_path / "dashboards")]
     assert main([*args, "--check"]) == 1  # nothing written yet
     assert "missing" in capsys.readouterr().err
     assert main(args) == 0
