@@ -208,3 +208,21 @@ def enforce_namespaces(s: Settings) -> list[str]:
 
 def specs_path(s: Settings) -> Path:
     return Path(s.specs)
+
+
+def read_secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from ``name`` or from the file named by ``<name>_FILE`` (not both), stripped; None when
+    neither is set. Secrets are never part of :class:`Settings`, so nothing prints them."""
+    value = env.get(name) or None
+    path = env.get(f"{name}_FILE") or None
+    if value and path:
+        raise ConfigError(f"{name} and {name}_FILE are both set; use one")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                value = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path}: cannot read ({exc.strerror})") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE={path}: the file is empty")
+    return value

@@ -45,7 +45,7 @@ from streams.core.gate import (
 )
 from streams.core.model import Severity, SliKind, Slo, format_duration, parse_duration
 from streams.core.stats import Proportion
-from streams.settings import Settings
+from streams.settings import Settings, read_secret
 
 log = logging.getLogger("slo_stream.http")
 
@@ -75,18 +75,7 @@ class Tokens:
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name) or None
-    path = env.get(f"{name}_FILE") or None
-    if value and path:
-        raise ConfigError(f"{name} and {name}_FILE are both set; use one")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                value = fh.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"{name}_FILE={path}: cannot read ({exc.strerror})") from None
-        if not value:
-            raise ConfigError(f"{name}_FILE={path}: the file is empty")
+    value = read_secret(env, name)
     if value is not None and len(value) < 16:
         raise ConfigError(f"{name}: a token needs at least 16 characters")
     return value

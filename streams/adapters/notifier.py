@@ -29,7 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streams.core.errors import ConfigError
 from streams.core.notify import NotifyError, Routing, Verdict, alert_event, backoff_s, change_event, verdict
-from streams.settings import Settings
+from streams.settings import Settings, read_secret
 
 log = logging.getLogger("slo_stream.notifier")
 
@@ -45,19 +45,7 @@ def load_routing(settings: Settings, environ: Mapping[str, str] | None = None) -
     env = os.environ if environ is None else environ
 
     def read(name: str) -> str | None:
-        value = env.get(name)
-        path = env.get(f"{name}_FILE")
-        if value and path:
-            raise ConfigError(f"{name} and {name}_FILE are both set; use one")
-        if path:
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    value = fh.read().strip()
-            except OSError as exc:
-                raise ConfigError(f"{name}_FILE={path}: cannot read ({exc.strerror})") from None
-            if not value:
-                raise ConfigError(f"{name}_FILE={path}: the file is empty")
-        return value or None
+        return read_secret(env, name)
 
     default = read(KEY_ENV)
     keys = {kind: key for kind in KINDS if (key := read(f"{KEY_ENV}_{kind.upper()}") or default)}

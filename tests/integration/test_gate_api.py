@@ -18,46 +18,13 @@ import pytest
 
 from streams.adapters.processes import free_port
 from tests.integration.harness import ROOT, Deployment
-from tests.integration.test_suspects import playback, rollout
+from tests.integration.test_suspects import SPEC, playback, rollout
 
 pytestmark = pytest.mark.integration
 
 HOUR = 3600
 READ = "read-token-0123456789abcdef"
 WRITE = "write-token-0123456789abcdef"
-SPEC = """apiVersion: openslo/v1
-kind: Service
-metadata:
-  name: {svc}
-spec:
-  description: a service of the gate tests
----
-apiVersion: openslo/v1
-kind: SLO
-metadata:
-  name: {svc}-availability
-  annotations:
-    slo-stream/group-by: cluster,platform
-spec:
-  service: {svc}
-  indicatorRef: errors-{svc}
-  timeWindow:
-    - duration: 30d
-      isRolling: true
-  budgetingMethod: Occurrences
-  objectives:
-    - targetPercent: 99.9
----
-apiVersion: openslo/v1
-kind: SLI
-metadata:
-  name: errors-{svc}
-spec:
-  ratioMetric:
-    counter: true
-    bad: {{metricSource: {{type: playback, spec: {{field: errors}}}}}}
-    total: {{metricSource: {{type: playback, spec: {{field: total}}}}}}
-"""
 SERVICES = ("cart-api", "search-api", "lyrics-api", "queue-api", "radio-api")
 
 
@@ -113,6 +80,7 @@ def argo_measurement(body: dict[str, Any], *, json_path: str, success: str, fail
 def deployment(kafka_bootstrap: str, tmp_path: Path) -> Deployment:
     specs = tmp_path / "specs"
     specs.mkdir()
+    (specs / "policies.yaml").write_text((ROOT / "alerts" / "slos" / "policies.yaml").read_text())
     for svc in SERVICES:
         (specs / f"{svc}.yaml").write_text(SPEC.format(svc=svc))
     return Deployment.create(kafka_bootstrap, tmp_path, SLO_STREAM_SPECS=str(specs),
