@@ -48,6 +48,14 @@ def add_parser(sub: Any) -> None:
     ck.add_argument("--timeout", type=float, default=5.0, help="seconds per HTTP request (default 5)")
     ck.add_argument("--json", action="store_true", help="print the whole JSON answer")
 
+    def usage_error(message: str) -> None:
+        # argparse exits 2 on a usage error, which a pipeline would read as "rollback".
+        ck.print_usage(sys.stderr)
+        print(f"slo-stream gate check: error: {message} (exit 3: cannot tell)", file=sys.stderr)
+        sys.exit(CANNOT_TELL)
+
+    ck.error = usage_error  # type: ignore[method-assign]
+
 
 def _token() -> str | None:
     for name in ("SLO_STREAM_GATE_READ_TOKEN", "SLO_STREAM_GATE_TOKEN"):
@@ -79,11 +87,23 @@ def _ask(url: str, token: str | None, timeout: float) -> tuple[int, dict[str, An
         return CANNOT_TELL, None, f"cannot tell: no answer from {url.split('/v1/')[0]} ({reason})"
     except ValueError:
         return CANNOT_TELL, None, "cannot tell: the answer is not JSON"
+    if not isinstance(body, dict):
+        return CANNOT_TELL, None, "cannot tell: the answer is not a JSON object"
     decision = body.get("decision")
     return EXIT.get(decision, CANNOT_TELL), body, str(body.get("summary") or decision)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Never an exit code that means something else: any local problem (settings, token file, a bad
+    duration) is "cannot tell" (3), with the reason on stderr."""
+    try:
+        return _run(args)
+    except Exception as exc:  # ConfigError, OSError, ValueError...
+        print(f"cannot tell: {exc}", file=sys.stderr)
+        return CANNOT_TELL
+
+
+def _run(args: argparse.Namespace) -> int:
     from streams import settings as settings_mod
 
     base = args.url or os.environ.get("SLO_STREAM_GATE_URL")

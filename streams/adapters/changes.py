@@ -16,6 +16,7 @@ So two hops, both at-least-once with idempotent effects:
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -64,40 +65,10 @@ class Changes:
 
     # ---- hop 1: validate and re-key by service --------------------------------------------------
 
-    def classify(self, topic: str, value: bytes | None) -> tuple[str, dict[str, Any] | None, str]:
-        """``(outcome, forwarded record, detail)``: outcome ``keep`` (record set), ``ignore`` (a Normal
-        event, a service without an SLO) or a dead-letter reason."""
-        if value is None:
-            return c.REASON_BAD_JSON, None, "empty message (no value)"
-        if len(value) > MAX_K8S_MESSAGE_BYTES:
-            return c.REASON_TOO_LARGE, None, f"message of {len(value)} bytes exceeds {MAX_K8S_MESSAGE_BYTES}"
-        try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            return c.REASON_BAD_JSON, None, f"not JSON: {exc}"
-        if type(doc) is not dict:
-            return c.REASON_BAD_JSON, None, f"expected a JSON object, got {type(doc).__name__}"
-        sv = doc.get("schema_version", c.SCHEMA_VERSION)  # kubernetes-event-exporter sends none
-        if sv != c.SCHEMA_VERSION or type(sv) is not int:
-            return c.REASON_BAD_SCHEMA_VERSION, None, f"schema_version must be {c.SCHEMA_VERSION}, got {sv!r}"
-        if topic == self.settings.topic_k8s_rollouts:
-            try:
-                r = parse_rollout(doc)
-            except KubeObjectError as exc:
-                return exc.reason, None, exc.detail
-            if r["service"] not in self.services:
-                return "ignore", None, f"no SLO for service {r['service']}"
-            return "keep", {"kind": "rollout", "service": r["service"], "record": r}, ""
-        try:
-            ev = normalise_event(doc, default_cluster=None)
-        except KubeObjectError as exc:
-            return exc.reason, None, exc.detail
-        if ev.get("type") != "Warning":
-            return "ignore", None, "not a Warning event"
-        service = service_of_event(ev, self.services)
-        if service is None:
-            return "ignore", None, "the object belongs to no service with an SLO"
-        return "keep", {"kind": "warning", "service": service, "record": ev}, ""
+    def classify(self, topic: str, value: bytes | None, *, now: float | None = None
+                 ) -> tuple[str, dict[str, Any] | None, str]:
+        return classify(value, rollouts=topic == self.settings.topic_k8s_rollouts, services=self.services,
+                        now=time.time() if now is None else now, max_future_s=self.settings.max_future_s)
 
     async def _route(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(500, within=0.2):
@@ -149,10 +120,67 @@ class Changes:
     def merge(self, raw: bytes | None, records: list[dict[str, Any]]) -> bytes:
         sc = ServiceChanges.from_bytes(raw)
         for fwd in records:
-            if fwd.get("kind") == "rollout":
-                sc.apply_rollout(fwd["record"], self.config)
-            elif fwd.get("kind") == "warning":
-                sc.apply_warning(fwd["record"], self.config)
-            elif fwd.get("kind") == "freeze":
-                sc.apply_freeze(fwd["record"])
+            try:
+                if fwd.get("kind") == "rollout":
+                    sc.apply_rollout(fwd["record"], self.config)
+                elif fwd.get("kind") == "warning":
+                    sc.apply_warning(fwd["record"], self.config)
+                elif fwd.get("kind") == "freeze":
+                    sc.apply_freeze(fwd["record"])
+            except (KeyError, TypeError, ValueError) as exc:  # validated upstream; never stop the agent
+                self.stats["k8s.merge_errors"] += 1
+                log.error("skipped a %s record of %s that could not be merged: %s", fwd.get("kind"),
+                          fwd.get("service"), exc)
         return sc.to_bytes()
+
+
+def classify(value: bytes | None, *, rollouts: bool, services: frozenset[str], now: float, max_future_s: int
+             ) -> tuple[str, dict[str, Any] | None, str]:
+    """``(outcome, forwarded record, detail)`` for one ``k8s.rollouts`` (``rollouts``) or ``k8s.events``
+    value: outcome ``keep`` (record set), ``ignore`` (a Normal event, a service without an SLO) or a
+    dead-letter reason. Never raises: anything unexpected in a record is a dead letter
+    (``bad_field``), never a stopped agent."""
+    try:
+        return _classify(value, rollouts, services, now + max_future_s, max_future_s)
+    except Exception as exc:  # a shape the validators did not foresee
+        return c.REASON_BAD_FIELD, None, f"unreadable record ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def _classify(value: bytes | None, rollouts: bool, services: frozenset[str], future: float, max_future_s: int
+              ) -> tuple[str, dict[str, Any] | None, str]:
+    if value is None:
+        return c.REASON_BAD_JSON, None, "empty message (no value)"
+    if len(value) > MAX_K8S_MESSAGE_BYTES:
+        return c.REASON_TOO_LARGE, None, f"message of {len(value)} bytes exceeds {MAX_K8S_MESSAGE_BYTES}"
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return c.REASON_BAD_JSON, None, f"not JSON: {exc}"
+    if type(doc) is not dict:
+        return c.REASON_BAD_JSON, None, f"expected a JSON object, got {type(doc).__name__}"
+    sv = doc.get("schema_version", c.SCHEMA_VERSION)  # kubernetes-event-exporter sends none
+    if sv != c.SCHEMA_VERSION or type(sv) is not int:
+        return c.REASON_BAD_SCHEMA_VERSION, None, f"schema_version must be {c.SCHEMA_VERSION}, got {sv!r}"
+    if rollouts:
+        try:
+            r = parse_rollout(doc)
+        except KubeObjectError as exc:
+            return exc.reason, None, exc.detail
+        if r["service"] not in services:
+            return "ignore", None, f"no SLO for service {r['service']}"
+        if r["ts"] > future:
+            # One clock far ahead would age every other record of the service out of the state.
+            return c.REASON_FUTURE, None, f"ts {r['ts']:.0f} is more than {max_future_s}s ahead"
+        return "keep", {"kind": "rollout", "service": r["service"], "record": r}, ""
+    try:
+        ev = normalise_event(doc, default_cluster=None)
+    except KubeObjectError as exc:
+        return exc.reason, None, exc.detail
+    if ev.get("type") != "Warning":
+        return "ignore", None, "not a Warning event"
+    service = service_of_event(ev, services)
+    if service is None:
+        return "ignore", None, "the object belongs to no service with an SLO"
+    if ev["last_ts"] > future or ev["first_ts"] > future:
+        return c.REASON_FUTURE, None, f"the event's time is more than {max_future_s}s ahead"
+    return "keep", {"kind": "warning", "service": service, "record": ev}, ""

@@ -57,7 +57,8 @@ TOKEN_ENV = "SLO_STREAM_GATE_TOKEN"
 READ_TOKEN_ENV = "SLO_STREAM_GATE_READ_TOKEN"
 FREEZE_MAX_S = 7 * 86400
 CACHE_S = 1.0  # a gate answer is reused for the same question for at most this long
-CACHE_MAX = 10_000
+CACHE_MAX = 2_000  # answers of a few KiB each
+QUERY_PARAMS = frozenset({"service", "cluster", "platform", "revision", "step"})
 
 
 @dataclass(frozen=True)
@@ -379,7 +380,11 @@ class Api:
         if (dest.host, dest.port) == (URL(str(self.app.conf.canonical_url)).host,
                                       URL(str(self.app.conf.canonical_url)).port):
             return None  # ours by the assignment, not loaded yet: answer with what we have
-        cache_key = str(request.rel_url) if request.method == "GET" else None
+        # Keyed by the validated parameters only: junk in the query string makes no new entries.
+        cache_key = None
+        if request.method == "GET":
+            known = sorted((k, v) for k, v in request.query.items() if k in QUERY_PARAMS)
+            cache_key = f"{request.path}?{known}"
         if cache_key is not None:
             hit = self._forwarded.get(cache_key)
             if hit is not None and time.monotonic() - hit[0] < CACHE_S:

@@ -366,16 +366,14 @@ class ChangesCollector(Collector):
         rollouts, suspects = self._families()
         engine = self.engine
         changes = engine.changes
-        for service in sorted({s.service for s in engine.slos.values()}):
-            if engine.partition_of_service(service) is None:
-                continue
+        for service, owned in sorted(engine.series_by_service().items()):
             raw = changes.get(service)
             if raw:
                 sc = ServiceChanges.from_bytes(raw)
                 for r in sorted(sc.rollouts.values(), key=lambda r: (r["started_ts"], r["deployment"])):
                     rollouts.add_metric([service, r["cluster"], r["namespace"], r["deployment"], str(r["revision"]),
                                          r["phase"]], float(r["started_ts"]))
-            for series in engine.service_series(service):
+            for series in owned:
                 name, cluster, region, platform = c.split_series_key(series)
                 for sev, on in engine.committed_alerts(series):
                     if not on:

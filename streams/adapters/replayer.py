@@ -39,10 +39,12 @@ class ChangelogWatcher:
             if msg.value is not None:
                 self.latest[orjson.loads(msg.key)] = orjson.loads(msg.value)
 
-    def has_rollout(self, service: str, cluster: str, revision: str) -> bool:
+    def has_rollout(self, service: str, cluster: str, revision: str, ts: float = 0.0) -> bool:
+        """The table holds this revision's rollout, merged up to the record of time ``ts`` (a later
+        phase of the same revision moves its ``phase_ts``)."""
         state = self.latest.get(service) or {}
         return any(r.get("cluster") == cluster and str(r.get("revision")) == revision
-                   for r in (state.get("r") or {}).values())
+                   and float(r.get("phase_ts") or 0) >= ts for r in (state.get("r") or {}).values())
 
     def has_warning(self, service: str, key: str, count: int) -> bool:
         w = ((self.latest.get(service) or {}).get("w") or {}).get(key)
@@ -56,11 +58,12 @@ class ChangelogWatcher:
                 return True
         return False
 
-    def wait_for_rollout(self, service: str, cluster: str, revision: str, timeout_s: float) -> bool:
+    def wait_for_rollout(self, service: str, cluster: str, revision: str, timeout_s: float,
+                         ts: float = 0.0) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.poll()
-            if self.has_rollout(service, cluster, revision):
+            if self.has_rollout(service, cluster, revision, ts):
                 return True
         return False
 
@@ -132,7 +135,7 @@ class Player:
                 if self.services is not None and r["service"] not in self.services:
                     continue
                 if not self.watcher.wait_for_rollout(r["service"], r["cluster"], str(r["revision"]),
-                                                     self.sync_timeout_s):
+                                                     self.sync_timeout_s, ts=float(r["ts"])):
                     self.stats.rollouts_unseen.append(f"{r['service']}@{r['revision']} {r['phase']}")
         self.producer.flush()
         return self.stats

@@ -201,7 +201,7 @@ class ServiceChanges:
         key = warning_key(w)
         last = float(w.get("last_ts") or w.get("first_ts") or 0.0)
         first = float(w.get("first_ts") or last)
-        count = max(1, int(w.get("count") or 1))
+        count = min(max(1, int(w.get("count") or 1)), 2**31 - 1)
         uid = str(w.get("uid") or "")
         cur = self.warnings.get(key)
         if cur is None:

@@ -176,7 +176,7 @@ class Engine:
         self._meta: dict[int, PartitionMeta] = {}
         self._pending_tracks: dict[str, tuple[int, Track]] = {}
         # Suspects of alerts fired in the batch being processed, written with their tracks.
-        self._pending_suspects: dict[str, tuple[Mapping[str, Any], ...]] = {}
+        self._pending_suspects: dict[str, tuple[int, tuple[Mapping[str, Any], ...]]] = {}
         self._revs: dict[tuple[str, str], _RevState] = {}
         self._revs_dirty: set[tuple[str, str]] = set()
         self._series_per_slo: Counter[str] = Counter()
@@ -196,6 +196,8 @@ class Engine:
         self._drop_revs(partitions)
         for dk in [dk for dk, (p, _) in self._pending_tracks.items() if p in partitions]:
             del self._pending_tracks[dk]
+        for dk in [dk for dk, (p, _) in self._pending_suspects.items() if p in partitions]:
+            del self._pending_suspects[dk]
         for p in partitions:
             raw = self.store.get(f"{META_PREFIX}{p}")
             if raw is None:
@@ -211,6 +213,8 @@ class Engine:
         self._drop_revs(partitions)
         for dk in [dk for dk, (p, _) in self._pending_tracks.items() if p in partitions]:
             del self._pending_tracks[dk]
+        for dk in [dk for dk, (p, _) in self._pending_suspects.items() if p in partitions]:
+            del self._pending_suspects[dk]
         for p in partitions:
             self._meta.pop(p, None)
         for s in [s for s in self.last_status if not self.counters.has_series(s)]:
@@ -501,7 +505,7 @@ class Engine:
         """The suspects recorded when the alert of ``dedup`` fired (empty when not firing)."""
         pending = self._pending_suspects.get(dedup)
         if pending is not None:
-            return pending
+            return pending[1]
         raw = self.store.get(TRACK_PREFIX + dedup)
         if raw is None:
             return ()
@@ -535,9 +539,9 @@ class Engine:
                     if change is AlertState.FIRING:
                         onset, suspects = self.suspects_for(series, slo, at)
                         alert = replace(alert, suspects=tuple(suspects), burn_onset=onset)
-                        self._pending_suspects[dk] = alert.suspects
+                        self._pending_suspects[dk] = (partition, alert.suspects)
                     else:
-                        self._pending_suspects[dk] = ()
+                        self._pending_suspects[dk] = (partition, ())
                     res.alerts.append(alert)
 
     def _dedup_keys(self, series: str, slo: Slo) -> tuple[tuple[Severity, str], ...]:
@@ -579,21 +583,31 @@ class Engine:
                 return self.counters.partition_of(series)
         return None
 
+    def series_by_service(self) -> dict[str, list[str]]:
+        """Every assigned series, grouped by service, in one pass (for a scrape)."""
+        out: dict[str, list[str]] = {}
+        for series in sorted(self.counters.all_series()):
+            slo = self.slos.get(series.split("|", 1)[0])
+            if slo is not None:
+                out.setdefault(slo.service, []).append(series)
+        return out
+
     def service_series(self, service: str) -> list[str]:
         names = {s.name for s in self.slos.values() if s.service == service}
         return sorted(x for x in self.counters.all_series() if x.split("|", 1)[0] in names)
 
     def current_status(self, series: str) -> BurnEvaluation | None:
-        """The latest evaluation of ``series``: the one made at the partition's last evaluation step,
-        or computed now at that step (after a restart, before the next step)."""
+        """The evaluation of ``series`` at its partition's last evaluation step: the one made then, or
+        computed now at that step (after a restart; or for a series gone quiet, which the step skips:
+        a series without traffic while its partition is fresh is quiet, not stale)."""
         ev = self.last_status.get(series)
-        if ev is not None:
-            return ev
         slo = self.slos.get(series.split("|", 1)[0])
         p = self.counters.partition_of(series)
         if slo is None or p is None or p not in self._meta or not self._meta[p].evaluated_to:
-            return None
+            return ev
         at = self._meta[p].evaluated_to
+        if ev is not None and ev.at >= at:
+            return ev
         ev = evaluate(slo, series, at, {w: self.counters.window(series, at, w) for w in slo.windows_s})
         self.last_status[series] = ev
         return ev
@@ -633,7 +647,8 @@ class Engine:
             if tp != p:
                 continue
             del self._pending_tracks[dk]
-            suspects = self._pending_suspects.pop(dk, None)
+            pending_suspects = self._pending_suspects.pop(dk, None)
+            suspects = None if pending_suspects is None else pending_suspects[1]
             if track == Track():  # resolved and quiet: nothing to remember
                 self._tracks.pop(dk, None)
                 if TRACK_PREFIX + dk in self.store:

@@ -712,7 +712,7 @@ def parse_rollout(doc: object) -> RolloutRecord:
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or not 0 < ts < 1e11:
         raise (_missing("ts") if ts is None else _bad("ts", ts, "must be epoch seconds"))
     phase = doc.get("phase")
-    if phase not in PHASES:
+    if not isinstance(phase, str) or phase not in PHASES:
         raise (_missing("phase") if phase is None else _bad("phase", phase, f"must be one of {sorted(PHASES)}"))
 
     def revision(name: str, *, required: bool) -> str | None:
@@ -834,13 +834,17 @@ def _is_events_v1(doc: Mapping[str, Any]) -> bool:
     return (isinstance(api, str) and api.startswith("events.k8s.io/")) or "regarding" in doc
 
 
+# Kubernetes counts are int32; a larger one is clamped (sums of them must stay JSON-encodable).
+MAX_EVENT_COUNT = 2**31 - 1
+
+
 def _count(doc: Mapping[str, Any], v1: bool) -> int:
     series = _mapping(doc.get("series"))
     candidates = (series.get("count"), doc.get("deprecatedCount"), doc.get("count")) if v1 else \
         (doc.get("count"), series.get("count"))
     for value in candidates:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
+            return min(value, MAX_EVENT_COUNT)
     return 1
 
 
@@ -913,7 +917,7 @@ def normalise_event(doc: object, *, default_cluster: str | None) -> NormalisedEv
     etype = doc.get("type")
     if etype is None:
         raise _missing("type")
-    if etype not in EVENT_TYPES:
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
         raise _bad("type", etype, "must be Normal or Warning")
     reason = doc.get("reason") or ""
     message = (doc.get("note") if v1 else doc.get("message")) or doc.get("message") or doc.get("note") or ""

@@ -586,7 +586,7 @@ def _apply(sc: Scenario, e: Event, ts: float, deploys: dict[tuple[str, str], _De
         yield _rollout(sc, sv, cluster, d, ts, "started", migration=mig)
         later(ts + 60, _rollout(sc, sv, cluster, d, ts + 60, "progressing", migration=mig))
         if e.bad_error_ratio is None:
-            later(ts + ROLLOUT_DONE_S, _Finish(d, sc, sv, cluster, ts + ROLLOUT_DONE_S, mig).record)
+            later(ts + ROLLOUT_DONE_S, _Finish(d, sc, sv, cluster, ts + ROLLOUT_DONE_S, mig, d.revision).record)
     later(ts + sc.ask_after_s, Checkpoint(ts + sc.ask_after_s, "after", e, e.service, cluster,
                                           None if e.kind == "rollback" else str(d.revision), migration))
 
@@ -600,15 +600,23 @@ class _Finish:
     ts: float
     migration: Mapping[str, Any] | None
 
+    revision: int = 0  # the revision this rollout brought; a newer one since then is left alone
+
     def record(self) -> Produce:
-        # The rollout is over: the previous revision no longer serves anything.
-        self.d.new_since = None
-        return _rollout(self.sc, self.sv, self.cluster, self.d, self.ts, "completed", migration=self.migration)
+        if self.d.revision == self.revision:
+            # The rollout is over: the previous revision no longer serves anything.
+            self.d.new_since = None
+        return _rollout(self.sc, self.sv, self.cluster, self.d, self.ts, "completed", migration=self.migration,
+                        revision=self.revision)
 
 
 def _rollout(sc: Scenario, sv: ServiceSpec, cluster: str, d: _Deploy, ts: float, phase: str, *,
-             migration: Mapping[str, Any] | None = None, rollback_to: str | None = None) -> Produce:
+             migration: Mapping[str, Any] | None = None, rollback_to: str | None = None,
+             revision: int | None = None) -> Produce:
     done = phase in ("completed", "rolled_back")
+    if revision is not None and revision != d.revision:
+        # A record about an older revision than the one now running (its completion came late).
+        d = _Deploy(revision, d.history.get(revision, d.tag), d.prev_revision, d.prev_tag, history=d.history)
     body = {
         "schema_version": c.SCHEMA_VERSION, "ts": ts, "cluster": cluster, "namespace": sv.namespace,
         "deployment": sv.name, "service": sv.name, "revision": str(d.revision),

@@ -310,3 +310,23 @@ def test_revision_counts_are_not_doubled_by_a_replay_after_a_crash() -> None:
     again.assign({0})
     again.commit(again.process(0, [(k, v, i) for i, (k, v) in enumerate(msgs)], now=T0 + 86400))
     assert again.revision_counts("playback-api", "eu-west-1", T0, T0 + 3600) == {"a": (60, 120)}
+
+
+def test_a_series_gone_quiet_is_evaluated_at_its_partitions_step_not_left_behind() -> None:
+    # legacy traffic stops (the end of a migration) while kubernetes goes on: the quiet series must not
+    # look stale to the gate for weeks; its current status is as of the partition's last step.
+    engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=0))
+    msgs = []
+    for s in range(0, 9 * 3600, 10):
+        recs = [record(T0 + s, total=10)]
+        if s < 3600:
+            recs.append(record(T0 + s, total=10, cluster="dc-ams", platform="legacy"))
+        msgs.append(batch(recs))
+    for i in range(0, len(msgs), 200):
+        engine.commit(engine.process(0, [(k, v, i + j) for j, (k, v) in enumerate(msgs[i:i + 200])], now=T0 + 86400))
+    legacy = "playback-api-availability|dc-ams|eu-west|legacy"
+    at = engine.meta(0).evaluated_to
+    # No data in any short window (6 h here) for a series that is not firing: the step skips it.
+    assert engine.last_status[legacy].at < at - 3600, "the step skips a quiet series"
+    assert engine.current_status(legacy).at == at
+    assert engine.current_status(legacy).burn_rates["5m"] == 0.0
