@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install test lint unit integration demo bench bench-quick generate clean
+.PHONY: install test test-faults test-faults-long lint unit integration demo bench bench-quick bench-soak generate clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,15 @@ unit: install
 integration: install
 	$(PY) -m pytest -q tests/integration
 
+# The fault suite (tests/faults): workers SIGKILLed, a PagerDuty outage, a paused broker... against the
+# real broker and processes; figures in build/faults-report.txt. CI runs it after `make test`.
+# The long mode does more of each (30 kills, a full minute of PagerDuty errors).
+test-faults: install
+	$(PY) -m pytest -q tests/faults
+
+test-faults-long: install
+	SLO_STREAM_FAULTS_LONG=1 $(PY) -m pytest -q tests/faults
+
 demo: install
 	$(BIN)/slo-stream demo
 
@@ -42,6 +51,11 @@ bench: install
 
 bench-quick: install
 	$(PY) -m bench.run --quick
+
+# One worker held at 50,000 records/s for 10 minutes, its RSS sampled every 10 s (bench/soak.py;
+# MINUTES=3 for a shorter run).
+bench-soak: install
+	$(PY) -m bench.soak --minutes $(or $(MINUTES),10)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

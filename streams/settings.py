@@ -7,6 +7,7 @@ values in force (secrets masked).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -135,6 +136,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     return s
 
 
+_TOPIC_RE = re.compile(r"^(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,249}\Z")
+# host:port, [ipv6]:port or host (the client's default port); an optional scheme:// as clients allow.
+_BOOTSTRAP_RE = re.compile(r"^([A-Za-z_]+://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:([1-9][0-9]{0,4}))?/?\Z")
+
+
 def _check(s: Settings) -> None:
     def bad(field_name: str, why: str) -> ConfigError:
         return ConfigError(f"{env_name(field_name)}={getattr(s, field_name)!r}: {why}")
@@ -194,6 +200,29 @@ def _check(s: Settings) -> None:
         raise bad("enforce_namespaces", "must be a comma-separated list of namespace names")
     if not 0 < s.enforce_max_alert_age_s <= 86400:
         raise bad("enforce_max_alert_age_s", "must be 1s..1d")
+    # Kafka client timings, limits and names: a bad value would otherwise surface later as a client
+    # traceback, a worker that never joins its group, or (series limit 0) every record dead-lettered.
+    if not 0 < s.session_timeout_s <= 3600:  # also refuses nan
+        raise bad("session_timeout_s", "must be in (0, 3600] seconds")
+    if not 0 < s.heartbeat_interval_s < s.session_timeout_s:
+        raise bad("heartbeat_interval_s", f"must be > 0 and below {env_name('session_timeout_s')}")
+    if not 0 < s.batch_within_s <= 60:
+        raise bad("batch_within_s", "must be in (0, 60] seconds")
+    if not 1024 <= s.fetch_max_bytes <= 2**31 - 1:
+        raise bad("fetch_max_bytes", "must be 1024..2147483647 bytes")
+    if s.max_series_per_slo < 1:
+        raise bad("max_series_per_slo", "must be >= 1")
+    if s.stale_after_s < 1:
+        raise bad("stale_after_s", "must be at least 1s")
+    if s.replication_factor < 1:
+        raise bad("replication_factor", "must be >= 1")
+    for f in fields(s):
+        if f.name.startswith("topic_") and not _TOPIC_RE.match(getattr(s, f.name)):
+            raise bad(f.name, "a Kafka topic name is 1..249 of letters, digits, '.', '_' and '-' (not . or ..)")
+    if not s.web_host or any(ch.isspace() or not ch.isprintable() for ch in s.web_host):
+        raise bad("web_host", "must be a host name or address")
+    if s.bootstrap is not None and not all(_BOOTSTRAP_RE.match(a.strip()) for a in s.bootstrap.split(",")):
+        raise bad("bootstrap", "must be host:port[,host:port...]")
 
 
 def kube_namespaces(s: Settings) -> list[str]:

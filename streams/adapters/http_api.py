@@ -340,9 +340,16 @@ class Api:
     async def read_json(self, request: Any) -> dict[str, Any]:
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
+        # read(n) returns what has arrived so far (one piece of a chunked body): read to the end, or
+        # to one byte past the limit.
+        parts: list[bytes] = []
+        size = 0
+        while part := await request.content.read(MAX_BODY + 1 - size):
+            parts.append(part)
+            size += len(part)
+            if size > MAX_BODY:
+                raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
+        body = b"".join(parts)
         try:
             doc = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError as exc:

@@ -187,13 +187,15 @@ class Pipeline:
         if partition not in engine.assigned():
             self._assign({partition})
         now = time.time()
-        applied = engine.meta(partition).offset
-        expected: int | None = applied + 1
-        if applied < 0:
-            # No state for the partition yet: start where the group's committed offset says, if any
-            # (a lost changelog with a committed group still must not jump a hole unnoticed).
-            committed = self._faust_committed(TP(self.settings.topic_playback, partition))
-            expected = committed if committed else None
+        # The next offset the state needs: the meta offset + 1, or the log's start (0) when the
+        # partition has no meta record. Never the group's committed offset: a missing meta record
+        # does not mean that nothing was written. Tansu answers a log-end query with the base offset
+        # of the last record batch, so Faust's changelog recovery can stop short of the last batch
+        # of writes and lose the partition's first meta record while chunks written before it come
+        # back; the records below the committed offset must be read again, and the per-chunk offsets
+        # tell what is already applied. A log that really starts later (retention) is a hole the log
+        # itself shows empty (_seek_holes).
+        expected = engine.meta(partition).offset + 1
         adm = self.guard.admit(partition, expected, [m[2] for m in messages], now=now)
         if adm.accepted_hole is not None:
             lo, hi = adm.accepted_hole

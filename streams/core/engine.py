@@ -520,7 +520,7 @@ class Engine:
             if slo is None:
                 continue
             keys = self._dedup_keys(series, slo)
-            tracks = [self.track(dk) for _, dk in keys]
+            tracks = [_as_of(self.track(dk), at) for _, dk in keys]
             # A quiet series with no data in any short window cannot fire: skip it (this is what
             # keeps a catch-up over a gap cheap). A firing one is evaluated to resolve it.
             if at - last_data(series) > self._quiet_after[slo.name] and not any(t.firing for t in tracks):
@@ -685,7 +685,7 @@ class Engine:
         _, cluster, region, platform = c.split_series_key(ev.series)
         alerts = {}
         for sev in (Severity.PAGE, Severity.TICKET):
-            t = self.track(c.dedup_key(ev.series, str(sev)))
+            t = _as_of(self.track(c.dedup_key(ev.series, str(sev))), ev.at)
             alerts[str(sev)] = {"state": "firing" if t.firing else "ok", "since": t.fired_at}
         p = self.counters.partition_of(ev.series)
         newest = self._meta[p].max_ts if p is not None and p in self._meta else None
@@ -718,6 +718,18 @@ class Engine:
             ],
             "alerts": alerts,
         }
+
+
+def _as_of(track: Track, at: int) -> Track:
+    """The track as it stood before the evaluation at ``at``. Tracks are written before the partition's
+    meta record, so after a crash between the two (or a changelog recovery that stops short of the
+    meta record) a batch is replayed from the older meta record and its first steps meet a track that
+    fired at a later step. Before ``fired_at`` that incident had not started: the track was idle.
+    Stepping the firing track instead would resolve it early, and its firing step would then open a
+    second incident that the uninterrupted run never opened."""
+    if track.firing and track.fired_at is not None and track.fired_at > at:
+        return Track()
+    return track
 
 
 def _w(seconds: int) -> str:

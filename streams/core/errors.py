@@ -21,7 +21,10 @@ class SpecProblem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.document}: {self.field}: {self.message}"
+        text = f"{where}: {self.document}: {self.field}: {self.message}"
+        # One problem, one line: a name or key with a line break (or a bidi control) is shown escaped,
+        # so it cannot forge other lines of the output that reports it.
+        return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class SpecError(ValueError):

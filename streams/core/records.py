@@ -164,7 +164,9 @@ class RecordParser:
         (the caller then takes the careful path)."""
         try:
             batch = _BATCH_DECODER.decode(value)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except ValueError:
+            # msgspec's DecodeError and ValidationError, and a UnicodeDecodeError (not a DecodeError)
+            # for a string that is not UTF-8: the careful path says which.
             return False
         records = batch.records
         if len(records) > self.limits.max_records_per_message:

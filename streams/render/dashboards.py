@@ -336,8 +336,18 @@ def _conditions(slo: Slo) -> list[BurnWindow]:
 
 
 def _md(text: str) -> str:
-    """Free text inside a markdown table cell."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Free text inside a markdown table cell: it cannot end the cell or the row, nor open HTML."""
+    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+            .replace("<", "&lt;").replace(">", "&gt;"))
+
+
+# Characters that would end a markdown link destination (or the table cell) early.
+_MD_URL_ESCAPES = {ch: f"%{ord(ch):02X}" for ch in ' ()<>[]\\|"`'}
+
+
+def _md_url(url: str) -> str:
+    """A URL as a markdown link destination: the same address, percent-encoded where markdown reads."""
+    return "".join(_MD_URL_ESCAPES.get(ch, ch) for ch in url)
 
 
 def overview(slos: Sequence[Slo]) -> dict[str, Any]:
@@ -452,7 +462,7 @@ def _catalog(slos: Sequence[Slo]) -> text.Panel:
     ]
     for slo in slos:
         what = f"**{slo.name}**" + (f": {_md(slo.description)}" if slo.description else "")
-        runbook = f"[runbook]({slo.runbook_url})" if slo.runbook_url else "none in the spec"
+        runbook = f"[runbook]({_md_url(slo.runbook_url)})" if slo.runbook_url else "none in the spec"
         lines.append(
             f"| {what} | {slo.service} | {_pct(slo.objective)} over {format_duration(slo.window_s)} | "
             f"{_md(_conditions_text(slo))} | {runbook} | [{slo.service}](/d/{detail_uid(slo.service)}) |")
