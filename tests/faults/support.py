@@ -261,6 +261,19 @@ def partitions_of(port: int) -> tuple[int, set[int]] | None:
     return (assigned[0] if assigned else 0), lagging
 
 
+def processed_all(port: int, partitions: int) -> bool:
+    """The worker behind ``port`` has every playback partition and has processed each as far as its
+    last fetch showed: its lag gauge (log end minus the engine's meta offset + 1, i.e. counted and
+    written) is 0 on all. A wait before the real check (the final statuses), not instead of it: the
+    log end is the worker's last view. Not the group's committed offsets either: after an offset hole
+    Faust's commits can crawl behind, one offset per commit interval, long after all is processed."""
+    samples = scrape(port)
+    if samples is None:
+        return False
+    lags = {s.labels[c.L_PARTITION]: s.value for s in samples if s.name == c.M_CONSUMER_LAG}
+    return len(lags) == partitions and not any(lags.values())
+
+
 # ---- processes -----------------------------------------------------------------------------------------
 
 

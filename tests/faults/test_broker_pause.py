@@ -37,6 +37,7 @@ from tests.faults.support import (
     partitions_of,
     pd_actions,
     pick,
+    processed_all,
     read_json,
     read_topic,
     specs,
@@ -131,7 +132,7 @@ def test_a_paused_broker_is_survived_without_a_restart_and_nothing_is_lost(
 
             commit_back = wait_until(lambda: offsets.total() > len(first) and time.monotonic(), timeout_s=120,
                                      what="the worker's first commit after the pause", alive=procs, logs=logs)
-            wait_until(lambda: offsets.total() >= len(produced), timeout_s=180, what="everything committed",
+            wait_until(lambda: processed_all(port, s.partitions), timeout_s=180, what="everything processed",
                        alive=procs, logs=logs)
             rollouts_back = wait_until(lambda: "completed" in phases(bootstrap, s) and time.monotonic(),
                                        timeout_s=120, what="the completed rollout published", alive=procs,

@@ -20,12 +20,13 @@ import orjson
 from streams.adapters.pd_receiver import PagerDutyReceiver
 from tests.faults.support import (
     LONG,
-    GroupOffsets,
+    Uninterrupted,
     burn_scenario,
     chains,
     notifier,
     pd_actions,
     read_json,
+    read_topic,
     scenario_messages,
     tail,
     wait_until,
@@ -61,7 +62,6 @@ def test_a_pagerduty_outage_delays_pages_and_changes_but_loses_none_and_opens_no
                 topic=s.topic_k8s_rollouts)
 
     receiver = PagerDutyReceiver(script=list(SCRIPT), stall_s=TIMEOUT_S + 2).start()
-    offsets = GroupOffsets(kafka_bootstrap, s.app_id, s.topic_playback, s.partitions)
     log = tmp_path / "notifier.log"
     try:
         with notifier(dep, receiver, log, timeout_s=TIMEOUT_S) as notif, dep.worker("w") as worker:
@@ -69,9 +69,11 @@ def test_a_pagerduty_outage_delays_pages_and_changes_but_loses_none_and_opens_no
             pids = {n: p.pid for n, p in alive.items()}
             started = time.time()
             dep.produce(produced)
-            wait_until(lambda: offsets.total() >= len(produced), timeout_s=120, what="the scenario processed",
-                       alive=alive, logs=lambda: tail(tmp_path / "w.log"))
-            alerts = read_json(kafka_bootstrap, s.topic_alerts, s.partitions)
+            clean = Uninterrupted.run(dep, read_topic(kafka_bootstrap, s.topic_playback, s.partitions))
+            alerts = wait_until(lambda: (lambda got: got if chains(got) == chains(clean.alerts) else None)(
+                                    read_json(kafka_bootstrap, s.topic_alerts, s.partitions)),
+                                timeout_s=120, what="the worker's alert changes", alive=alive,
+                                logs=lambda: tail(tmp_path / "w.log"), every_s=0.5)
             queued_at = time.time()
             outage_open = len(receiver.script) > 0  # the alerts were out before PagerDuty came back
             expected = {k: ["trigger" if a["state"] == "firing" else "resolve" for a in v]
@@ -90,7 +92,6 @@ def test_a_pagerduty_outage_delays_pages_and_changes_but_loses_none_and_opens_no
             done = time.time()
             assert {n: p.pid for n, p in alive.items()} == pids and all(p.poll() is None for p in alive.values())
     finally:
-        offsets.close()
         receiver.stop()
 
     # Every alert change on the topic once: no crash here, so no re-publication either.

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from streams.adapters.pd_receiver import PagerDutyReceiver
+from streams.adapters.processes import free_port
 from tests.faults.support import (
     LONG,
     GroupOffsets,
@@ -32,6 +33,7 @@ from tests.faults.support import (
     page_key,
     pd_actions,
     pick,
+    processed_all,
     read_json,
     read_topic,
     run_seed,
@@ -167,7 +169,8 @@ def test_a_worker_killed_at_random_moments_ten_times_loses_nothing_doubles_nothi
                 producer.check()
 
             producer.release(len(produced))
-            with dep.worker("final") as proc:
+            final_port = free_port()
+            with dep.worker("final", SLO_STREAM_WEB_PORT=str(final_port)) as proc:
                 alive = {"final": proc, "notifier": notif}
                 life = Life(tmp_path / "final.log", offsets, before)
                 logs = lambda: tail(tmp_path / "final.log")  # noqa: E731
@@ -177,8 +180,8 @@ def test_a_worker_killed_at_random_moments_ten_times_loses_nothing_doubles_nothi
                 kills[-1].back_s, kills[-1].commit_s = life.recovered - last_killed, life.committed - last_killed
                 wait_until(lambda: producer.finished_at, timeout_s=180, what="the producer to finish", alive=alive)
                 producer.check()
-                wait_until(lambda: offsets.total() >= len(produced), timeout_s=120,
-                           what="every playback message committed", alive=alive, logs=logs)
+                wait_until(lambda: processed_all(final_port, s.partitions), timeout_s=120,
+                           what="every playback message processed", alive=alive, logs=logs)
                 t_done = time.monotonic()
 
                 # The uninterrupted run over the very messages the broker holds.
@@ -200,6 +203,7 @@ def test_a_worker_killed_at_random_moments_ten_times_loses_nothing_doubles_nothi
                 wait_until(lambda: {k: incidents(v) for k, v in pd_actions(receiver).items()} == expected,
                            timeout_s=90, what=f"PagerDuty to hold {expected}", alive=alive,
                            logs=lambda: tail(tmp_path / "notifier.log"))
+                committed_end = offsets.total()
             worker_logs = {n: (tmp_path / f"{n}.log").read_text(errors="replace")
                            for n in [k.worker for k in kills] + ["final"]}
     finally:
@@ -256,7 +260,9 @@ def test_a_worker_killed_at_random_moments_ten_times_loses_nothing_doubles_nothi
     fault_report.append(f"recovery after SIGKILL: tables recovered in {backs[0]:.1f}..{backs[-1]:.1f}s "
                         f"(median {backs[len(backs) // 2]:.1f}s, {len(backs)} kills), first new commit in "
                         f"{commits[0]:.1f}..{commits[-1]:.1f}s (median {commits[len(commits) // 2]:.1f}s)")
-    fault_report.append(f"table recoveries logged: {recovered_logs}; offset re-reads (holes, commit stalls): {rereads}")
+    fault_report.append(f"table recoveries logged: {recovered_logs}; offset re-reads (holes, commit stalls): "
+                        f"{rereads}; the group had committed {committed_end} of {len(produced)} offsets when "
+                        "the checks ran (all processed)")
     fault_report.append(f"counts: {len(compared)} series, 30d good/total equal to the records' sums and all windows "
                         f"equal to the uninterrupted run, e.g. {compared[0][0]} bad/total {compared[0][1]}")
     changes = sum(len(v) for v in chains(clean.alerts).values())
@@ -286,8 +292,9 @@ def test_a_worker_killed_right_after_its_first_commit_loses_nothing(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         dep.produce(rest)
-        with dep.worker("w2") as proc:
-            wait_until(lambda: offsets.total() >= len(produced), timeout_s=120, what="everything committed",
+        port = free_port()
+        with dep.worker("w2", SLO_STREAM_WEB_PORT=str(port)) as proc:
+            wait_until(lambda: processed_all(port, s.partitions), timeout_s=120, what="everything processed",
                        alive={"w2": proc}, logs=lambda: tail(tmp_path / "w2.log"))
             back = read_topic(kafka_bootstrap, s.topic_playback, s.partitions)
             clean = Uninterrupted.run(dep, back)
