@@ -641,18 +641,19 @@ class Engine:
     # ---- phase 2: commit ------------------------------------------------------------------------
 
     def commit(self, res: BatchResult) -> None:
-        """Write the batch's state: alert tracks, counter chunks, then the partition meta record."""
+        """Write the batch's state: alert tracks, counter chunks, the partition meta record, then the
+        deletion of the tracks it resolved."""
         p = res.partition
+        resolved = []
         for dk, (tp, track) in list(self._pending_tracks.items()):
             if tp != p:
                 continue
             del self._pending_tracks[dk]
             pending_suspects = self._pending_suspects.pop(dk, None)
             suspects = None if pending_suspects is None else pending_suspects[1]
-            if track == Track():  # resolved and quiet: nothing to remember
+            if track == Track():  # resolved and quiet: nothing to remember, once the meta record is out
                 self._tracks.pop(dk, None)
-                if TRACK_PREFIX + dk in self.store:
-                    del self.store[TRACK_PREFIX + dk]
+                resolved.append(dk)
                 continue
             body = track.to_json()
             body["p"] = p
@@ -675,6 +676,12 @@ class Engine:
                 self._keys.pop(series, None)
         meta.offset = offset
         self.store[f"{META_PREFIX}{p}"] = meta.to_bytes(p)
+        # Resolved tracks are deleted only now: a replay from an older meta record (a crash before
+        # this one was written) must find the incident still open, or the steps before the resolve
+        # would fire it again, a second incident.
+        for dk in resolved:
+            if TRACK_PREFIX + dk in self.store:
+                del self.store[TRACK_PREFIX + dk]
         self.last_status.update(res.statuses)
 
     # ---- reading ------------------------------------------------------------------------------

@@ -65,7 +65,6 @@ def engine(store: dict[str, bytes]) -> Engine:
 
 def play(e: Engine, msgs: list[tuple[bytes, bytes, int]], sizes: list[int], store: Changelog | None = None) -> Run:
     run = Run()
-    last: dict[str, Any] = {}
     i = 0
     for n in sizes:
         part = msgs[i:i + n]
@@ -77,9 +76,13 @@ def play(e: Engine, msgs: list[tuple[bytes, bytes, int]], sizes: list[int], stor
         alerts = [a.to_json() for a in res.alerts]
         run.alerts += alerts
         run.batches.append(Batch(i, i + len(part), alerts, (before, len(store.log) if store is not None else 0)))
-        last.update(res.statuses)
         i += len(part)
-    run.statuses = {k: e.status_record(ev, now=NOW) for k, ev in last.items()}
+    # The latest evaluation of every series: made in this run, or (a replay that crossed no further
+    # step) the one the recovered state stands at.
+    for series in sorted(e.counters.all_series()):
+        ev = e.current_status(series)
+        if ev is not None:
+            run.statuses[series] = e.status_record(ev, now=NOW)
     return run
 
 
@@ -92,23 +95,29 @@ def test_any_prefix_of_the_state_writes_replays_to_the_uninterrupted_counts_and_
     # 1h window to page, and a replay of the rest is quick.
     scenario = replace(burn_scenario(healthy_before_s=25 * 60), services=("playback-api",))
     msgs = [(k, v, i) for i, (k, v) in enumerate(scenario_messages(scenario))]
-    # Small batches, then one catch-up batch from 10 minutes before the outage to 10 minutes into it
-    # (it fires the ticket and the page after many quiet steps), then small batches again.
+    # Small batches, and two catch-up batches (as after a restart) that span many evaluation steps:
+    # one from 10 minutes before the outage to 10 minutes into it (it fires the ticket and the page
+    # after many quiet steps), one from 20 minutes before the page resolves to just after (its first
+    # steps still burn, then the hold runs out).
     outage = next(i for i, (_, v, _) in enumerate(msgs) if b'"errors":100' in v)
-    big_from, big_to = outage - 60, outage + 60
-    sizes = [rng.randint(5, 40) for _ in range(200)]
-    head: list[int] = []
-    while sum(head) < big_from:
-        head.append(min(sizes[len(head)], big_from - sum(head)))
-    tail = [rng.randint(5, 40) for _ in range(400)]
-    plan = [*head, big_to - big_from, *tail]
+    probe = play(engine({}), msgs, [10] * len(msgs))
+    resolved_at = next(b.end for b in probe.batches if any(a["state"] == "resolved" for a in b.alerts))
+    bigs = [(outage - 60, outage + 60), (resolved_at - 130, resolved_at + 10)]
+    plan: list[int] = []
+    first_big = 0
+    for big_from, big_to in bigs:
+        while sum(plan) < big_from:
+            plan.append(min(rng.randint(5, 40), big_from - sum(plan)))
+        first_big = first_big or len(plan)
+        plan.append(big_to - big_from)
+    plan += [rng.randint(5, 40) for _ in range(len(msgs))]
 
     store = Changelog()
     clean = play(engine(store), msgs, plan, store)
     log = list(store.log)
     fire = next(b for b in clean.batches if any(a["state"] == "firing" for a in b.alerts))
     resolve = next(b for b in clean.batches if any(a["state"] == "resolved" for a in b.alerts))
-    plain = clean.batches[len(head) // 2]
+    plain = clean.batches[first_big // 2]
     first = clean.batches[0]
 
     def cuts(b: Batch, *, every_track: bool) -> list[int]:
@@ -147,9 +156,11 @@ def test_any_prefix_of_the_state_writes_replays_to_the_uninterrupted_counts_and_
             tried += 1
     assert tried >= 8
     fault_report += [
-        f"seed {seed}: {len(msgs)} messages in {len(clean.batches)} batches; the catch-up batch holds "
-        f"{big_to - big_from} messages and publishes "
-        + ", ".join(f"{a['severity']} {a['state']}" for a in fire.alerts),
+        f"seed {seed}: {len(msgs)} messages in {len(clean.batches)} batches; two catch-up batches, of "
+        f"{bigs[0][1] - bigs[0][0]} messages (publishes "
+        + ", ".join(f"{a['severity']} {a['state']}" for a in fire.alerts)
+        + f") and {bigs[1][1] - bigs[1][0]} (publishes "
+        + ", ".join(f"{a['severity']} {a['state']}" for a in resolve.alerts) + ")",
         f"{tried} crash points (prefixes of the changelog) inside the first, an ordinary, the firing and the "
         "resolving batch; each replay ended with the uninterrupted counts and alert states, and the alerts "
         "published before and after each crash fold into the uninterrupted sequence per dedup key",
