@@ -38,7 +38,8 @@ __all__ = [
 NOTIFIER_DELIVERIES = Counter(
     c.M_NOTIFIER_DELIVERIES,
     "Alert changes the notifier finished delivering to the incident tool, by kind (trigger, resolve, "
-    "change) and outcome (accepted; rejected = refused with a 400 and dead-lettered).",
+    "change) and outcome (accepted; rejected = refused with a 400 and dead-lettered; repeat = a worker's "
+    "replay of a change already delivered, not sent again).",
     labelnames=(c.L_KIND, c.L_OUTCOME),
     registry=None,
 )

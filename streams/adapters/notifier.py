@@ -5,7 +5,10 @@ a record's offset is committed only after PagerDuty accepted its event (or the e
 dead-lettered as invalid), so a crash or a PagerDuty outage loses nothing; a resend after a crash
 carries the same ``dedup_key`` and PagerDuty folds it into the same incident. Records of one
 partition are delivered in order, and alerts are keyed by dedup key, so trigger and resolve of one
-incident arrive in order. Payloads are decided in :mod:`streams.core.notify`.
+incident arrive in order. A change not newer than the last one delivered for its dedup key is a
+worker's replay and is not sent again (:class:`streams.core.notify.Delivered`; on a partition's
+assignment the records before its committed offset are read back into it). Payloads are decided in
+:mod:`streams.core.notify`.
 
 Routing keys come from the environment or ``*_FILE`` paths and appear in no log line, no dead letter
 and no metric label.
@@ -25,10 +28,20 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from streams.core.errors import ConfigError
-from streams.core.notify import NotifyError, Routing, Verdict, alert_event, backoff_s, change_event, verdict
+from streams.core.notify import (
+    Delivered,
+    NotifyError,
+    Routing,
+    Verdict,
+    alert_event,
+    backoff_s,
+    change_event,
+    verdict,
+)
 from streams.settings import Settings, read_secret
 
 log = logging.getLogger("slo_stream.notifier")
@@ -37,6 +50,9 @@ KEY_ENV = "SLO_STREAM_PAGERDUTY_ROUTING_KEY"
 KINDS = ("page", "ticket", "change")
 EVENTS_PATH = "/v2/enqueue"
 CHANGE_PATH = "/v2/change/enqueue"
+# Alert records read back from before the committed offset when a partition is (re)assigned, so that
+# a worker's replay of changes delivered before this notifier started is still recognised.
+SEED_RECORDS = 1000
 
 
 def load_routing(settings: Settings, environ: Mapping[str, str] | None = None) -> Routing:
@@ -118,6 +134,21 @@ class Stats:
     rejected: int = 0
     retries: int = 0
     dead_letters: int = 0
+    repeats: int = 0
+
+
+class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forget which partitions were read back when they leave: another notifier may deliver on
+    them meanwhile, so a partition that comes back is read back again."""
+
+    def __init__(self, seeded: set[TopicPartition]) -> None:
+        self.seeded = seeded
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.seeded.difference_update(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
 
 
 class Notifier:
@@ -129,6 +160,9 @@ class Notifier:
         self.stats = Stats()
         self.stopping = asyncio.Event()
         self._rng = random.Random()
+        # Per dedup key, the last alert change delivered: a worker's replay is not sent again.
+        self.delivered = Delivered()
+        self._seeded: set[TopicPartition] = set()
         self.metrics: Any = None  # streams.adapters.metrics counters when the exporter is there
 
     # ---- delivery ---------------------------------------------------------------------------------
@@ -190,6 +224,13 @@ class Notifier:
             if not isinstance(record, dict):
                 raise NotifyError("bad_json", "the value is not a JSON object")
             if topic == self.s.topic_alerts:
+                if self.delivered.is_repeat(record):
+                    # A worker replayed a batch whose changes already went out (docs/semantics.md).
+                    self.stats.repeats += 1
+                    self._count_delivery("trigger" if record.get("state") == "firing" else "resolve", "repeat")
+                    log.info("not sending again the %s change of %s at ts %s: already delivered",
+                             record.get("state"), record.get("dedup_key"), record.get("ts"))
+                    return
                 _, body = alert_event(record, self.routing)
                 kind = body["event_action"]
                 path = EVENTS_PATH
@@ -212,6 +253,8 @@ class Notifier:
             return
         v, status, text = await self.post(http, path, body, kind=kind, ident=ident, owned=owned)
         if v is Verdict.ACCEPTED:
+            if topic == self.s.topic_alerts:
+                self.delivered.note(record)
             self.stats.delivered += 1
             self._count_delivery(kind, "accepted")
             log.info("PagerDuty %s accepted for %s (%s)", kind, ident, status)
@@ -237,12 +280,48 @@ class Notifier:
         log.warning("dead letter from %s/%d/%d: %s (%s)", source["topic"], source["partition"],
                     source["offset"], reason, detail[:300])
 
+    async def read_back(self, tp: TopicPartition, upto: int) -> int:
+        """Note the alert changes of up to :data:`SEED_RECORDS` records before ``upto`` (the
+        partition's committed offset, handled by this or an earlier notifier) in :attr:`delivered`.
+        Returns how many were read; on a timeout it logs and carries on (a repeat may then go out,
+        harmless unless it follows its resolve)."""
+        start = max(0, upto - SEED_RECORDS)
+        if start >= upto:
+            return 0
+        reader = AIOKafkaConsumer(bootstrap_servers=self.s.bootstrap, group_id=None, enable_auto_commit=False,
+                                  client_id=f"{self.group}-readback")
+        await reader.start()
+        n = 0
+        try:
+            reader.assign([tp])
+            reader.seek(tp, start)
+            deadline = time.monotonic() + 15
+            while await reader.position(tp) < upto:
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    log.warning("could not read back %s/%d up to offset %d in time; a replayed alert change "
+                                "may be delivered again", tp.topic, tp.partition, upto)
+                    break
+                got = await reader.getmany(tp, timeout_ms=500, max_records=500)
+                for rec in got.get(tp, []):
+                    if rec.offset >= upto:
+                        break
+                    try:
+                        value = orjson.loads(rec.value or b"")
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(value, dict):
+                        self.delivered.note(value)
+                        n += 1
+        finally:
+            await reader.stop()
+        log.info("read back %d alert changes of %s/%d before offset %d", n, tp.topic, tp.partition, upto)
+        return n
+
     # ---- the loop ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
         s = self.s
         consumer = AIOKafkaConsumer(
-            s.topic_alerts, s.topic_k8s_rollouts,
             bootstrap_servers=s.bootstrap, group_id=self.group, client_id=f"{self.group}",
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=int(s.session_timeout_s * 1000),
@@ -253,6 +332,7 @@ class Notifier:
         producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", client_id=f"{self.group}")
         await producer.start()
         await consumer.start()
+        consumer.subscribe([s.topic_alerts, s.topic_k8s_rollouts], listener=_Reassigned(self._seeded))
         timeout = aiohttp.ClientTimeout(total=s.pagerduty_timeout_s)
         log.info("notifier: %s + %s -> %s (routing keys for %s)", s.topic_alerts, s.topic_k8s_rollouts,
                  self.base, ", ".join(sorted(self.routing.keys)))
@@ -267,6 +347,13 @@ class Notifier:
                         def owned(ktp: TopicPartition = ktp) -> bool:
                             return ktp in consumer.assignment()
 
+                        if tp.topic == s.topic_alerts and ktp not in self._seeded and records:
+                            self._seeded.add(ktp)
+                            try:
+                                await self.read_back(ktp, records[0].offset)
+                            except KafkaError as exc:
+                                log.warning("could not read back %s/%d (%s); a replayed alert change may be "
+                                            "delivered again", tp.topic, tp.partition, type(exc).__name__)
                         try:
                             for rec in records:
                                 if self.stopping.is_set() or not owned():
@@ -281,14 +368,15 @@ class Notifier:
                                         tp.topic, tp.partition, type(exc).__name__)
                     if time.monotonic() - last_progress > 30 and (self.stats.delivered or self.stats.dead_letters):
                         last_progress = time.monotonic()
-                        log.info("progress: %d delivered, %d rejected, %d retries, %d dead letters",
-                                 self.stats.delivered, self.stats.rejected, self.stats.retries,
-                                 self.stats.dead_letters)
+                        log.info("progress: %d delivered, %d rejected, %d retries, %d dead letters, "
+                                 "%d repeats not sent", self.stats.delivered, self.stats.rejected,
+                                 self.stats.retries, self.stats.dead_letters, self.stats.repeats)
         except asyncio.CancelledError:
             if not self.stopping.is_set():
                 raise
         finally:
             await consumer.stop()
             await producer.stop()
-            log.info("notifier stopped: %d delivered, %d rejected, %d retries, %d dead letters",
-                     self.stats.delivered, self.stats.rejected, self.stats.retries, self.stats.dead_letters)
+            log.info("notifier stopped: %d delivered, %d rejected, %d retries, %d dead letters, %d repeats not sent",
+                     self.stats.delivered, self.stats.rejected, self.stats.retries, self.stats.dead_letters,
+                     self.stats.repeats)

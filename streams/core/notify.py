@@ -58,6 +58,58 @@ class Routing:
         return self.keys.get(kind)
 
 
+class Delivered:
+    """What was last delivered per dedup key: the alert change's event time and state.
+
+    A worker that dies after publishing a batch's alert changes but before writing the batch's state
+    replays the batch and publishes those changes again. A repeat of an open incident's trigger is
+    harmless (PagerDuty folds it in), but when the batch held a whole incident (fired and resolved in
+    one catch-up batch), its trigger would arrive after its resolve and open a second incident. The
+    worker evaluates a series at increasing steps, and a dedup key belongs to one series, so a change
+    that is not newer than the last delivered one is such a repeat: :meth:`is_repeat` tells.
+
+    Bounded: past ``max_keys`` the key delivered longest ago is forgotten (a repeat of it then goes
+    out again, which is the at-least-once behaviour without this filter)."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._last: dict[str, tuple[float, str]] = {}
+
+    @staticmethod
+    def _key(alert: Mapping[str, Any]) -> tuple[str, float, str] | None:
+        dk, ts, state = alert.get("dedup_key"), alert.get("ts"), alert.get("state")
+        if not isinstance(dk, str) or not isinstance(state, str):
+            return None
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or ts != ts:
+            return None
+        return dk, float(ts), state
+
+    def is_repeat(self, alert: Mapping[str, Any]) -> bool:
+        """True when a change at the same or a later event time was already delivered for this
+        dedup key (and, at the same time, in the same state). Records without a usable dedup key,
+        ``ts`` or ``state`` are never repeats: they go on to be delivered or dead-lettered."""
+        k = self._key(alert)
+        if k is None:
+            return False
+        last = self._last.get(k[0])
+        if last is None:
+            return False
+        return k[1] < last[0] or (k[1] == last[0] and k[2] == last[1])
+
+    def note(self, alert: Mapping[str, Any]) -> None:
+        """Remember a delivered (or, read back at start-up, already handled) alert change."""
+        k = self._key(alert)
+        if k is None:
+            return
+        last = self._last.pop(k[0], None)
+        self._last[k[0]] = (k[1], k[2]) if last is None or k[1] >= last[0] else last
+        while len(self._last) > self.max_keys:
+            del self._last[next(iter(self._last))]
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 

@@ -885,7 +885,8 @@ def pipeline_health() -> dict[str, Any]:
         "PagerDuty deliveries per minute",
         "Events the notifier finished delivering, by kind (trigger = page, resolve, change = rollout change "
         "event) and outcome (accepted; rejected = PagerDuty answered 400 and the event went to the dead-letter "
-        "topic: fix the payload or the routing key).",
+        "topic: fix the payload or the routing key; repeat = a worker replayed a change already delivered "
+        "after a crash, not sent again).",
         [query(f"{_by('sum', ['kind', 'outcome'], _rate(M_NOTIFIER_DELIVERIES))} * 60",
                legend="{{kind}} {{outcome}}")], unit=PER_MINUTE, decimals=1, no_value="nothing delivered",
         bars=True)

@@ -168,6 +168,21 @@ def test_notifier_delivers_retries_dead_letters_and_never_logs_the_key(kafka_boo
             time.sleep(4)
         assert len(receiver.received) == before
 
+        # A worker's replay of a batch that held the whole page incident publishes its trigger and
+        # resolve again after both went out (docs/semantics.md): a new notifier process reads the
+        # partition back and does not send them (a trigger after its resolve would be a second
+        # incident); the next incident of the same dedup key goes out.
+        replay = [alert(page, "page", "firing", 1_795_000_060), alert(page, "page", "resolved", 1_795_002_690),
+                  alert(page, "page", "firing", 1_795_009_000)]
+        dep.produce([(page.encode(), orjson.dumps(v)) for v in replay], topic=s.topic_alerts)
+        with notifier(dep, receiver, log):
+            wait_for(lambda: sum(committed_offsets(kafka_bootstrap, group, s.topic_alerts, s.partitions).values())
+                     == len(alerts) + len(replay), 30, "the replayed alert records committed")
+        sent = [(r.body["dedup_key"], r.body["event_action"], r.body["payload"]["timestamp"])
+                for r in receiver.received[before:]]
+        assert sent == [(page, "trigger", "2026-11-18T13:36:40Z")]
+        assert log.read_text().count("already delivered") == 2
+
         text = log.read_text(errors="replace") + orjson.dumps(letters).decode() + metrics_text
         for secret in (SECRET, TICKET_SECRET, CHANGE_SECRET):
             assert secret not in text

@@ -8,6 +8,7 @@ import pytest
 
 from streams.core.notify import (
     MAX_EVENT_BYTES,
+    Delivered,
     NotifyError,
     Routing,
     Verdict,
@@ -106,3 +107,46 @@ def test_backoff_grows_caps_and_honours_retry_after() -> None:
     assert backoff_s(1, jitter=0.5) == 0.75
     assert backoff_s(1, retry_after_s=10) == 10.0
     assert backoff_s(1, retry_after_s=10_000) == 300.0
+
+
+def test_a_replayed_incident_is_recognised_and_a_new_one_is_not() -> None:
+    d = Delivered()
+    dk = "slo-stream/a/page/x"
+    fire, resolve = alert(dedup_key=dk, ts=600), alert(dedup_key=dk, state="resolved", ts=3000)
+    assert not d.is_repeat(fire)
+    d.note(fire)
+    assert d.is_repeat(fire)  # the same change again (a replay of the batch in flight)
+    assert not d.is_repeat(resolve)
+    d.note(resolve)
+    # A batch that fired and resolved replayed after both went out: the trigger would open a second
+    # incident at PagerDuty; both are repeats.
+    assert d.is_repeat(fire) and d.is_repeat(resolve)
+    # The next incident of the same dedup key, and other keys, go out.
+    assert not d.is_repeat(alert(dedup_key=dk, ts=3060))
+    assert not d.is_repeat(alert(dedup_key="slo-stream/a/ticket/x", ts=600))
+    # A later firing change at a later step (not a repeat) is delivered too.
+    d.note(alert(dedup_key=dk, ts=3060))
+    assert not d.is_repeat(alert(dedup_key=dk, ts=3120))
+    # Noting an older change (read back out of order) never moves the last one back.
+    d.note(fire)
+    assert d.is_repeat(alert(dedup_key=dk, ts=3060))
+
+
+@pytest.mark.parametrize("over", [{"ts": None}, {"ts": "600"}, {"ts": True}, {"ts": float("nan")},
+                                  {"dedup_key": 7}, {"state": None}])
+def test_records_without_a_usable_key_time_or_state_are_never_repeats(over: dict[str, Any]) -> None:
+    d = Delivered()
+    d.note(alert(ts=600))
+    d.note(alert(**over))
+    assert not d.is_repeat(alert(**over))
+
+
+def test_the_memory_is_bounded_and_forgets_the_longest_unchanged_key() -> None:
+    d = Delivered(max_keys=3)
+    for i in range(4):
+        d.note(alert(dedup_key=f"k{i}", ts=100))
+    d.note(alert(dedup_key="k1", ts=200))
+    d.note(alert(dedup_key="k4", ts=100))
+    assert len(d) == 3
+    assert not d.is_repeat(alert(dedup_key="k0", ts=100)) and not d.is_repeat(alert(dedup_key="k2", ts=100))
+    assert d.is_repeat(alert(dedup_key="k1", ts=200)) and d.is_repeat(alert(dedup_key="k3", ts=100))
