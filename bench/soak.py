@@ -186,10 +186,42 @@ from streams.cli import main
 raise SystemExit(main(["worker", "--loglevel", "warning"]))
 """
 
+# Diagnosis of where memory stays: Python's allocation tracer started after the warm-up (so that only
+# what is allocated from then on is traced), a snapshot every minute: the traced total and the source
+# lines holding the most memory, appended to a JSON-lines file.
+_TRACED_WORKER = """
+import json, threading, time, tracemalloc
+def dump():
+    time.sleep({warmup_s})
+    tracemalloc.start(1)
+    while True:
+        time.sleep(60)
+        snap = tracemalloc.take_snapshot()
+        stats = snap.statistics("lineno")
+        current, peak = tracemalloc.get_traced_memory()
+        top = [[str(st.traceback[0]), st.size, st.count] for st in stats[:60]]
+        with open("{path}", "a") as f:
+            f.write(json.dumps(dict(traced=current, peak=peak, top=top)) + "\\n")
+threading.Thread(target=dump, daemon=True).start()
+from streams.cli import main
+raise SystemExit(main(["worker", "--loglevel", "warning"]))
+"""
+
 
 def compare(path: str, top: int = 20) -> int:
-    """Print which object types grew between the first and the last count of a ``--objects`` file."""
+    """Print what grew between the first and the last row of an ``--objects`` or ``--tracemalloc`` file."""
     rows = [orjson.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if rows and "traced" in rows[0]:
+        print(f"{len(rows)} snapshots, a minute apart; traced memory "
+              + " ".join(f"{r['traced'] / MIB:.1f}" for r in rows) + " MiB")
+        sizes = [{line: size for line, size, _ in r["top"]} for r in (rows[0], rows[-1])]
+        growth = sorted(((sizes[1].get(k, 0) - sizes[0].get(k, 0), k) for k in set(sizes[0]) | set(sizes[1])),
+                        reverse=True)
+        print("source lines whose traced memory grew most from the first to the last snapshot:")
+        for n, k in growth[:top]:
+            was, now = sizes[0].get(k, 0) / 1024, sizes[1].get(k, 0) / 1024
+            print(f"  {n / 1024:+10,.1f} KiB  {k}  ({was:,.1f} -> {now:,.1f})")
+        return 0
     first, last = rows[0], rows[-1]
     growth = sorted(((last.get(k, 0) - first.get(k, 0), k) for k in set(first) | set(last)), reverse=True)
     print(f"{len(rows)} counts, a minute apart; growth from the first to the last:")
@@ -199,7 +231,7 @@ def compare(path: str, top: int = 20) -> int:
 
 
 def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per_message: int,
-         compression: str | None, objects: str | None = None) -> int:
+         compression: str | None, objects: str | None = None, traced: str | None = None) -> int:
     from streams import settings as settings_mod
     from streams.adapters.processes import free_port
     from streams.adapters.topics import ensure_topics
@@ -240,6 +272,9 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
         # Diagnosis: the same worker counting its live Python objects by type every minute (gc),
         # appended to ``objects`` as JSON lines; `python -m bench.soak --compare FILE` says what grew.
         argv = [sys.executable, "-c", _COUNTED_WORKER.format(path=str(Path(objects).resolve()))]
+    if traced:
+        argv = [sys.executable, "-c", _TRACED_WORKER.format(path=str(Path(traced).resolve()),
+                                                            warmup_s=warmup_min * 60 + 30)]
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/metrics"
     producer: Producer | None = None
@@ -340,13 +375,17 @@ def main() -> int:
                     help="producer compression (default gzip: the in-memory broker keeps minutes of traffic)")
     ap.add_argument("--objects", metavar="FILE", help="diagnosis: the worker appends its live Python objects by "
                     "type to FILE every minute")
-    ap.add_argument("--compare", metavar="FILE", help="print which object types grew in an --objects FILE")
+    ap.add_argument("--tracemalloc", metavar="FILE", help="diagnosis: after the warm-up the worker traces its "
+                    "allocations and appends, every minute, the source lines holding most memory to FILE "
+                    "(slows the worker down)")
+    ap.add_argument("--compare", metavar="FILE", help="print what grew in an --objects or --tracemalloc FILE")
     args = ap.parse_args()
     if args.compare:
         return compare(args.compare)
     return soak(minutes=args.minutes, rate=args.rate, interval_s=args.interval,
                 warmup_min=min(args.warmup, args.minutes / 2), per_message=args.records_per_message,
-                compression=None if args.compression == "none" else args.compression, objects=args.objects)
+                compression=None if args.compression == "none" else args.compression, objects=args.objects,
+                traced=args.tracemalloc)
 
 
 if __name__ == "__main__":
