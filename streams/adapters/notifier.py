@@ -53,6 +53,7 @@ CHANGE_PATH = "/v2/change/enqueue"
 # Alert records read back from before the committed offset when a partition is (re)assigned, so that
 # a worker's replay of changes delivered before this notifier started is still recognised.
 SEED_RECORDS = 1000
+READ_BACK_TIMEOUT_S = 15.0
 
 
 def load_routing(settings: Settings, environ: Mapping[str, str] | None = None) -> Routing:
@@ -148,7 +149,9 @@ class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
         self.seeded.difference_update(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        # aiokafka reports only the previous assignment as revoked: a partition marked while it was
+        # already leaving (a batch fetched before the rebalance) is read back again too.
+        self.seeded.difference_update(assigned)
 
 
 class Notifier:
@@ -224,15 +227,15 @@ class Notifier:
             if not isinstance(record, dict):
                 raise NotifyError("bad_json", "the value is not a JSON object")
             if topic == self.s.topic_alerts:
+                _, body = alert_event(record, self.routing)
+                kind = body["event_action"]
                 if self.delivered.is_repeat(record):
                     # A worker replayed a batch whose changes already went out (docs/semantics.md).
                     self.stats.repeats += 1
-                    self._count_delivery("trigger" if record.get("state") == "firing" else "resolve", "repeat")
+                    self._count_delivery(kind, "repeat")
                     log.info("not sending again the %s change of %s at ts %s: already delivered",
                              record.get("state"), record.get("dedup_key"), record.get("ts"))
                     return
-                _, body = alert_event(record, self.routing)
-                kind = body["event_action"]
                 path = EVENTS_PATH
                 ident = body["dedup_key"]
             else:
@@ -281,37 +284,36 @@ class Notifier:
                     source["offset"], reason, detail[:300])
 
     async def read_back(self, tp: TopicPartition, upto: int) -> int:
-        """Note the alert changes of up to :data:`SEED_RECORDS` records before ``upto`` (the
+        """Note the valid alert changes of up to :data:`SEED_RECORDS` records before ``upto`` (the
         partition's committed offset, handled by this or an earlier notifier) in :attr:`delivered`.
-        Returns how many were read; on a timeout it logs and carries on (a repeat may then go out,
-        harmless unless it follows its resolve)."""
-        start = max(0, upto - SEED_RECORDS)
-        if start >= upto:
-            return 0
+        Returns how many were noted. Records the notifier dead-lettered are not noted (a bad ``ts``
+        must not hide later changes). The caller bounds the time it takes."""
         reader = AIOKafkaConsumer(bootstrap_servers=self.s.bootstrap, group_id=None, enable_auto_commit=False,
-                                  client_id=f"{self.group}-readback")
+                                  auto_offset_reset="earliest", client_id=f"{self.group}-readback")
         await reader.start()
         n = 0
         try:
             reader.assign([tp])
+            # From the log's start when retention removed the older records (a quiet topic).
+            first = (await reader.beginning_offsets([tp])).get(tp, 0)
+            start = max(first, upto - SEED_RECORDS)
+            if start >= upto:
+                return 0
             reader.seek(tp, start)
-            deadline = time.monotonic() + 15
-            while await reader.position(tp) < upto:
-                if time.monotonic() > deadline or self.stopping.is_set():
-                    log.warning("could not read back %s/%d up to offset %d in time; a replayed alert change "
-                                "may be delivered again", tp.topic, tp.partition, upto)
-                    break
+            while await reader.position(tp) < upto and not self.stopping.is_set():
                 got = await reader.getmany(tp, timeout_ms=500, max_records=500)
                 for rec in got.get(tp, []):
                     if rec.offset >= upto:
                         break
                     try:
                         value = orjson.loads(rec.value or b"")
-                    except orjson.JSONDecodeError:
+                        if not isinstance(value, dict):
+                            continue
+                        alert_event(value, self.routing)  # what handle() would have delivered
+                    except Exception:  # dead-lettered when it was handled
                         continue
-                    if isinstance(value, dict):
-                        self.delivered.note(value)
-                        n += 1
+                    self.delivered.note(value)
+                    n += 1
         finally:
             await reader.stop()
         log.info("read back %d alert changes of %s/%d before offset %d", n, tp.topic, tp.partition, upto)
@@ -347,13 +349,14 @@ class Notifier:
                         def owned(ktp: TopicPartition = ktp) -> bool:
                             return ktp in consumer.assignment()
 
-                        if tp.topic == s.topic_alerts and ktp not in self._seeded and records:
+                        if tp.topic == s.topic_alerts and ktp not in self._seeded and records and owned():
                             self._seeded.add(ktp)
                             try:
-                                await self.read_back(ktp, records[0].offset)
-                            except KafkaError as exc:
-                                log.warning("could not read back %s/%d (%s); a replayed alert change may be "
-                                            "delivered again", tp.topic, tp.partition, type(exc).__name__)
+                                await asyncio.wait_for(self.read_back(ktp, records[0].offset), READ_BACK_TIMEOUT_S)
+                            except (KafkaError, TimeoutError) as exc:
+                                log.warning("could not read back %s/%d before offset %d (%s); a replayed alert "
+                                            "change may be delivered again", tp.topic, tp.partition,
+                                            records[0].offset, type(exc).__name__)
                         try:
                             for rec in records:
                                 if self.stopping.is_set() or not owned():

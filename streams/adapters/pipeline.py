@@ -329,12 +329,28 @@ class Pipeline:
                 log.warning("partition %d: offset %d was next but %d arrived; reading again from %d "
                             "(attempt %d)", p, hole.expected, hole.first, target, hole.seeks + 1)
                 self.stats["hole_seeks"] += 1
-                await self.app.consumer.seek(tp, target)
+                await self._seek(tp, target)
                 self.guard.sought(p, now=now)
             except Exception as exc:  # the broker away, a partition revoked meanwhile: next tick
                 log.warning("partition %d: re-reading past an offset hole failed (%s: %s); retrying",
                             p, type(exc).__name__, exc)
                 self.guard.sought(p, now=now)
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        """Seek a source partition of Faust's consumer, inside the consumer's own thread.
+
+        Faust runs the aiokafka consumer in a thread with its own event loop, and its
+        ``Consumer.seek`` calls aiokafka's ``seek`` directly from the caller's thread: racing the
+        fetcher there crashed a worker (``KeyError`` in ``Fetcher.fetched_records``, seen in
+        bench/soak.py). ``seek_wait`` runs the seek in the consumer thread and sets Faust's read
+        offset as ``Consumer.seek`` does."""
+        consumer = self.app.consumer
+        thread = getattr(consumer, "_thread", None)
+        seek_wait = getattr(thread, "seek_wait", None)
+        if seek_wait is None:  # a Faust without the consumer thread: its own seek is safe there
+            await consumer.seek(tp, offset)
+            return
+        await seek_wait({tp: offset})
 
     async def _seek_holes_now(self) -> None:
         await self._seek_holes(time.time())
@@ -369,7 +385,7 @@ class Pipeline:
                         "(faust-streaming#596); seeking back to the committed offset %d",
                         tp.partition, committed, head - 1, committed)
             try:
-                await consumer.seek(tp, committed)
+                await self._seek(tp, committed)
             except Exception as exc:  # revoked meanwhile, the broker away: the next check retries
                 log.warning("partition %d: seek failed (%s: %s)", tp.partition, type(exc).__name__, exc)
 

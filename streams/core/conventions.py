@@ -105,4 +105,4 @@ L_METHOD: Final = "method"
 L_CODE: Final = "code"
 L_DECISION: Final = "decision"
 L_KIND: Final = "kind"  # trigger | resolve | change
-L_OUTCOME: Final = "outcome"  # accepted | rejected (400, dead-lettered)
+L_OUTCOME: Final = "outcome"  # accepted | rejected (400, dead-lettered) | repeat (a replay, not sent)

@@ -167,6 +167,13 @@ class Engine:
             self._services[service] = _ServicePlan(tuple(plans), thresholds)
         self._dim_series: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
         self._tracks: dict[str, Track] = {}  # alert tracks read from (or written to) the store
+        # Per dedup key whose committed track is a resolution marker: the step it resolved at and the
+        # firing track before that batch (what a replay of that batch must start from).
+        self._before: dict[str, tuple[int, Track]] = {}
+        # Per partition, the dedup keys whose resolution marker may be deleted once the partition's
+        # stored meta record has evaluated past the step it resolved at; and that stored step.
+        self._markers: dict[int, set[str]] = {}
+        self._stored_evaluated_to: dict[int, int] = {}
         self._keys: dict[str, tuple[tuple[Severity, str], ...]] = {}
         # After this long without data a series with no firing alert is not evaluated: every short
         # window is empty, so no condition can hold.
@@ -177,6 +184,8 @@ class Engine:
         self._pending_tracks: dict[str, tuple[int, Track]] = {}
         # Suspects of alerts fired in the batch being processed, written with their tracks.
         self._pending_suspects: dict[str, tuple[int, tuple[Mapping[str, Any], ...]]] = {}
+        # The step at which an alert resolved in the batch being processed.
+        self._pending_resolved: dict[str, tuple[int, int]] = {}
         self._revs: dict[tuple[str, str], _RevState] = {}
         self._revs_dirty: set[tuple[str, str]] = set()
         self._series_per_slo: Counter[str] = Counter()
@@ -193,11 +202,11 @@ class Engine:
         drop a partition's in-memory state after a failed batch (revoke, then assign)."""
         self.counters.recover(partitions)
         self._tracks.clear()
+        self._before.clear()
+        for p in partitions:
+            self._markers.pop(p, None)
         self._drop_revs(partitions)
-        for dk in [dk for dk, (p, _) in self._pending_tracks.items() if p in partitions]:
-            del self._pending_tracks[dk]
-        for dk in [dk for dk, (p, _) in self._pending_suspects.items() if p in partitions]:
-            del self._pending_suspects[dk]
+        self._drop_pending(partitions)
         for p in partitions:
             raw = self.store.get(f"{META_PREFIX}{p}")
             if raw is None:
@@ -205,16 +214,22 @@ class Engine:
             else:
                 d = orjson.loads(raw)
                 self._meta[p] = PartitionMeta(int(d["offset"]), float(d["max_ts"]), int(d["evaluated_to"]))
+            self._stored_evaluated_to[p] = self._meta[p].evaluated_to
         self._recount_series()
+
+    def _drop_pending(self, partitions: set[int]) -> None:
+        for pending in (self._pending_tracks, self._pending_suspects, self._pending_resolved):
+            for dk in [dk for dk, (p, _) in pending.items() if p in partitions]:
+                del pending[dk]
 
     def revoke(self, partitions: set[int]) -> None:
         self.counters.release(partitions)
         self._tracks.clear()
+        self._before.clear()
+        for p in partitions:
+            self._markers.pop(p, None)
         self._drop_revs(partitions)
-        for dk in [dk for dk, (p, _) in self._pending_tracks.items() if p in partitions]:
-            del self._pending_tracks[dk]
-        for dk in [dk for dk, (p, _) in self._pending_suspects.items() if p in partitions]:
-            del self._pending_suspects[dk]
+        self._drop_pending(partitions)
         for p in partitions:
             self._meta.pop(p, None)
         for s in [s for s in self.last_status if not self.counters.has_series(s)]:
@@ -520,7 +535,7 @@ class Engine:
             if slo is None:
                 continue
             keys = self._dedup_keys(series, slo)
-            tracks = [_as_of(self.track(dk), at) for _, dk in keys]
+            tracks = [self.track_at(dk, at) for _, dk in keys]
             # A quiet series with no data in any short window cannot fire: skip it (this is what
             # keeps a catch-up over a gap cheap). A firing one is evaluated to resolve it.
             if at - last_data(series) > self._quiet_after[slo.name] and not any(t.firing for t in tracks):
@@ -542,6 +557,7 @@ class Engine:
                         self._pending_suspects[dk] = (partition, alert.suspects)
                     else:
                         self._pending_suspects[dk] = (partition, ())
+                        self._pending_resolved[dk] = (partition, at)
                     res.alerts.append(alert)
 
     def _dedup_keys(self, series: str, slo: Slo) -> tuple[tuple[Severity, str], ...]:
@@ -560,11 +576,41 @@ class Engine:
         return self._committed_track(dedup)
 
     def _committed_track(self, dedup: str) -> Track:
-        """The track as committed to the store (cached), never a batch still being delivered."""
+        """The track as committed to the store (cached), never a batch still being delivered. A
+        resolution marker reads as an idle track (and its firing track before is remembered)."""
         track = self._tracks.get(dedup)
         if track is None:
             raw = self.store.get(TRACK_PREFIX + dedup)
-            track = self._tracks[dedup] = Track() if raw is None else Track.from_json(orjson.loads(raw))
+            if raw is None:
+                track = Track()
+            else:
+                d = orjson.loads(raw)
+                track = Track.from_json(d)
+                if d.get("resolved_at") is not None and isinstance(d.get("before"), dict):
+                    self._before[dedup] = (int(d["resolved_at"]), Track.from_json(d["before"]))
+                    if isinstance(d.get("p"), int):
+                        self._markers.setdefault(d["p"], set()).add(dedup)
+            self._tracks[dedup] = track
+        return track
+
+    def track_at(self, dedup: str, at: int) -> Track:
+        """The track of ``dedup`` as it stood before the evaluation at step ``at``: :meth:`track`,
+        except for a replay after a crash, which evaluates steps before what was committed.
+
+        - A track that resolved at a later step (a resolution marker; see :meth:`commit`) was still
+          the firing track it was before that batch.
+        - A track that fired at a later step had not fired yet: it was idle. Tracks are written before
+          the partition's meta record, so after a crash between the two (or a changelog recovery that
+          stops short of the meta record) a batch is replayed from the older meta record and meets
+          them. Stepping such a track instead would resolve it early, or fire it again: a second
+          incident that the uninterrupted run never opened."""
+        track = self.track(dedup)
+        if track == Track():
+            before = self._before.get(dedup)
+            if before is not None and at < before[0]:
+                track = before[1]
+        if track.firing and track.fired_at is not None and track.fired_at > at:
+            return Track()
         return track
 
     def committed_alerts(self, series: str) -> list[tuple[Severity, bool]]:
@@ -641,20 +687,36 @@ class Engine:
     # ---- phase 2: commit ------------------------------------------------------------------------
 
     def commit(self, res: BatchResult) -> None:
-        """Write the batch's state: alert tracks, counter chunks, the partition meta record, then the
-        deletion of the tracks it resolved."""
+        """Write the batch's state: alert tracks, counter chunks, then the partition meta record.
+
+        A track the batch resolved is not deleted but replaced by a resolution marker: an idle track
+        that also holds the step it resolved at and the firing track before the batch. A crash before
+        the meta record replays the batch from the older one, whose steps must meet the incident
+        still open (a deleted track would let the still-burning first steps fire it again: a second
+        incident); a crash after it must not find the incident open (a kept firing track would
+        swallow the next page). The marker is both, by step (:meth:`track_at`)."""
         p = res.partition
-        resolved = []
         for dk, (tp, track) in list(self._pending_tracks.items()):
             if tp != p:
                 continue
             del self._pending_tracks[dk]
             pending_suspects = self._pending_suspects.pop(dk, None)
             suspects = None if pending_suspects is None else pending_suspects[1]
-            if track == Track():  # resolved and quiet: nothing to remember, once the meta record is out
-                self._tracks.pop(dk, None)
-                resolved.append(dk)
+            resolved = self._pending_resolved.pop(dk, None)
+            if track == Track():  # resolved in this batch
+                before = self._committed_track(dk)
+                if before.firing and resolved is not None:
+                    marker = {**Track().to_json(), "p": p, "resolved_at": resolved[1], "before": before.to_json()}
+                    self.store[TRACK_PREFIX + dk] = orjson.dumps(marker)
+                    self._before[dk] = (resolved[1], before)
+                    self._markers.setdefault(p, set()).add(dk)
+                else:  # it also fired in this batch: a replay starts from no incident, as it should
+                    self._before.pop(dk, None)
+                    if TRACK_PREFIX + dk in self.store:
+                        del self.store[TRACK_PREFIX + dk]
+                self._tracks[dk] = Track()
                 continue
+            self._before.pop(dk, None)
             body = track.to_json()
             body["p"] = p
             if suspects is None:  # unchanged since the alert fired: keep what was recorded then
@@ -663,6 +725,17 @@ class Engine:
                 body["suspects"] = list(suspects)
             self.store[TRACK_PREFIX + dk] = orjson.dumps(body)
             self._tracks[dk] = track
+        # Markers the stored meta record has evaluated past: no replay can start before them any more.
+        stored_to = self._stored_evaluated_to.get(p, 0)
+        for dk in list(self._markers.get(p, ())):
+            marked = self._before.get(dk)
+            if marked is None or self._tracks.get(dk) != Track():  # a new incident took its place
+                self._markers[p].discard(dk)
+            elif marked[0] <= stored_to:
+                self._markers[p].discard(dk)
+                del self._before[dk]
+                if TRACK_PREFIX + dk in self.store:
+                    del self.store[TRACK_PREFIX + dk]
         for rk in [rk for rk in self._revs_dirty if self._revs[rk].partition == p]:
             self._revs_dirty.discard(rk)
             self.store[f"{REV_PREFIX}{rk[0]}|{rk[1]}"] = self._revs[rk].to_bytes()
@@ -676,12 +749,7 @@ class Engine:
                 self._keys.pop(series, None)
         meta.offset = offset
         self.store[f"{META_PREFIX}{p}"] = meta.to_bytes(p)
-        # Resolved tracks are deleted only now: a replay from an older meta record (a crash before
-        # this one was written) must find the incident still open, or the steps before the resolve
-        # would fire it again, a second incident.
-        for dk in resolved:
-            if TRACK_PREFIX + dk in self.store:
-                del self.store[TRACK_PREFIX + dk]
+        self._stored_evaluated_to[p] = meta.evaluated_to
         self.last_status.update(res.statuses)
 
     # ---- reading ------------------------------------------------------------------------------
@@ -692,7 +760,7 @@ class Engine:
         _, cluster, region, platform = c.split_series_key(ev.series)
         alerts = {}
         for sev in (Severity.PAGE, Severity.TICKET):
-            t = _as_of(self.track(c.dedup_key(ev.series, str(sev))), ev.at)
+            t = self.track_at(c.dedup_key(ev.series, str(sev)), ev.at)
             alerts[str(sev)] = {"state": "firing" if t.firing else "ok", "since": t.fired_at}
         p = self.counters.partition_of(ev.series)
         newest = self._meta[p].max_ts if p is not None and p in self._meta else None
@@ -725,18 +793,6 @@ class Engine:
             ],
             "alerts": alerts,
         }
-
-
-def _as_of(track: Track, at: int) -> Track:
-    """The track as it stood before the evaluation at ``at``. Tracks are written before the partition's
-    meta record, so after a crash between the two (or a changelog recovery that stops short of the
-    meta record) a batch is replayed from the older meta record and its first steps meet a track that
-    fired at a later step. Before ``fired_at`` that incident had not started: the track was idle.
-    Stepping the firing track instead would resolve it early, and its firing step would then open a
-    second incident that the uninterrupted run never opened."""
-    if track.firing and track.fired_at is not None and track.fired_at > at:
-        return Track()
-    return track
 
 
 def _w(seconds: int) -> str:

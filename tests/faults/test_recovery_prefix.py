@@ -122,13 +122,15 @@ def test_any_prefix_of_the_state_writes_replays_to_the_uninterrupted_counts_and_
 
     def cuts(b: Batch, *, every_track: bool) -> list[int]:
         """Write positions to crash at inside batch ``b``: before its meta record, somewhere among its
-        writes and, with ``every_track``, after each alert-track write and at both ends."""
+        writes and, with ``every_track``, after each alert-track write, at both ends and at every
+        position from its meta record on."""
         lo, hi = b.writes
         keys = [k for k, _ in log[lo:hi]]
         meta = next(lo + i for i, k in enumerate(keys) if k.startswith(META_PREFIX))
         points = {rng.randint(lo, meta), meta}
         if every_track:
-            points |= {lo, hi, *(lo + i + 1 for i, k in enumerate(keys) if k.startswith(TRACK_PREFIX))}
+            points |= {lo, hi, *range(meta, hi + 1),
+                       *(lo + i + 1 for i, k in enumerate(keys) if k.startswith(TRACK_PREFIX))}
         return sorted(points)
 
     tried = 0
