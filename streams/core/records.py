@@ -80,6 +80,20 @@ DEFAULT_LIMITS = Limits()
 _MAX_CACHE = 100_000
 
 
+def _lenient_loads(value: bytes) -> Any:
+    """The standard library's reading of what orjson refused, or None when it refuses it too."""
+    import json
+
+    try:
+        # Strict UTF-8 first: json.loads(bytes) lets lone surrogates through.
+        doc = json.loads(value.decode("utf-8"))
+        # Nor may a \ud800 escape through: its record could not be written to the dead-letter topic.
+        orjson.dumps(doc)
+    except (ValueError, RecursionError, orjson.JSONEncodeError):
+        return None
+    return doc
+
+
 class RecordParser:
     """Decodes messages of one partition. Keeps a small cache of label values already validated."""
 
@@ -109,8 +123,13 @@ class RecordParser:
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            bad.append(Rejected(c.REASON_BAD_JSON, f"not JSON: {exc}", offset))
-            return
+            # orjson refuses a number beyond a double (1e400) although JSON allows it: one such
+            # value must not take the good records of its batch with it. The standard library reads
+            # it as infinity, which the record checks then refuse, record by record.
+            doc = _lenient_loads(value)
+            if doc is None:
+                bad.append(Rejected(c.REASON_BAD_JSON, f"not JSON: {exc}", offset))
+                return
         if type(doc) is not dict:
             bad.append(Rejected(c.REASON_BAD_JSON, f"expected a JSON object, got {type(doc).__name__}", offset))
             return

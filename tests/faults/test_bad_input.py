@@ -284,8 +284,9 @@ def broken_message(draw: Any, rnd: Random, t0: float) -> Msg:
         return Msg(key, batch[:at] + draw(BAD_UTF8) + batch[at:], kind, whole)
     if kind == "surrogate":
         return Msg(key, batch.replace(b'"service":"', b'"service":"\\ud800', 1), kind, whole)
-    if kind == "inf":
-        return Msg(key, batch.replace(b'"total":', b'"total":1e400,"x":', 1), kind, whole)
+    if kind == "inf":  # JSON, although orjson refuses it: only the record with it is bad
+        return Msg(key, batch.replace(b'"total":', b'"total":1e400,"x":', 1), kind,
+                   [(0, c.REASON_BAD_COUNTS)], good=good[1:], items=[{**good[0], "total": None, "x": good[0]["total"]}])
     if kind == "deep":
         depth = rnd.randint(1100, 3000)
         return Msg(key, b'{"schema_version":1,"records":[' + b"[" * depth + b"]" * depth + b"]}", kind, whole)

@@ -168,6 +168,20 @@ def test_malformed_records_are_rejected_with_a_reason_while_good_ones_count(valu
     assert res.records == 4
 
 
+@pytest.mark.parametrize("bad", [b"1e400", b"-1e400", b"NaN", b"Infinity"])
+def test_a_number_beyond_a_double_rejects_its_record_not_its_batch(bad: bytes) -> None:
+    engine = Engine([slo()], {}, EngineConfig())
+    good = orjson.dumps(record(T0 + 1))
+    value = (b'{"schema_version": 1, "records": [' + good + b', {"ts": ' + bad
+             + b', "service": "playback-api", "cluster": "eu-west-1", "region": "eu-west", '
+             + b'"platform": "kubernetes", "total": 1, "errors": 0}, ' + good + b"]}")
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(value)
+    res = feed(engine, [(b"playback-api", value)])
+    assert res.records == 2
+    assert [(r.reason, r.index) for r in res.rejected] == [(c.REASON_BAD_FIELD, 1)]
+
+
 def test_a_bad_record_inside_a_batch_is_rejected_alone() -> None:
     engine = Engine([slo()], {}, EngineConfig())
     res = feed(engine, [batch([record(T0 + 1), record(T0 + 2, errors=5), record(T0 + 3)])])
