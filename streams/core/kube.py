@@ -150,16 +150,20 @@ def _time_or_none(value: object) -> float | None:
 
 
 def _check_namespace(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         raise _missing(what)
+    if not isinstance(value, str):
+        raise _bad(what, value, "must be a string")
     if not c.NAME_RE.match(value):
         raise _bad(what, value, "not a DNS-1123 label")
     return value
 
 
 def _check_k8s_name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         raise _missing(what)
+    if not isinstance(value, str):
+        raise _bad(what, value, "must be a string")
     if not K8S_NAME_RE.match(value):
         raise _bad(what, value, "not a DNS-1123 subdomain")
     return value
@@ -167,8 +171,10 @@ def _check_k8s_name(value: object, what: str) -> str:
 
 def check_cluster(value: object, what: str = "cluster") -> str:
     """A cluster name as used in Kafka keys and playback records (:data:`conventions.LABEL_VALUE_RE`)."""
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         raise _missing(what)
+    if not isinstance(value, str):
+        raise _bad(what, value, "must be a string")
     if not c.LABEL_VALUE_RE.match(value):
         raise _bad(what, value, f"must match {c.LABEL_VALUE_RE.pattern}")
     return value

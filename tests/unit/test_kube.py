@@ -440,6 +440,9 @@ def test_an_older_writers_record_with_integer_revisions_and_fewer_fields_is_read
     ({"namespace": "Playback"}, "bad_field", "namespace"),
     ({"deployment": "a/b"}, "bad_field", "deployment"),
     ({"cluster": ""}, "missing_field", "cluster"),
+    ({"cluster": 7}, "bad_field", "cluster"),
+    ({"namespace": ["playback"]}, "bad_field", "namespace"),
+    ({"deployment": {"name": "x"}}, "bad_field", "deployment"),
     ({"revision": None}, "missing_field", "revision"),
     ({"revision": ["2"]}, "bad_field", "revision"),
     ({"images": "r/a:2"}, "bad_field", "images"),
@@ -448,7 +451,8 @@ def test_an_older_writers_record_with_integer_revisions_and_fewer_fields_is_read
      "migration.traffic_percent"),
     ({"migration": "legacy->kubernetes"}, "bad_field", "migration"),
 ], ids=["an unknown phase", "no phase", "a ts that is not a number", "a boolean ts", "a later schema version",
-        "an uppercase namespace", "a deployment name with a slash", "an empty cluster", "no revision",
+        "an uppercase namespace", "a deployment name with a slash", "an empty cluster", "a number as cluster",
+        "a list as namespace", "an object as deployment", "no revision",
         "a revision that is a list", "images that are not a list", "a negative replica count",
         "a migration percent above 100", "a migration that is not an object"])
 def test_an_invalid_rollout_record_is_refused_naming_the_field(over: dict[str, Any], reason: str, field: str) -> None:
