@@ -149,6 +149,7 @@ class Sample:
     taken: float  # messages taken so far
     produced: int  # records produced so far
     lag: float  # the worker's own lag gauge (messages)
+    state: float = 0.0  # bytes of the worker's state table (slo_stream_state_bytes)
 
 
 def robust_slope_per_minute(points: list[tuple[float, float]]) -> float:
@@ -294,8 +295,8 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
         t0 = time.monotonic()
         end = t0 + minutes * 60
         next_at = t0
-        print(f"{'t (s)':>6} {'RSS MiB':>8} {'broker':>7} {'counted/s':>10} {'produced/s':>11} {'lag msgs':>9} "
-              f"{'behind':>7}")
+        print(f"{'t (s)':>6} {'RSS MiB':>8} {'state':>6} {'broker':>7} {'counted/s':>10} {'produced/s':>11} "
+              f"{'lag msgs':>9} {'behind':>7}")
         while True:
             now = time.monotonic()
             if now < next_at:
@@ -306,17 +307,19 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
             m = scrape(url)
             smp = Sample(now - t0, vm_rss(proc.pid) or 0, vm_rss(broker.pid) if broker and broker.pid else None,
                          m.get("slo_stream_records_total", 0.0), m.get("slo_stream_messages_total", 0.0),
-                         producer.sent_records, m.get("slo_stream_consumer_lag_messages", 0.0))
+                         producer.sent_records, m.get("slo_stream_consumer_lag_messages", 0.0),
+                         m.get("slo_stream_state_bytes", 0.0))
             prev = samples[-1] if samples else None
             samples.append(smp)
             if prev is not None:
                 dt = smp.t - prev.t
                 behind = producer.sent_messages - smp.taken
-                print(f"{smp.t:6.0f} {smp.rss / MIB:8.1f} {(smp.broker_rss or 0) / MIB:7.0f} "
+                print(f"{smp.t:6.0f} {smp.rss / MIB:8.1f} {smp.state / MIB:6.1f} {(smp.broker_rss or 0) / MIB:7.0f} "
                       f"{(smp.counted - prev.counted) / dt:10,.0f} {(smp.produced - prev.produced) / dt:11,.0f} "
                       f"{smp.lag:9.0f} {behind:7.0f}", flush=True)
             else:
-                print(f"{smp.t:6.0f} {smp.rss / MIB:8.1f} {(smp.broker_rss or 0) / MIB:7.0f}", flush=True)
+                print(f"{smp.t:6.0f} {smp.rss / MIB:8.1f} {smp.state / MIB:6.1f} {(smp.broker_rss or 0) / MIB:7.0f}",
+                      flush=True)
             if now >= end:
                 break
             next_at += interval_s
@@ -354,9 +357,12 @@ def verdict(samples: list[Sample], *, warmup_s: float, rate: int, per_message: i
     print(f"  rate      produced {produced:,.0f} records/s (target {rate:,}), counted {counted:,.0f} records/s "
           f"({counted / produced:.1%} of produced); lag {first.lag:.0f} -> {last.lag:.0f} messages "
           f"(slope {lag_slope:+.1f}/min)")
+    state_slope = robust_slope_per_minute([(x.t, x.state / MIB) for x in after])
     print(f"  memory    worker RSS {first.rss / MIB:.1f} -> {last.rss / MIB:.1f} MiB "
           f"({(last.rss - first.rss) / MIB:+.1f} MiB), slope {rss_slope:+.2f} MiB/min (Theil-Sen; least squares "
           f"{rss_ls:+.2f}), peak {peak:.1f} MiB over the whole run")
+    print(f"  state     {first.state / MIB:.1f} -> {last.state / MIB:.1f} MiB of keys and values "
+          f"(slope {state_slope:+.2f} MiB/min; it grows with event time until each bucket level's retention)")
     if errors:
         print(f"  producer  errors: {errors}")
     print(f"verdict: the worker {'holds' if holds else 'does NOT hold'} the rate; memory is "

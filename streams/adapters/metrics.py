@@ -237,6 +237,17 @@ class StateCollector(Collector):
                 "dead_letter (malformed; see the dead-letter metric's reasons).",
                 labels=[c.L_OUTCOME]),
             GaugeMetricFamily(
+                c.M_STATE_ENTRIES,
+                "Entries of the state table (counter chunks, alert tracks, revision counts, partition meta "
+                "records) held by this worker for its partitions. Grows with series and event time until each "
+                "bucket level's retention is reached (docs/semantics.md), then stays level.",
+                labels=[]),
+            GaugeMetricFamily(
+                c.M_STATE_BYTES,
+                "Bytes of those entries' keys and values (the state this worker recovers from the changelog "
+                "on start).",
+                labels=[]),
+            GaugeMetricFamily(
                 c.M_CONSUMER_LAG,
                 "Messages in the partition that this worker has not processed yet (log end minus the next "
                 "offset to process). Growing: the worker falls behind, alerts come late.",
@@ -279,7 +290,7 @@ class StateCollector(Collector):
                 firing.add_metric([*lv, str(sev)], 1.0 if on else 0.0)
 
     def _pipeline(self, messages: Any, records: Any, dead: Any, evaluations: Any, assigned: Any,
-                  rereads: Any, k8s: Any, lag: Any) -> None:
+                  rereads: Any, k8s: Any, state_entries: Any, state_bytes: Any, lag: Any) -> None:
         st = self.stats
         for outcome in ("kept", "ignored", "dead_letter"):
             k8s.add_metric([outcome], st.get(f"k8s.{outcome}", 0))
@@ -290,10 +301,23 @@ class StateCollector(Collector):
         for key, n in sorted(st.items()):
             if key.startswith("rejected."):
                 dead.add_metric([key.removeprefix("rejected.")], n)
+        entries, size = self._state_size()
+        state_entries.add_metric([], entries)
+        state_bytes.add_metric([], size)
         partitions, lags = self._partitions()
         assigned.add_metric([], len(partitions))
         for p, n in sorted(lags.items()):
             lag.add_metric([str(p)], n)
+
+    def _state_size(self) -> tuple[int, int]:
+        """Entries and bytes of the state store (a Faust table's in-memory data, or a dict)."""
+        store = self.engine.store
+        data = getattr(store, "data", store)
+        try:
+            items = list(data.items())
+        except Exception:  # a store that cannot be listed right now (recovering): report nothing
+            return 0, 0
+        return len(items), sum(len(k) + len(v) for k, v in items if isinstance(v, bytes | bytearray))
 
     def _partitions(self) -> tuple[set[int], dict[int, int]]:
         """The assigned partitions of playback.events and the lag of those whose log end is known."""

@@ -60,6 +60,7 @@ from streams.core.conventions import (
     M_ROLLOUT_STARTED,
     M_SLI_BAD_EVENTS,
     M_SLI_EVENTS,
+    M_STATE_BYTES,
     M_SUSPECT_SCORE,
     PLATFORMS,
     REASON_LATE,
@@ -809,20 +810,27 @@ def pipeline_health() -> dict[str, Any]:
         "of records), per worker.",
         [query(_by("sum", ["instance"], _rate(M_RECORDS, inst)), ref="records", legend="records {{instance}}"),
          query(_by("sum", ["instance"], _rate(M_MESSAGES, inst)), ref="messages", legend="messages {{instance}}")],
-        unit=PER_SECOND, no_value="no worker"), w=8, h=8)
+        unit=PER_SECOND, no_value="no worker"), w=6, h=8)
     board.panel(_timeseries(
         "Consumer lag per partition",
         "Messages of each playback.events partition not processed yet (log end minus the next offset to process), "
         "as reported by the worker that owns it. Growing: alerts come late.",
         [query(_by("max", ["partition"], _sel(M_CONSUMER_LAG, inst)), legend="partition {{partition}}")],
         unit="none", decimals=0, no_value="no partition assigned", steps=thresholds("green", (1000, "orange")),
-        threshold_style=common_m.GraphThresholdsStyleMode.DASHED), w=8, h=8)
+        threshold_style=common_m.GraphThresholdsStyleMode.DASHED), w=6, h=8)
     board.panel(_timeseries(
         "Partitions per worker",
         "playback.events partitions assigned to each worker. Moves on every rebalance; a worker stuck at 0 counts "
         "nothing.",
         [query(_by("max", ["instance"], _sel(M_ASSIGNED_PARTITIONS, inst)), legend="{{instance}}")],
-        unit="none", decimals=0, no_value="no worker"), w=8, h=8)
+        unit="none", decimals=0, no_value="no worker"), w=6, h=8)
+    board.panel(_timeseries(
+        "State held per worker",
+        "Bytes of the state table (counter chunks, alert tracks, revision counts) each worker holds for its "
+        "partitions, what it recovers from the changelog on start. Grows with series and event time until each "
+        "bucket level's retention is reached, then stays level; a jump follows a rebalance.",
+        [query(_by("max", ["instance"], _sel(M_STATE_BYTES, inst)), legend="{{instance}}")],
+        unit="bytes", no_value="no worker"), w=6, h=8)
 
     board.row("Rejected and late input")
     board.panel(_timeseries(

@@ -124,6 +124,11 @@ def test_metrics_show_the_outage_series_the_page_and_the_pipeline_counts(kafka_b
     assert evaluations is not None and evaluations > 0
     assert value(after, c.M_ASSIGNED_PARTITIONS) == dep.settings.partitions
     assert value(after, c.M_OFFSET_REREADS) is not None
+    # The state held: at least one level-0 chunk per series (122 int64 values each), plus meta records.
+    n_series = len([s for s in after if s.name == c.M_LAST_EVALUATION])
+    entries, size = value(after, c.M_STATE_ENTRIES), value(after, c.M_STATE_BYTES)
+    assert n_series > 0 and entries is not None and size is not None
+    assert entries >= n_series and size >= n_series * 122 * 8, (n_series, entries, size)
     lags = [s for s in after if s.name == c.M_CONSUMER_LAG]
     assert lags and all(s.value == 0 for s in lags), lags
     batches = value(after, c.M_BATCH_SECONDS + "_count")
