@@ -176,12 +176,40 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float:
 
 _COUNTED_WORKER = """
 import collections, gc, json, threading, time
+SIZED = (list, dict, set, frozenset, collections.deque, bytearray, bytes)
+MODULES = ("faust", "mode", "aiokafka", "streams", "asyncio", "prometheus_client")
+def sizes():
+    # Containers held in the attributes of the libraries' objects: "len Type.attr" (summed over the
+    # instances) and, for a container of containers, "deep Type.attr" (the sum of the inner lengths).
+    out = collections.Counter()
+    for o in gc.get_objects():
+        t = type(o)
+        mod = getattr(t, "__module__", None)
+        if not isinstance(mod, str) or not mod.startswith(MODULES):
+            continue
+        try:
+            attrs = vars(o)
+        except TypeError:
+            continue
+        for name, v in list(attrs.items()):
+            if isinstance(v, SIZED):
+                out["len " + t.__qualname__ + "." + name] += len(v)
+                inner = v.values() if isinstance(v, dict) else (v if isinstance(v, (list, collections.deque)) else ())
+                deep = sum(len(x) for x in list(inner) if isinstance(x, SIZED))
+                if deep:
+                    out["deep " + t.__qualname__ + "." + name] += deep
+    return out
 def dump():
     while True:
         time.sleep(60)
         counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        row = dict(counts.most_common(60))
+        try:
+            row.update(sizes())
+        except Exception as exc:  # a diagnosis must not stop the counting
+            row["sizes failed: " + repr(exc)[:200]] = 1
         with open("{path}", "a") as f:
-            f.write(json.dumps(dict(counts.most_common(60))) + "\\n")
+            f.write(json.dumps(row) + "\\n")
 threading.Thread(target=dump, daemon=True).start()
 from streams.cli import main
 raise SystemExit(main(["worker", "--loglevel", "warning"]))
@@ -194,13 +222,13 @@ _TRACED_WORKER = """
 import json, threading, time, tracemalloc
 def dump():
     time.sleep({warmup_s})
-    tracemalloc.start(1)
+    tracemalloc.start(6)
     while True:
         time.sleep(60)
         snap = tracemalloc.take_snapshot()
-        stats = snap.statistics("lineno")
+        stats = snap.statistics("traceback")
         current, peak = tracemalloc.get_traced_memory()
-        top = [[str(st.traceback[0]), st.size, st.count] for st in stats[:60]]
+        top = [[" < ".join(str(f) for f in st.traceback), st.size, st.count] for st in stats[:80]]
         with open("{path}", "a") as f:
             f.write(json.dumps(dict(traced=current, peak=peak, top=top)) + "\\n")
 threading.Thread(target=dump, daemon=True).start()
@@ -380,7 +408,7 @@ def main() -> int:
     ap.add_argument("--compression", choices=["gzip", "none"], default="gzip",
                     help="producer compression (default gzip: the in-memory broker keeps minutes of traffic)")
     ap.add_argument("--objects", metavar="FILE", help="diagnosis: the worker appends its live Python objects by "
-                    "type to FILE every minute")
+                    "type, and the sizes of the containers its libraries' objects hold, to FILE every minute")
     ap.add_argument("--tracemalloc", metavar="FILE", help="diagnosis: after the warm-up the worker traces its "
                     "allocations and appends, every minute, the source lines holding most memory to FILE "
                     "(slows the worker down)")
