@@ -239,8 +239,9 @@ class StateCollector(Collector):
             GaugeMetricFamily(
                 c.M_STATE_ENTRIES,
                 "Entries of the state table (counter chunks, alert tracks, revision counts, partition meta "
-                "records) held by this worker for its partitions. Grows with series and event time until each "
-                "bucket level's retention is reached (docs/semantics.md), then stays level.",
+                "records) in this worker's memory: its partitions, Faust's standby copies and what is left of "
+                "partitions it lost. Grows with series and event time until each bucket level's retention is "
+                "reached (docs/semantics.md), then stays level.",
                 labels=[]),
             GaugeMetricFamily(
                 c.M_STATE_BYTES,
@@ -301,23 +302,29 @@ class StateCollector(Collector):
         for key, n in sorted(st.items()):
             if key.startswith("rejected."):
                 dead.add_metric([key.removeprefix("rejected.")], n)
-        entries, size = self._state_size()
-        state_entries.add_metric([], entries)
-        state_bytes.add_metric([], size)
+        size = self._state_size()
+        if size is not None:
+            state_entries.add_metric([], size[0])
+            state_bytes.add_metric([], size[1])
         partitions, lags = self._partitions()
         assigned.add_metric([], len(partitions))
         for p, n in sorted(lags.items()):
             lag.add_metric([str(p)], n)
 
-    def _state_size(self) -> tuple[int, int]:
-        """Entries and bytes of the state store (a Faust table's in-memory data, or a dict)."""
-        store = self.engine.store
-        data = getattr(store, "data", store)
+    def _state_size(self) -> tuple[int, int] | None:
+        """Entries and bytes of the state store in this worker's memory (a Faust table's store, whose
+        ``data`` is a dict; or a dict). Runs on the event loop at scrape time: C-level sums, no copy."""
+        data: Any = self.engine.store
+        for _ in range(2):  # Table -> Store -> dict
+            if isinstance(data, dict):
+                break
+            data = getattr(data, "data", None)
+        if not isinstance(data, dict):
+            return None
         try:
-            items = list(data.items())
-        except Exception:  # a store that cannot be listed right now (recovering): report nothing
-            return 0, 0
-        return len(items), sum(len(k) + len(v) for k, v in items if isinstance(v, bytes | bytearray))
+            return len(data), sum(map(len, data)) + sum(map(len, data.values()))
+        except (TypeError, RuntimeError):  # an odd value, or a change while summing: no sample
+            return None
 
     def _partitions(self) -> tuple[set[int], dict[int, int]]:
         """The assigned partitions of playback.events and the lag of those whose log end is known."""

@@ -32,6 +32,7 @@ log = logging.getLogger("slo_stream.pipeline")
 DEAD_LETTER_VALUE_PREFIX = 64 * 1024
 COMMIT_GAP_CHECK_S = 5.0
 HOLE_CHECK_S = 1.0
+SEEK_TIMEOUT_S = 30.0  # a seek in the consumer thread answers at once; longer means that thread is stuck
 
 
 def commit_gap(committed: int | None, acked: list[int]) -> int | None:
@@ -343,14 +344,9 @@ class Pipeline:
         ``Consumer.seek`` calls aiokafka's ``seek`` directly from the caller's thread: racing the
         fetcher there crashed a worker (``KeyError`` in ``Fetcher.fetched_records``, seen in
         bench/soak.py). ``seek_wait`` runs the seek in the consumer thread and sets Faust's read
-        offset as ``Consumer.seek`` does."""
-        consumer = self.app.consumer
-        thread = getattr(consumer, "_thread", None)
-        seek_wait = getattr(thread, "seek_wait", None)
-        if seek_wait is None:  # a Faust without the consumer thread: its own seek is safe there
-            await consumer.seek(tp, offset)
-            return
-        await seek_wait({tp: offset})
+        offset as ``Consumer.seek`` does; bounded, so that a stopped consumer thread cannot hold
+        the timer that called it."""
+        await asyncio.wait_for(self.app.consumer.seek_wait({tp: offset}), timeout=SEEK_TIMEOUT_S)
 
     async def _seek_holes_now(self) -> None:
         await self._seek_holes(time.time())

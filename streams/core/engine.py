@@ -577,7 +577,8 @@ class Engine:
 
     def _committed_track(self, dedup: str) -> Track:
         """The track as committed to the store (cached), never a batch still being delivered. A
-        resolution marker reads as an idle track (and its firing track before is remembered)."""
+        resolution marker reads as an idle track; the track a resolving batch started from (in a
+        marker, or in a track that fired again in that batch) is remembered for :meth:`track_at`."""
         track = self._tracks.get(dedup)
         if track is None:
             raw = self.store.get(TRACK_PREFIX + dedup)
@@ -593,19 +594,26 @@ class Engine:
             self._tracks[dedup] = track
         return track
 
+    def _stored_suspects(self, dedup: str) -> tuple[Mapping[str, Any], ...]:
+        raw = self.store.get(TRACK_PREFIX + dedup)
+        return () if raw is None else tuple(orjson.loads(raw).get("suspects") or ())
+
     def track_at(self, dedup: str, at: int) -> Track:
         """The track of ``dedup`` as it stood before the evaluation at step ``at``: :meth:`track`,
         except for a replay after a crash, which evaluates steps before what was committed.
 
-        - A track that resolved at a later step (a resolution marker; see :meth:`commit`) was still
-          the firing track it was before that batch.
+        - A track that resolved at a later step (a resolution marker, or a track that fired again in
+          the resolving batch; see :meth:`commit`) was still the firing track it was before that batch.
         - A track that fired at a later step had not fired yet: it was idle. Tracks are written before
           the partition's meta record, so after a crash between the two (or a changelog recovery that
           stops short of the meta record) a batch is replayed from the older meta record and meets
           them. Stepping such a track instead would resolve it early, or fire it again: a second
           incident that the uninterrupted run never opened."""
-        track = self.track(dedup)
-        if track == Track():
+        pending = self._pending_tracks.get(dedup)
+        if pending is not None:  # changed earlier in this batch: that is the state now
+            track = pending[1]
+        else:
+            track = self._committed_track(dedup)
             before = self._before.get(dedup)
             if before is not None and at < before[0]:
                 track = before[1]
@@ -696,6 +704,7 @@ class Engine:
         incident); a crash after it must not find the incident open (a kept firing track would
         swallow the next page). The marker is both, by step (:meth:`track_at`)."""
         p = res.partition
+        stored_to = self._stored_evaluated_to.get(p, 0)
         for dk, (tp, track) in list(self._pending_tracks.items()):
             if tp != p:
                 continue
@@ -703,39 +712,53 @@ class Engine:
             pending_suspects = self._pending_suspects.pop(dk, None)
             suspects = None if pending_suspects is None else pending_suspects[1]
             resolved = self._pending_resolved.pop(dk, None)
-            if track == Track():  # resolved in this batch
-                before = self._committed_track(dk)
-                if before.firing and resolved is not None:
-                    marker = {**Track().to_json(), "p": p, "resolved_at": resolved[1], "before": before.to_json()}
-                    self.store[TRACK_PREFIX + dk] = orjson.dumps(marker)
-                    self._before[dk] = (resolved[1], before)
-                    self._markers.setdefault(p, set()).add(dk)
-                else:  # it also fired in this batch: a replay starts from no incident, as it should
-                    self._before.pop(dk, None)
-                    if TRACK_PREFIX + dk in self.store:
-                        del self.store[TRACK_PREFIX + dk]
+            # The track this batch started from: as stored, or, while a replay from the stored meta
+            # record can still need it, the one remembered from a resolving batch not yet covered
+            # by a meta record (a replay of that batch, crashed again, must find it once more).
+            live = self._before.get(dk)
+            live = live if live is not None and live[0] > stored_to else None
+            start = live[1] if live is not None else self._committed_track(dk)
+            start_suspects = self._stored_suspects(dk) if start.firing else ()
+            # Resolved in this batch, from an incident open when it started: remember that incident
+            # until a meta record covers the step it resolved at. A replay that has not reached that
+            # step yet writes the incident as it now stands (what its own meta record will cover).
+            if resolved is not None:
+                keep = (resolved[1], start) if start.firing else None
+            else:
+                keep = (live[0], track) if live is not None else None
+            if track == Track() and keep is None:  # quiet (it fired and resolved in this batch)
+                self._before.pop(dk, None)
+                if TRACK_PREFIX + dk in self.store:
+                    del self.store[TRACK_PREFIX + dk]
                 self._tracks[dk] = Track()
                 continue
-            self._before.pop(dk, None)
             body = track.to_json()
             body["p"] = p
-            if suspects is None:  # unchanged since the alert fired: keep what was recorded then
+            if track == Track():
+                suspects = start_suspects  # a marker: what a replay reopening the incident shows
+            elif suspects is None:  # unchanged since the alert fired: keep what was recorded then
                 suspects = self.suspects(dk) if track.firing else ()
             if suspects:
                 body["suspects"] = list(suspects)
+            if keep is not None:
+                body["resolved_at"], body["before"] = keep[0], keep[1].to_json()
+                self._before[dk] = keep
+                self._markers.setdefault(p, set()).add(dk)
+            else:
+                self._before.pop(dk, None)
             self.store[TRACK_PREFIX + dk] = orjson.dumps(body)
             self._tracks[dk] = track
-        # Markers the stored meta record has evaluated past: no replay can start before them any more.
-        stored_to = self._stored_evaluated_to.get(p, 0)
+        # What the stored meta record has evaluated past: no replay can start before it any more.
         for dk in list(self._markers.get(p, ())):
             marked = self._before.get(dk)
-            if marked is None or self._tracks.get(dk) != Track():  # a new incident took its place
-                self._markers[p].discard(dk)
-            elif marked[0] <= stored_to:
-                self._markers[p].discard(dk)
-                del self._before[dk]
-                if TRACK_PREFIX + dk in self.store:
-                    del self.store[TRACK_PREFIX + dk]
+            if marked is not None and marked[0] > stored_to:
+                continue
+            self._markers[p].discard(dk)
+            if marked is None:
+                continue
+            del self._before[dk]
+            if self._tracks.get(dk) == Track() and TRACK_PREFIX + dk in self.store:
+                del self.store[TRACK_PREFIX + dk]  # an idle marker: nothing left to remember
         for rk in [rk for rk in self._revs_dirty if self._revs[rk].partition == p]:
             self._revs_dirty.discard(rk)
             self.store[f"{REV_PREFIX}{rk[0]}|{rk[1]}"] = self._revs[rk].to_bytes()

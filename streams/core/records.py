@@ -81,12 +81,18 @@ _MAX_CACHE = 100_000
 
 
 def _lenient_loads(value: bytes) -> Any:
-    """The standard library's reading of what orjson refused, or None when it refuses it too."""
+    """The standard library's reading of a message orjson refused for a number beyond a double, or
+    None when it is not JSON either. Numbers stay numbers the record checks refuse: a huge integer
+    becomes a float (never a 4,300-digit int), NaN and Infinity literals are not JSON."""
     import json
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
 
     try:
         # Strict UTF-8 first: json.loads(bytes) lets lone surrogates through.
-        doc = json.loads(value.decode("utf-8"))
+        doc = json.loads(value.decode("utf-8"), parse_int=lambda s: int(s) if len(s) <= 19 else float(s),
+                         parse_constant=no_constant)
         # Nor may a \ud800 escape through: its record could not be written to the dead-letter topic.
         orjson.dumps(doc)
     except (ValueError, RecursionError, orjson.JSONEncodeError):
@@ -126,7 +132,7 @@ class RecordParser:
             # orjson refuses a number beyond a double (1e400) although JSON allows it: one such
             # value must not take the good records of its batch with it. The standard library reads
             # it as infinity, which the record checks then refuse, record by record.
-            doc = _lenient_loads(value)
+            doc = _lenient_loads(value) if "number" in str(exc) else None
             if doc is None:
                 bad.append(Rejected(c.REASON_BAD_JSON, f"not JSON: {exc}", offset))
                 return

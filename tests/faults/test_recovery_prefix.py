@@ -234,3 +234,119 @@ def test_a_crash_inside_a_batch_holding_a_whole_incident_sends_pagerduty_nothing
         "replays published its changes again, and what the notifier would send is exactly the uninterrupted "
         "sequence every time",
     ]
+
+
+def _states(log: list[tuple[str, bytes | None]], base: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    out = dict(base or {})
+    for k, v in log:
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def _assert_replay_matches(clean: Run, published: list[dict[str, Any]], replay: Run, where: Any) -> None:
+    """The replay publishes only changes of the uninterrupted run, byte for byte (repeats of the batch
+    in flight, never a new incident), the notifier's rule leaves exactly the uninterrupted sequence,
+    and the final counts and alert states are the uninterrupted ones."""
+    from streams.core.notify import Delivered
+
+    assert all(a in clean.alerts for a in replay.alerts), (where, [a for a in replay.alerts if a not in clean.alerts])
+    sent = Delivered()
+    out = []
+    for a in published + replay.alerts:
+        if not sent.is_repeat(a):
+            sent.note(a)
+            out.append(a)
+    assert chains(out) == chains(clean.alerts), where
+    for series, status in clean.statuses.items():
+        got = replay.statuses.get(series)
+        assert got is not None and got["good_total"] == status["good_total"], (where, series)
+        assert got["alerts"] == status["alerts"], (where, series)
+
+
+def test_a_second_crash_while_replaying_the_resolving_batch_opens_no_second_incident(
+    fault_report: list[str],
+) -> None:
+    """A crash inside the batch that resolves the page, then another one inside the replacement's
+    first commit (the replay of that batch; on Tansu a changelog recovery can also stop short of it):
+    the third worker still finds the incident as it was and publishes nothing new."""
+    seed = run_seed()
+    rng = random.Random(seed)
+    scenario = replace(burn_scenario(healthy_before_s=25 * 60), services=("playback-api",))
+    msgs = [(k, v, i) for i, (k, v) in enumerate(scenario_messages(scenario))]
+    probe = play(engine({}), msgs, [10] * len(msgs))
+    resolved_at = next(b.end for b in probe.batches if any(a["state"] == "resolved" for a in b.alerts))
+    head = resolved_at - 130
+    plan = [head, 140] + [rng.randint(5, 40) for _ in range(len(msgs))]
+    store = Changelog()
+    clean = play(engine(store), msgs, plan, store)
+    log = list(store.log)
+    resolve = clean.batches[1]
+    assert any(a["state"] == "resolved" and a["severity"] == "page" for a in resolve.alerts)
+    lo, hi = resolve.writes
+    meta = next(lo + i for i, (k, _) in enumerate(log[lo:hi]) if k.startswith(META_PREFIX))
+    published = [a for b in clean.batches if b.end <= resolve.end for a in b.alerts]
+    tried = 0
+    for cut in sorted({lo, meta, *(lo + i + 1 for i, (k, _) in enumerate(log[lo:hi]) if k.startswith(TRACK_PREFIX))}):
+        first_state = _states(log[:cut])
+        e1_store = Changelog()
+        e1_store.update(first_state)
+        e1 = Engine(specs(), e1_store, EngineConfig())
+        e1.assign({P})
+        rest = msgs[e1.meta(P).offset + 1:]
+        # The replacement's first batch replays the crashed batch whole (and a little more).
+        first = play(e1, rest, [resolve.end - (e1.meta(P).offset + 1) + 5, len(rest)], e1_store)
+        lo2, hi2 = first.batches[0].writes
+        for cut2 in range(lo2, hi2 + 1):
+            e2 = engine(_states(e1_store.log[:cut2], first_state))
+            rest2 = msgs[e2.meta(P).offset + 1:]
+            replay2 = play(e2, rest2, [rng.randint(5, 60) for _ in range(len(rest2))])
+            again = first.batches[0].alerts  # what the replacement published before it died
+            _assert_replay_matches(clean, published + again, replay2, (cut - lo, cut2 - lo2))
+            tried += 1
+    assert tried >= 10
+    fault_report += [f"seed {seed}: {tried} double crashes (inside the resolving batch, then inside its replay's "
+                     "first commit): no second incident, the uninterrupted counts and alert states"]
+
+
+def test_a_crash_inside_a_batch_that_resolves_and_fires_again_reopens_nothing(fault_report: list[str]) -> None:
+    """One batch resolves the page and fires it again (a second outage right after): a crash before
+    its meta record replays it from a state where the first incident is still open."""
+    from streams.scenario import Outage
+
+    seed = run_seed()
+    rng = random.Random(seed)
+    base = replace(burn_scenario(healthy_before_s=25 * 60), services=("playback-api",))
+    probe_msgs = [(k, v, i) for i, (k, v) in enumerate(scenario_messages(base))]
+    probe = play(engine({}), probe_msgs, [10] * len(probe_msgs))
+    resolved_ts = next(a["ts"] for b in probe.batches for a in b.alerts
+                       if a["state"] == "resolved" and a["severity"] == "page")
+    first = base.outages[0]
+    again_s = resolved_ts - base.start_ts + 60  # the second outage starts a minute after the resolve
+    second = Outage(first.service, start_s=again_s, end_s=again_s + 10 * 60, cluster=first.cluster,
+                    platform=first.platform)
+    scenario = replace(base, outages=(first, second), duration_s=again_s + 50 * 60)
+    msgs = [(k, v, i) for i, (k, v) in enumerate(scenario_messages(scenario))]
+    probe = play(engine({}), msgs, [10] * len(msgs))
+    page_batches = [b.end for b in probe.batches for a in b.alerts if a["severity"] == "page"]
+    assert len(page_batches) >= 3, "the page fires, resolves and fires again"
+    big_from, big_to = page_batches[1] - 40, page_batches[2] + 10
+    plan = [big_from, big_to - big_from] + [rng.randint(5, 40) for _ in range(len(msgs))]
+    store = Changelog()
+    clean = play(engine(store), msgs, plan, store)
+    log = list(store.log)
+    big = clean.batches[1]
+    assert [a["state"] for a in big.alerts if a["severity"] == "page"] == ["resolved", "firing"]
+    lo, hi = big.writes
+    published = [a for b in clean.batches if b.end <= big.end for a in b.alerts]
+    cuts = sorted({lo, hi, *range(lo, hi + 1, max(1, (hi - lo) // 10))})
+    for cut in cuts:
+        e = engine(_states(log[:cut]))
+        rest = msgs[e.meta(P).offset + 1:]
+        replay = play(e, rest, [rng.randint(5, 60) for _ in range(len(rest))])
+        _assert_replay_matches(clean, published, replay, cut - lo)
+    fault_report += [f"seed {seed}: one batch of {big.end - big.start} messages resolves the page and fires it "
+                     f"again; {len(cuts)} crash points in its {hi - lo} writes: the replays publish only repeats "
+                     "of it and end in the uninterrupted state"]
