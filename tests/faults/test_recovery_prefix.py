@@ -7,7 +7,11 @@ A kill can land between any two writes of a batch, and on Tansu a changelog reco
 the changelog's last batch of writes (docs/semantics.md), so every prefix is a state a worker can
 start from. The prefixes tried: within the batch that fires the page and the ticket (a catch-up
 batch spanning many evaluation steps before the firing one), within the batch that resolves the page,
-within an ordinary batch, and within the partition's first batch (before any meta record exists)."""
+within an ordinary batch, and within the partition's first batch (before any meta record exists);
+within one batch holding a whole incident, and one that resolves the page and fires it again; and a
+second crash inside the replay of the resolving batch. A replay publishes only changes of the
+uninterrupted run (repeats of the batch in flight), and what the notifier's rule lets through
+(streams.core.notify.Delivered) is exactly the uninterrupted sequence."""
 
 from __future__ import annotations
 
@@ -86,22 +90,28 @@ def play(e: Engine, msgs: list[tuple[bytes, bytes, int]], sizes: list[int], stor
     return run
 
 
+def one_outage() -> tuple[list[tuple[bytes, bytes, int]], int, int]:
+    """playback-api alone (its four series), 25 minutes of traffic before a 10 minute outage (enough
+    events in the 1h window to page; a replay of the rest is quick): the messages, the index of the
+    outage's first one, and the end of the batch (of 10) that resolves the page."""
+    scenario = replace(burn_scenario(healthy_before_s=25 * 60), services=("playback-api",))
+    msgs = [(k, v, i) for i, (k, v) in enumerate(scenario_messages(scenario))]
+    outage = next(i for i, (_, v, _) in enumerate(msgs) if b'"errors":100' in v)
+    probe = play(engine({}), msgs, [10] * len(msgs))
+    resolved_at = next(b.end for b in probe.batches if any(a["state"] == "resolved" for a in b.alerts))
+    return msgs, outage, resolved_at
+
+
 def test_any_prefix_of_the_state_writes_replays_to_the_uninterrupted_counts_and_alerts(
     fault_report: list[str],
 ) -> None:
     seed = run_seed()
     rng = random.Random(seed)
-    # playback-api alone (its four series), and 25 minutes before the outage: enough events in the
-    # 1h window to page, and a replay of the rest is quick.
-    scenario = replace(burn_scenario(healthy_before_s=25 * 60), services=("playback-api",))
-    msgs = [(k, v, i) for i, (k, v) in enumerate(scenario_messages(scenario))]
+    msgs, outage, resolved_at = one_outage()
     # Small batches, and two catch-up batches (as after a restart) that span many evaluation steps:
     # one from 10 minutes before the outage to 10 minutes into it (it fires the ticket and the page
     # after many quiet steps), one from 20 minutes before the page resolves to just after (its first
     # steps still burn, then the hold runs out).
-    outage = next(i for i, (_, v, _) in enumerate(msgs) if b'"errors":100' in v)
-    probe = play(engine({}), msgs, [10] * len(msgs))
-    resolved_at = next(b.end for b in probe.batches if any(a["state"] == "resolved" for a in b.alerts))
     bigs = [(outage - 60, outage + 60), (resolved_at - 130, resolved_at + 10)]
     plan: list[int] = []
     first_big = 0
@@ -137,13 +147,7 @@ def test_any_prefix_of_the_state_writes_replays_to_the_uninterrupted_counts_and_
     for name, b, every in (("first", first, False), ("plain", plain, False), ("firing", fire, True),
                            ("resolving", resolve, True)):
         for cut in cuts(b, every_track=every):
-            recovered: dict[str, bytes] = {}
-            for k, v in log[:cut]:
-                if v is None:
-                    recovered.pop(k, None)
-                else:
-                    recovered[k] = v
-            e = engine(recovered)
+            e = recover(log, cut)
             start = e.meta(P).offset + 1  # the worker's rule: the log's start when there is no meta
             # What went out before the kill: every batch up to this one (its alerts are delivered
             # before any of its writes).
@@ -172,13 +176,7 @@ def test_any_prefix_of_the_state_writes_replays_to_the_uninterrupted_counts_and_
 
 def recover(log: list[tuple[str, bytes | None]], cut: int) -> Engine:
     """A worker that recovered the first ``cut`` writes of the changelog."""
-    recovered: dict[str, bytes] = {}
-    for k, v in log[:cut]:
-        if v is None:
-            recovered.pop(k, None)
-        else:
-            recovered[k] = v
-    return engine(recovered)
+    return engine(_states(log[:cut]))
 
 
 def test_a_crash_inside_a_batch_holding_a_whole_incident_sends_pagerduty_nothing_twice(
@@ -188,15 +186,9 @@ def test_a_crash_inside_a_batch_holding_a_whole_incident_sends_pagerduty_nothing
     the older meta record, publishing its trigger and resolve again after both went out; the
     notifier's rule (streams.core.notify.Delivered: a change not newer than the last one delivered
     for its dedup key is not sent) leaves exactly the uninterrupted run's changes."""
-    from streams.core.notify import Delivered
-
     seed = run_seed()
     rng = random.Random(seed)
-    scenario = replace(burn_scenario(healthy_before_s=25 * 60), services=("playback-api",))
-    msgs = [(k, v, i) for i, (k, v) in enumerate(scenario_messages(scenario))]
-    outage = next(i for i, (_, v, _) in enumerate(msgs) if b'"errors":100' in v)
-    probe = play(engine({}), msgs, [10] * len(msgs))
-    resolved_at = next(b.end for b in probe.batches if any(a["state"] == "resolved" for a in b.alerts))
+    msgs, outage, resolved_at = one_outage()
     plan = [outage - 60, resolved_at + 10 - (outage - 60)] + [rng.randint(5, 40) for _ in range(len(msgs))]
 
     store = Changelog()
@@ -214,18 +206,8 @@ def test_a_crash_inside_a_batch_holding_a_whole_incident_sends_pagerduty_nothing
         rest = msgs[e.meta(P).offset + 1:]
         replay = play(e, rest, [rng.randint(5, 60) for _ in range(len(rest))])
         published = [a for done in clean.batches if done.end <= whole.end for a in done.alerts]
-        sent = Delivered()
-        to_pagerduty: list[dict[str, Any]] = []
-        for a in published + replay.alerts:
-            if not sent.is_repeat(a):
-                sent.note(a)
-                to_pagerduty.append(a)
-        assert chains(to_pagerduty) == chains(clean.alerts), cut - lo
+        _assert_replay_matches(clean, published, replay, cut - lo)
         replayed_twice += chains(published + replay.alerts) != chains(clean.alerts)
-        for series, status in clean.statuses.items():
-            got = replay.statuses.get(series)
-            assert got is not None and got["good_total"] == status["good_total"], (cut - lo, series)
-            assert got["alerts"] == status["alerts"], (cut - lo, series)
     # The crash points before the batch's meta record did replay the whole incident onto the topic.
     assert replayed_twice >= 1
     fault_report += [
@@ -274,10 +256,7 @@ def test_a_second_crash_while_replaying_the_resolving_batch_opens_no_second_inci
     the third worker still finds the incident as it was and publishes nothing new."""
     seed = run_seed()
     rng = random.Random(seed)
-    scenario = replace(burn_scenario(healthy_before_s=25 * 60), services=("playback-api",))
-    msgs = [(k, v, i) for i, (k, v) in enumerate(scenario_messages(scenario))]
-    probe = play(engine({}), msgs, [10] * len(msgs))
-    resolved_at = next(b.end for b in probe.batches if any(a["state"] == "resolved" for a in b.alerts))
+    msgs, _, resolved_at = one_outage()
     head = resolved_at - 130
     plan = [head, 140] + [rng.randint(5, 40) for _ in range(len(msgs))]
     store = Changelog()
@@ -343,7 +322,7 @@ def test_a_crash_inside_a_batch_that_resolves_and_fires_again_reopens_nothing(fa
     published = [a for b in clean.batches if b.end <= big.end for a in b.alerts]
     cuts = sorted({lo, hi, *range(lo, hi + 1, max(1, (hi - lo) // 10))})
     for cut in cuts:
-        e = engine(_states(log[:cut]))
+        e = recover(log, cut)
         rest = msgs[e.meta(P).offset + 1:]
         replay = play(e, rest, [rng.randint(5, 60) for _ in range(len(rest))])
         _assert_replay_matches(clean, published, replay, cut - lo)
