@@ -175,7 +175,7 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float:
 
 
 _COUNTED_WORKER = """
-import collections, gc, json, threading, time
+import collections, gc, json, sys, threading, time
 SIZED = (list, dict, set, frozenset, collections.deque, bytearray, bytes)
 MODULES = ("faust", "mode", "aiokafka", "streams", "asyncio", "prometheus_client")
 def sizes():
@@ -208,6 +208,22 @@ def dump():
             row.update(sizes())
         except Exception as exc:  # a diagnosis must not stop the counting
             row["sizes failed: " + repr(exc)[:200]] = 1
+        # Where the bytes are: Python's own allocator (blocks in use), and the C heap (glibc mallinfo2:
+        # in use, free inside the heap, mmapped) for what C extensions and large buffers hold.
+        row["mem python allocated blocks"] = sys.getallocatedblocks()
+        try:
+            import ctypes
+            class MI(ctypes.Structure):
+                _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallinfo2.restype = MI
+            mi = libc.mallinfo2()
+            row["mem c heap in use"] = mi.uordblks
+            row["mem c heap free"] = mi.fordblks
+            row["mem c mmapped"] = mi.hblkhd
+        except (OSError, AttributeError):
+            pass
         with open("{path}", "a") as f:
             f.write(json.dumps(row) + "\\n")
 threading.Thread(target=dump, daemon=True).start()
