@@ -390,6 +390,15 @@ class Uninterrupted:
 STATUS_FIELDS = ("evaluated_at", "good_total", "burn_rates", "error_budget_remaining", "conditions", "alerts")
 
 
+def statuses_caught_up(bootstrap: str, topic: str, partitions: int,
+                       expected: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """The final statuses on ``topic`` once every series of ``expected`` (the uninterrupted run's)
+    has one evaluated at least as far; None before."""
+    got = final_statuses(read_json(bootstrap, topic, partitions))
+    done = set(got) == set(expected) and all(got[k]["evaluated_at"] >= expected[k]["evaluated_at"] for k in got)
+    return got if done else None
+
+
 def final_statuses(values: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The newest evaluation per series on ``slo.status`` (published at least once: every copy of
     it must say the same)."""

@@ -28,7 +28,6 @@ from tests.faults.support import (
     burn_scenario,
     chains,
     expected_actions,
-    final_statuses,
     ground_truth,
     incidents,
     kube_bridge,
@@ -41,6 +40,7 @@ from tests.faults.support import (
     read_json,
     read_topic,
     specs,
+    statuses_caught_up,
     tail,
     wait_until,
 )
@@ -152,10 +152,7 @@ def test_a_paused_broker_is_survived_without_a_restart_and_nothing_is_lost(
                                  timeout_s=60, what="the change events", alive=procs, logs=logs)
 
             def statuses_final() -> dict[str, dict] | None:
-                got = final_statuses(read_json(bootstrap, s.topic_status, s.partitions))
-                done = set(got) == set(clean.statuses) and all(
-                    got[k]["evaluated_at"] >= clean.statuses[k]["evaluated_at"] for k in got)
-                return got if done else None
+                return statuses_caught_up(bootstrap, s.topic_status, s.partitions, clean.statuses)
 
             statuses = wait_until(statuses_final, timeout_s=60, what="the final statuses", alive=procs, every_s=1.0)
             assigned = partitions_of(port)

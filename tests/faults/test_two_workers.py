@@ -18,7 +18,6 @@ from tests.faults.support import (
     Uninterrupted,
     burn_scenario,
     chains,
-    final_statuses,
     ground_truth,
     page_key,
     partitions_of,
@@ -27,6 +26,7 @@ from tests.faults.support import (
     read_json,
     read_topic,
     specs,
+    statuses_caught_up,
     tail,
     wait_until,
 )
@@ -112,10 +112,7 @@ def test_the_survivor_of_two_workers_takes_over_the_killed_ones_partitions_and_i
             clean = Uninterrupted.run(dep, back)
 
             def statuses_final() -> dict[str, dict] | None:
-                got = final_statuses(read_json(kafka_bootstrap, s.topic_status, s.partitions))
-                done = set(got) == set(clean.statuses) and all(
-                    got[k]["evaluated_at"] >= clean.statuses[k]["evaluated_at"] for k in got)
-                return got if done else None
+                return statuses_caught_up(kafka_bootstrap, s.topic_status, s.partitions, clean.statuses)
 
             mark("uninterrupted run")
             statuses = wait_until(statuses_final, timeout_s=60, what="the final statuses", alive=alive, every_s=1.0)

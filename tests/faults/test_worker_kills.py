@@ -26,7 +26,6 @@ from tests.faults.support import (
     burn_scenario,
     chains,
     expected_actions,
-    final_statuses,
     ground_truth,
     incidents,
     notifier,
@@ -39,6 +38,7 @@ from tests.faults.support import (
     run_seed,
     scenario_messages,
     specs,
+    statuses_caught_up,
     tail,
     wait_until,
 )
@@ -192,10 +192,7 @@ def test_a_worker_killed_at_random_moments_ten_times_loses_nothing_doubles_nothi
 
                 # The last statuses follow the last commit.
                 def statuses_final() -> dict[str, dict] | None:
-                    got = final_statuses(read_json(kafka_bootstrap, s.topic_status, s.partitions))
-                    done = set(got) == set(clean.statuses) and all(
-                        got[k]["evaluated_at"] >= clean.statuses[k]["evaluated_at"] for k in got)
-                    return got if done else None
+                    return statuses_caught_up(kafka_bootstrap, s.topic_status, s.partitions, clean.statuses)
 
                 statuses = wait_until(statuses_final, timeout_s=60, what="the final statuses", alive=alive,
                                       every_s=1.0)
@@ -300,10 +297,7 @@ def test_a_worker_killed_right_after_its_first_commit_loses_nothing(
             clean = Uninterrupted.run(dep, back)
 
             def statuses_final() -> dict[str, dict] | None:
-                got = final_statuses(read_json(kafka_bootstrap, s.topic_status, s.partitions))
-                done = set(got) == set(clean.statuses) and all(
-                    got[k]["evaluated_at"] >= clean.statuses[k]["evaluated_at"] for k in got)
-                return got if done else None
+                return statuses_caught_up(kafka_bootstrap, s.topic_status, s.partitions, clean.statuses)
 
             statuses = wait_until(statuses_final, timeout_s=60, what="the final statuses",
                                   alive={"w2": proc}, every_s=1.0)
