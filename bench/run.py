@@ -126,16 +126,7 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
     tmp = Path(tempfile.mkdtemp(prefix="slo-stream-bench-"))
     spec = tmp / "slos.yaml"
     spec.write_text(_specs_yaml(w))
-    env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SLO_STREAM_APP_ID": tag, "SLO_STREAM_PARTITIONS": "1",
-        "SLO_STREAM_TOPIC_PLAYBACK": f"{tag}.playback", "SLO_STREAM_TOPIC_ALERTS": f"{tag}.alerts",
-        "SLO_STREAM_TOPIC_STATUS": f"{tag}.status", "SLO_STREAM_TOPIC_DEAD_LETTER": f"{tag}.dlq",
-        "SLO_STREAM_TOPIC_K8S_EVENTS": f"{tag}.k8s-events", "SLO_STREAM_TOPIC_K8S_ROLLOUTS": f"{tag}.k8s-rollouts",
-        "SLO_STREAM_SPECS": str(spec), "SLO_STREAM_SESSION_TIMEOUT": "2",
-        "SLO_STREAM_HEARTBEAT_INTERVAL": "0.5", "SLO_STREAM_WEB_PORT": str(free_port()),
-        "SLO_STREAM_DATADIR": str(tmp / "data"), "SLO_STREAM_ALLOWED_LATENESS": "10",
-    })
+    env = worker_env(bootstrap, tag, spec, tmp, free_port(), SLO_STREAM_ALLOWED_LATENESS="10")
     s = settings_mod.load(env)
     ensure_topics(bootstrap, s.topics)
     produce(bootstrap, s.topic_playback, msgs)
@@ -174,6 +165,22 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
     rate = (o_b - o_a) * per_msg / (t_b - t_a) if t_b > t_a else float("nan")
     return {"records": total_records, "records_per_s": rate, "messages_per_s": (o_b - o_a) / (t_b - t_a),
             "wall_s": t_b - t_a, "log": str(tmp / "worker.log")}
+
+
+def worker_env(bootstrap: str, tag: str, spec: Path, tmp: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's worker: one partition, topics of its own (prefixed ``tag``),
+    quick group timeouts, its web port and data directory."""
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SLO_STREAM_APP_ID": tag, "SLO_STREAM_PARTITIONS": "1",
+        "SLO_STREAM_TOPIC_PLAYBACK": f"{tag}.playback", "SLO_STREAM_TOPIC_ALERTS": f"{tag}.alerts",
+        "SLO_STREAM_TOPIC_STATUS": f"{tag}.status", "SLO_STREAM_TOPIC_DEAD_LETTER": f"{tag}.dlq",
+        "SLO_STREAM_TOPIC_K8S_EVENTS": f"{tag}.k8s-events", "SLO_STREAM_TOPIC_K8S_ROLLOUTS": f"{tag}.k8s-rollouts",
+        "SLO_STREAM_TOPIC_ROLLOUT_GATES": f"{tag}.gates", "SLO_STREAM_SPECS": str(spec),
+        "SLO_STREAM_SESSION_TIMEOUT": "2", "SLO_STREAM_HEARTBEAT_INTERVAL": "0.5", "SLO_STREAM_WEB_PORT": str(port),
+        "SLO_STREAM_DATADIR": str(tmp / "data"), **extra,
+    })
+    return env
 
 
 def _specs_yaml(w: Workload) -> str:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.run import _specs_yaml
+from bench.run import _specs_yaml, worker_env
 from bench.workload import CLUSTERS, Workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,16 +294,7 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
     tmp = Path(tempfile.mkdtemp(prefix="slo-stream-soak-"))
     (tmp / "slos.yaml").write_text(_specs_yaml(w))
     port = free_port()
-    env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SLO_STREAM_APP_ID": tag, "SLO_STREAM_PARTITIONS": "1",
-        "SLO_STREAM_TOPIC_PLAYBACK": f"{tag}.playback", "SLO_STREAM_TOPIC_ALERTS": f"{tag}.alerts",
-        "SLO_STREAM_TOPIC_STATUS": f"{tag}.status", "SLO_STREAM_TOPIC_DEAD_LETTER": f"{tag}.dlq",
-        "SLO_STREAM_TOPIC_K8S_EVENTS": f"{tag}.k8s-events", "SLO_STREAM_TOPIC_K8S_ROLLOUTS": f"{tag}.k8s-rollouts",
-        "SLO_STREAM_TOPIC_ROLLOUT_GATES": f"{tag}.gates", "SLO_STREAM_SPECS": str(tmp / "slos.yaml"),
-        "SLO_STREAM_SESSION_TIMEOUT": "2", "SLO_STREAM_HEARTBEAT_INTERVAL": "0.5", "SLO_STREAM_WEB_PORT": str(port),
-        "SLO_STREAM_DATADIR": str(tmp / "data"),
-    })
+    env = worker_env(bootstrap, tag, tmp / "slos.yaml", tmp, port)
     s = settings_mod.load(env)
     ensure_topics(bootstrap, s.topics)
     print(f"soak: {minutes:g} min at {rate:,} records/s ({rate / per_message:,.0f} messages/s of {per_message} "
