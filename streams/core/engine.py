@@ -521,10 +521,7 @@ class Engine:
         pending = self._pending_suspects.get(dedup)
         if pending is not None:
             return pending[1]
-        raw = self.store.get(TRACK_PREFIX + dedup)
-        if raw is None:
-            return ()
-        return tuple(orjson.loads(raw).get("suspects") or ())
+        return self._stored_suspects(dedup)
 
     def _evaluate(self, partition: int, at: int, res: BatchResult) -> None:
         res.steps += 1
@@ -595,6 +592,7 @@ class Engine:
         return track
 
     def _stored_suspects(self, dedup: str) -> tuple[Mapping[str, Any], ...]:
+        """The suspects in the stored track of ``dedup`` (a marker keeps those of its incident)."""
         raw = self.store.get(TRACK_PREFIX + dedup)
         return () if raw is None else tuple(orjson.loads(raw).get("suspects") or ())
 
