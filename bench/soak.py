@@ -59,6 +59,35 @@ def vm_rss(pid: int) -> int | None:
     return None
 
 
+def mappings(pid: int) -> dict[str, int] | None:
+    """Resident bytes of ``pid`` by kind of mapping, from /proc/<pid>/smaps: ``heap`` (the brk heap of
+    glibc malloc), ``anon`` (anonymous mmaps: pymalloc arenas, large or per-thread malloc chunks, thread
+    stacks), ``file`` (the interpreter, shared libraries and other mapped files) and ``other``; with
+    ``anon_n``, the number of anonymous mappings. None once the process is gone."""
+    out = {"heap": 0, "anon": 0, "file": 0, "other": 0, "anon_n": 0}
+    kind = "other"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(None, 6)
+                if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+                    name = head[5].strip() if len(head) > 5 else ""
+                    if not name or name.startswith("[anon"):
+                        kind = "anon"
+                        out["anon_n"] += 1
+                    elif name == "[heap]":
+                        kind = "heap"
+                    elif name.startswith("/"):
+                        kind = "file"
+                    else:
+                        kind = "other"
+                elif head and head[0] == "Rss:":
+                    out[kind] += int(head[1]) * 1024
+    except OSError:
+        return None
+    return out
+
+
 def scrape(url: str) -> dict[str, float]:
     """Sums of the worker's counters and gauges this soak reads, by metric name."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -150,6 +179,7 @@ class Sample:
     produced: int  # records produced so far
     lag: float  # the worker's own lag gauge (messages)
     state: float = 0.0  # bytes of the worker's state table (slo_stream_state_bytes)
+    maps: dict[str, int] | None = None  # resident bytes by kind of mapping (mappings())
 
 
 def robust_slope_per_minute(points: list[tuple[float, float]]) -> float:
@@ -199,6 +229,27 @@ def sizes():
                 if deep:
                     out["deep " + t.__qualname__ + "." + name] += deep
     return out
+def pymalloc():
+    # pymalloc's own figures (sys._debugmallocstats writes them to the C stderr): arenas in use and
+    # the bytes in allocated and free blocks, so that arenas kept alive by a few blocks show.
+    import os, re, tempfile
+    out = {{}}
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        for line in tmp:
+            m = re.match(r"^# (arenas allocated current|arenas highwater mark|bytes in allocated blocks"
+                         r"|bytes in available blocks|bytes lost to quantization)\\s*=\\s*([\\d,]+)", line)
+            if m:
+                out["mem pymalloc " + m.group(1)] = int(m.group(2).replace(",", ""))
+    return out
 def dump():
     while True:
         time.sleep(60)
@@ -222,8 +273,11 @@ def dump():
             row["mem c heap in use"] = mi.uordblks
             row["mem c heap free"] = mi.fordblks
             row["mem c mmapped"] = mi.hblkhd
+            row["mem c mmapped chunks"] = mi.hblks
+            row["mem c arenas"] = mi.arena
         except (OSError, AttributeError):
             pass
+        row.update(pymalloc())
         with open("{path}", "a") as f:
             f.write(json.dumps(row) + "\\n")
 threading.Thread(target=dump, daemon=True).start()
@@ -330,8 +384,8 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
         t0 = time.monotonic()
         end = t0 + minutes * 60
         next_at = t0
-        print(f"{'t (s)':>6} {'RSS MiB':>8} {'state':>6} {'broker':>7} {'counted/s':>10} {'produced/s':>11} "
-              f"{'lag msgs':>9} {'behind':>7}")
+        print(f"{'t (s)':>6} {'RSS MiB':>8} {'heap':>6} {'anon':>6} {'file':>6} {'state':>6} {'broker':>7} "
+              f"{'counted/s':>10} {'produced/s':>11} {'lag msgs':>9} {'behind':>7}")
         while True:
             now = time.monotonic()
             if now < next_at:
@@ -343,17 +397,19 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
             smp = Sample(now - t0, vm_rss(proc.pid) or 0, vm_rss(broker.pid) if broker and broker.pid else None,
                          m.get("slo_stream_records_total", 0.0), m.get("slo_stream_messages_total", 0.0),
                          producer.sent_records, m.get("slo_stream_consumer_lag_messages", 0.0),
-                         m.get("slo_stream_state_bytes", 0.0))
+                         m.get("slo_stream_state_bytes", 0.0), mappings(proc.pid))
             prev = samples[-1] if samples else None
             samples.append(smp)
             if prev is not None:
                 dt = smp.t - prev.t
                 behind = producer.sent_messages - smp.taken
-                print(f"{smp.t:6.0f} {smp.rss / MIB:8.1f} {smp.state / MIB:6.1f} {(smp.broker_rss or 0) / MIB:7.0f} "
-                      f"{(smp.counted - prev.counted) / dt:10,.0f} {(smp.produced - prev.produced) / dt:11,.0f} "
+                print(f"{smp.t:6.0f} {smp.rss / MIB:8.1f} {_maps(smp)} {smp.state / MIB:6.1f} "
+                      f"{(smp.broker_rss or 0) / MIB:7.0f} {(smp.counted - prev.counted) / dt:10,.0f} "
+                      f"{(smp.produced - prev.produced) / dt:11,.0f} "
                       f"{smp.lag:9.0f} {behind:7.0f}", flush=True)
             else:
-                print(f"{smp.t:6.0f} {smp.rss / MIB:8.1f} {smp.state / MIB:6.1f} {(smp.broker_rss or 0) / MIB:7.0f}",
+                print(f"{smp.t:6.0f} {smp.rss / MIB:8.1f} {_maps(smp)} {smp.state / MIB:6.1f} "
+                      f"{(smp.broker_rss or 0) / MIB:7.0f}",
                       flush=True)
             if now >= end:
                 break
@@ -371,6 +427,11 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
             broker.stop()
     return verdict(samples, warmup_s=warmup_min * 60, rate=rate, per_message=per_message,
                    errors=producer.errors if producer else [])
+
+
+def _maps(smp: Sample) -> str:
+    m = smp.maps or {}
+    return " ".join(f"{m.get(k, 0) / MIB:6.1f}" for k in ("heap", "anon", "file"))
 
 
 def verdict(samples: list[Sample], *, warmup_s: float, rate: int, per_message: int, errors: list[str]) -> int:
@@ -398,6 +459,14 @@ def verdict(samples: list[Sample], *, warmup_s: float, rate: int, per_message: i
           f"{rss_ls:+.2f}), peak {peak:.1f} MiB over the whole run")
     print(f"  state     {first.state / MIB:.1f} -> {last.state / MIB:.1f} MiB of keys and values "
           f"(slope {state_slope:+.2f} MiB/min; it grows with event time until each bucket level's retention)")
+    if first.maps and last.maps:
+        def kind_slope(k: str) -> float:
+            return robust_slope_per_minute([(x.t, (x.maps or {}).get(k, 0) / MIB) for x in after])
+
+        kinds = ", ".join(f"{k} {first.maps[k] / MIB:.1f} -> {last.maps[k] / MIB:.1f} (slope {kind_slope(k):+.2f})"
+                          for k in ("heap", "anon", "file", "other"))
+        print(f"  mappings  resident MiB by kind: {kinds}; {first.maps['anon_n']} -> {last.maps['anon_n']} "
+              f"anonymous mappings")
     if errors:
         print(f"  producer  errors: {errors}")
     print(f"verdict: the worker {'holds' if holds else 'does NOT hold'} the rate; memory is "
