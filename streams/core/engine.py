@@ -269,13 +269,16 @@ class Engine:
         parser = self._parsers.get(partition)
         if parser is None:
             parser = self._parsers[partition] = RecordParser(cfg.limits)
-        recs: list[Playback] = []
-        for key, value, offset in messages:
-            parser.parse(key, value, offset, recs, res.rejected)
+        for _, _, offset in messages:
             if offset > res.max_offset:
                 res.max_offset = offset
-        parse_rejects = len(res.rejected)
-
+        # One message at a time: its records are parsed, then counted into ``agg`` and dropped before
+        # the next message is parsed. A batch of a backlog holds hundreds of messages of hundreds of
+        # records; parsing them all first kept every record object of the batch alive at once, and
+        # those peaks left Python's allocator with arenas it could not give back (the worker's memory
+        # grew under steady load; bench/README.md, "Memory under load").
+        recs: list[Playback] = []
+        parsed = parse_rejects = 0
         meta = self.meta(partition)
         counters = self.counters
         applied = counters.applied_offset.get(partition, -1)
@@ -292,79 +295,85 @@ class Engine:
         services = self._services
         dim_series = self._dim_series
         rejected = res.rejected
-        for r in recs:
-            ts, service, cluster, region, platform = r.ts, r.service, r.cluster, r.region, r.platform
-            total, errors, lat, offset = r.total, r.errors, r.latency_ms, r.offset
-            if offset <= meta.offset:
-                # Fully committed before a crash (the meta record is written after its chunks, its
-                # alerts and its dead letters): nothing of it is missing.
-                res.replay_skipped += 1
-                continue
-            if ts > future_limit:
-                rejected.append(Rejected(c.REASON_FUTURE, f"ts {ts:.3f} is more than {cfg.max_future_s}s "
-                                         f"ahead of the wall clock", offset, None, r.to_dict()))
-                continue
-            if ts > max_ts and max_ts < now:
-                # A clock running ahead (up to max_future_s) must not drag the watermark past now.
-                max_ts = ts if ts < now else now
-                wm = max_ts - lateness
-                if next_eval is None:
-                    next_eval = int(wm // step_s) * step_s + step_s
-                elif wm >= next_eval:
-                    self._push(agg, partition)
-                    if rev_agg:
-                        self._push_revisions(rev_agg, partition, max_ts)
-                    last = int(wm // step_s) * step_s
-                    first = max(next_eval, last - (cfg.max_catchup_steps - 1) * step_s)
-                    for t in range(first, last + 1, step_s):
-                        self._evaluate(partition, t, res)
-                    next_eval = last + step_s
-            elif ts < max_ts - lateness:
-                rejected.append(Rejected(c.REASON_LATE, f"ts {ts:.3f} is older than the watermark "
-                                         f"{max_ts - lateness:.3f} (allowed lateness {lateness}s)",
-                                         offset, None, r.to_dict()))
-                continue
-            svc = services.get(service)
-            if svc is None:
-                res.unmatched += 1
-                continue
-            dims = (service, cluster, region, platform)
-            if dims not in dim_series and not self._admit(dims):
-                rejected.append(Rejected(c.REASON_SERIES_LIMIT,
-                                         f"an SLO of {service} already has {cfg.max_series_per_slo} "
-                                         f"series; {'/'.join(dims)} not counted", offset, None, r.to_dict()))
-                continue
-            rev = r.revision
-            if rev is not None:
-                rk = (service, cluster)
-                st = self._revs.get(rk)
-                if st is None:
-                    st = self._rev_state(rk, partition)
-                if offset > st.offset:
-                    rcell = rev_agg.get((service, cluster, rev, int(ts // REV_BUCKET_S)))
-                    if rcell is None:
-                        rcell = rev_agg[(service, cluster, rev, int(ts // REV_BUCKET_S))] = [0, 0, offset]
-                    rcell[0] += errors
-                    rcell[1] += total
-                    rcell[2] = offset
-            if offset <= applied:
-                self._count_replayed(r, partition)
-                continue
-            where = (service, cluster, region, platform, int(ts // L0_WIDTH))
-            cell = agg.get(where)
-            if cell is None:
-                cell = agg[where] = [0] * svc.cell_len
-            cell[0] += errors
-            cell[1] += total
-            if lat is not None and svc.thresholds:
-                cell[2] += total
-                for j, thr in enumerate(svc.thresholds):
-                    if lat > thr:
-                        cell[3 + j] += total
+        for key, value, message_offset in messages:
+            recs.clear()
+            before = len(rejected)
+            parser.parse(key, value, message_offset, recs, rejected)
+            parse_rejects += len(rejected) - before
+            parsed += len(recs)
+            for r in recs:
+                ts, service, cluster, region, platform = r.ts, r.service, r.cluster, r.region, r.platform
+                total, errors, lat, offset = r.total, r.errors, r.latency_ms, r.offset
+                if offset <= meta.offset:
+                    # Fully committed before a crash (the meta record is written after its chunks, its
+                    # alerts and its dead letters): nothing of it is missing.
+                    res.replay_skipped += 1
+                    continue
+                if ts > future_limit:
+                    rejected.append(Rejected(c.REASON_FUTURE, f"ts {ts:.3f} is more than {cfg.max_future_s}s "
+                                             f"ahead of the wall clock", offset, None, r.to_dict()))
+                    continue
+                if ts > max_ts and max_ts < now:
+                    # A clock running ahead (up to max_future_s) must not drag the watermark past now.
+                    max_ts = ts if ts < now else now
+                    wm = max_ts - lateness
+                    if next_eval is None:
+                        next_eval = int(wm // step_s) * step_s + step_s
+                    elif wm >= next_eval:
+                        self._push(agg, partition)
+                        if rev_agg:
+                            self._push_revisions(rev_agg, partition, max_ts)
+                        last = int(wm // step_s) * step_s
+                        first = max(next_eval, last - (cfg.max_catchup_steps - 1) * step_s)
+                        for t in range(first, last + 1, step_s):
+                            self._evaluate(partition, t, res)
+                        next_eval = last + step_s
+                elif ts < max_ts - lateness:
+                    rejected.append(Rejected(c.REASON_LATE, f"ts {ts:.3f} is older than the watermark "
+                                             f"{max_ts - lateness:.3f} (allowed lateness {lateness}s)",
+                                             offset, None, r.to_dict()))
+                    continue
+                svc = services.get(service)
+                if svc is None:
+                    res.unmatched += 1
+                    continue
+                dims = (service, cluster, region, platform)
+                if dims not in dim_series and not self._admit(dims):
+                    rejected.append(Rejected(c.REASON_SERIES_LIMIT,
+                                             f"an SLO of {service} already has {cfg.max_series_per_slo} "
+                                             f"series; {'/'.join(dims)} not counted", offset, None, r.to_dict()))
+                    continue
+                rev = r.revision
+                if rev is not None:
+                    rk = (service, cluster)
+                    st = self._revs.get(rk)
+                    if st is None:
+                        st = self._rev_state(rk, partition)
+                    if offset > st.offset:
+                        rcell = rev_agg.get((service, cluster, rev, int(ts // REV_BUCKET_S)))
+                        if rcell is None:
+                            rcell = rev_agg[(service, cluster, rev, int(ts // REV_BUCKET_S))] = [0, 0, offset]
+                        rcell[0] += errors
+                        rcell[1] += total
+                        rcell[2] = offset
+                if offset <= applied:
+                    self._count_replayed(r, partition)
+                    continue
+                where = (service, cluster, region, platform, int(ts // L0_WIDTH))
+                cell = agg.get(where)
+                if cell is None:
+                    cell = agg[where] = [0] * svc.cell_len
+                cell[0] += errors
+                cell[1] += total
+                if lat is not None and svc.thresholds:
+                    cell[2] += total
+                    for j, thr in enumerate(svc.thresholds):
+                        if lat > thr:
+                            cell[3 + j] += total
         self._push(agg, partition)
         if rev_agg:
             self._push_revisions(rev_agg, partition, max_ts)
-        res.records = len(recs) - (len(rejected) - parse_rejects) - res.replay_skipped
+        res.records = parsed - (len(rejected) - parse_rejects) - res.replay_skipped
         meta.max_ts = max_ts
         if next_eval is not None:
             meta.evaluated_to = next_eval - step_s

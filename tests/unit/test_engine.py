@@ -277,3 +277,23 @@ def test_a_gap_in_event_time_is_caught_up_cheaply() -> None:
     res = feed(engine, [batch([record(T0 + 3 * 86400)])], first_offset=10_000)
     # The gap is longer than the catch-up and every short window: quiet series are skipped.
     assert res.steps == 360 and res.evaluations == 0
+
+
+def test_a_batch_holds_one_message_of_records_at_a_time_not_the_whole_batch() -> None:
+    # A backlog batch is hundreds of messages of hundreds of records. Parsing them all before
+    # counting kept every record object of the batch alive at once; those peaks left Python's
+    # allocator with arenas it could not give back and the worker's memory grew under steady load.
+    import tracemalloc
+
+    engine = Engine([slo()], {}, EngineConfig())
+    messages = [batch([record(T0 + m + i / 500) for i in range(500)]) for m in range(200)]
+    payload = sum(len(v) for _, v in messages)
+    tracemalloc.start()
+    try:
+        res = engine.process(0, [(k, v, i) for i, (k, v) in enumerate(messages)], now=NOW)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res.records == 100_000 and not res.rejected
+    # The 100,000 records as objects take more than 20 MB; one message of them well under 1 MB.
+    assert peak < 4 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB while counting {payload / 2**20:.1f} MiB of messages"
