@@ -269,9 +269,6 @@ class Engine:
         parser = self._parsers.get(partition)
         if parser is None:
             parser = self._parsers[partition] = RecordParser(cfg.limits)
-        for _, _, offset in messages:
-            if offset > res.max_offset:
-                res.max_offset = offset
         # One message at a time: its records are parsed, then counted into ``agg`` and dropped before
         # the next message is parsed. A batch of a backlog holds hundreds of messages of hundreds of
         # records; parsing them all first kept every record object of the batch alive at once, and
@@ -296,6 +293,8 @@ class Engine:
         dim_series = self._dim_series
         rejected = res.rejected
         for key, value, message_offset in messages:
+            if message_offset > res.max_offset:
+                res.max_offset = message_offset
             recs.clear()
             before = len(rejected)
             parser.parse(key, value, message_offset, recs, rejected)
@@ -311,7 +310,7 @@ class Engine:
                     continue
                 if ts > future_limit:
                     rejected.append(Rejected(c.REASON_FUTURE, f"ts {ts:.3f} is more than {cfg.max_future_s}s "
-                                             f"ahead of the wall clock", offset, None, r.to_dict()))
+                                             f"ahead of the wall clock", offset, r.index, r.to_dict()))
                     continue
                 if ts > max_ts and max_ts < now:
                     # A clock running ahead (up to max_future_s) must not drag the watermark past now.
@@ -331,7 +330,7 @@ class Engine:
                 elif ts < max_ts - lateness:
                     rejected.append(Rejected(c.REASON_LATE, f"ts {ts:.3f} is older than the watermark "
                                              f"{max_ts - lateness:.3f} (allowed lateness {lateness}s)",
-                                             offset, None, r.to_dict()))
+                                             offset, r.index, r.to_dict()))
                     continue
                 svc = services.get(service)
                 if svc is None:
@@ -341,7 +340,7 @@ class Engine:
                 if dims not in dim_series and not self._admit(dims):
                     rejected.append(Rejected(c.REASON_SERIES_LIMIT,
                                              f"an SLO of {service} already has {cfg.max_series_per_slo} "
-                                             f"series; {'/'.join(dims)} not counted", offset, None, r.to_dict()))
+                                             f"series; {'/'.join(dims)} not counted", offset, r.index, r.to_dict()))
                     continue
                 rev = r.revision
                 if rev is not None:

@@ -29,7 +29,9 @@ class Playback(msgspec.Struct, gc=False):
     """One validated playback outcome (or pre-aggregated sample). ``ts`` is epoch seconds, event time.
 
     The same type is the fast path's decoding target (types and ranges checked by msgspec in C) and
-    what the careful path builds; ``offset`` is always set by the parser (a JSON "offset" is ignored).
+    what the careful path builds; ``offset`` (of the Kafka message) and ``index`` (the record's position
+    in a batch message, None for a single-record message) are always set by the parser (JSON "offset"
+    and "index" fields are ignored).
     """
 
     ts: Annotated[float, msgspec.Meta(gt=0, lt=1e11)]
@@ -42,6 +44,7 @@ class Playback(msgspec.Struct, gc=False):
     latency_ms: Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)] | None = None
     revision: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REVISION_LEN)] | None = None
     offset: int = -1
+    index: int | None = None
     schema_version: Literal[1] = 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,13 +173,13 @@ class RecordParser:
             check = self._check
             append = out.append
             for i, item in enumerate(items):
-                got = check(item, key_service, offset, True)
+                got = check(item, key_service, offset, i)
                 if isinstance(got, Playback):
                     append(got)
                 else:
                     bad.append(Rejected(got[0], got[1], offset, i, item))
         else:
-            got = self._check(doc, key_service, offset, False)
+            got = self._check(doc, key_service, offset, None)
             if isinstance(got, Playback):
                 out.append(got)
             else:
@@ -203,7 +206,7 @@ class RecordParser:
         except UnicodeDecodeError:
             return False
         ok_services, ok_labels = self._ok_services, self._ok_labels
-        for r in records:
+        for i, r in enumerate(records):
             service, cluster, region = r.service, r.cluster, r.region
             if service not in ok_services or cluster not in ok_labels or region not in ok_labels:
                 return False  # first sight of a name: the careful path validates and caches it
@@ -213,14 +216,16 @@ class RecordParser:
             if rev is not None and not rev.isprintable():
                 return False
             r.offset = offset
+            r.index = i
         out.extend(records)
         return True
 
-    def _check(self, r: Any, key_service: str, offset: int, in_batch: bool) -> Playback | tuple[str, str]:
-        """The record, or ``(reason, detail)``. The hot path: plain type tests, cached label checks."""
+    def _check(self, r: Any, key_service: str, offset: int, index: int | None) -> Playback | tuple[str, str]:
+        """The record, or ``(reason, detail)``; ``index``: its position in a batch message, None for a
+        single-record message. The hot path: plain type tests, cached label checks."""
         if type(r) is not dict:
             return c.REASON_BAD_FIELD, f"record must be a JSON object, got {type(r).__name__}"
-        if in_batch:
+        if index is not None:
             sv = r.get("schema_version", c.SCHEMA_VERSION)
             if sv != c.SCHEMA_VERSION or type(sv) is not int:
                 return c.REASON_BAD_SCHEMA_VERSION, f"schema_version must be {c.SCHEMA_VERSION}, got {sv!r}"
@@ -285,7 +290,7 @@ class RecordParser:
             or not revision.isprintable()
         ):
             return c.REASON_BAD_FIELD, f"revision must be a short printable string, got {str(revision)[:80]!r}"
-        return Playback(ts, service, cluster, region, platform, total, errors, latency, revision, offset)
+        return Playback(ts, service, cluster, region, platform, total, errors, latency, revision, offset, index)
 
     @staticmethod
     def _remember(cache: set[str], value: str) -> None:

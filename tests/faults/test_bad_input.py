@@ -15,11 +15,11 @@ produced once to a fresh deployment served by one `slo-stream worker` process:
   spoiled, whole-message garbage, and arbitrary JSON objects.
 
 Then, for each message, by its source offset: the dead letters carry exactly the expected (index,
-reason) pairs (index = position in the batch for a record the parser refused, none for a whole
-message or a record refused for its event time: late or future), with the original bytes (or the
-offending record); the worker's per-series SLI counters equal the ground truth computed from the good
-records; the dead-letter metric by reason equals the expectation; and the worker is the same process
-as at the start, with no traceback in its log.
+reason) pairs (index = position in the batch of the refused record, none for a whole message or a
+single-record message), with the original bytes (or the offending record); the worker's per-series
+SLI counters equal the ground truth computed from the good records; the dead-letter metric by reason
+equals the expectation; and the worker is the same process as at the start, with no traceback in its
+log.
 
 Duplicates, precisely: the contract (DESIGN.md) counts a record per Kafka record, so the same batch
 produced twice (two offsets) and the same record twice inside one batch are each counted every time,
@@ -209,7 +209,7 @@ def _expect_record(msg: Msg, index: int | None, item: Any, reason: str | None) -
     if reason is None:
         msg.good.append(item)
     else:
-        msg.expect.append((None if reason in ENGINE_REASONS else index, reason))
+        msg.expect.append((index, reason))
 
 
 def _sized(msg: Msg) -> Msg:
@@ -534,7 +534,15 @@ def test_bad_records_are_dead_lettered_with_their_reason_good_ones_counted_and_t
     for m, (_, offset) in zip(msgs, positions, strict=True):
         for d in (x for x in letters if x["source"]["topic"] == s.topic_playback and x["source"]["offset"] == offset):
             assert d["detail"] and d["source"]["partition"] == 0
-            if d["index"] is not None:
+            if d["reason"] in ENGINE_REASONS:
+                # Refused for its event time after parsing: the record as parsed, with its position.
+                assert d["record"]["service"] in SERVICES and d["record"]["offset"] == offset
+                assert d["record"]["index"] == d["index"]
+                if d["index"] is not None:  # a record of a batch: no copy of the whole message
+                    assert "value" not in d and "value_base64" not in d and "original_size" not in d
+                else:
+                    assert d["original_size"] == len(m.value or b"")
+            elif d["index"] is not None:
                 assert m.items is not None
                 item = orjson.loads(dumps(m.items[d["index"]]))  # as the worker decoded it
                 if item is None:  # a null record: the letter holds the whole message instead
@@ -543,8 +551,6 @@ def test_bad_records_are_dead_lettered_with_their_reason_good_ones_counted_and_t
                     assert orjson.dumps(item).decode().startswith(d["record_prefix"][:1000])
                 else:
                     assert d["record"] == item
-            elif d["reason"] in ENGINE_REASONS:
-                assert d["record"]["service"] in SERVICES and d["record"]["offset"] == offset
             elif m.value is not None:
                 prefix = m.value[:64 * 1024]
                 shown = (d["value"].encode() if "value" in d else base64.b64decode(d["value_base64"]))
