@@ -8,8 +8,10 @@ availability and a latency SLO each, 5 clusters x 2 platforms, 500 raw events pe
 ``--rate`` records/s, with event time = wall clock (live traffic), into a 1-partition topic of the
 embedded broker (or KAFKA_BOOTSTRAP_SERVERS), gzip-compressed so that the in-memory broker holds
 minutes of traffic in little memory. One `slo-stream worker` process consumes it. Every
-``--interval`` seconds: the worker's resident memory (VmRSS of /proc/<pid>/status), the records/s it
-counted over the interval (its /metrics ``slo_stream_records_total``), the records/s produced, and its
+``--interval`` seconds: the worker's resident memory (VmRSS of /proc/<pid>/status) and how much of it
+is the brk heap of glibc malloc, anonymous mappings (pymalloc's 1 MiB arenas, large malloc chunks,
+the consumer thread's malloc arena) and mapped files (/proc/<pid>/smaps), the records/s it counted over
+the interval (its /metrics ``slo_stream_records_total``), the records/s produced, and its
 consumer lag (messages; /metrics ``slo_stream_consumer_lag_messages``, and produced minus taken).
 
 The verdict, over the samples after warm-up: the worker holds the rate when it counted at least 98%
