@@ -486,7 +486,8 @@ def main() -> int:
     ap.add_argument("--compression", choices=["gzip", "none"], default="gzip",
                     help="producer compression (default gzip: the in-memory broker keeps minutes of traffic)")
     ap.add_argument("--objects", metavar="FILE", help="diagnosis: the worker appends its live Python objects by "
-                    "type, and the sizes of the containers its libraries' objects hold, to FILE every minute")
+                    "type, the sizes of the containers its libraries' objects hold, pymalloc's arenas and "
+                    "blocks and glibc's heap (mallinfo2) to FILE every minute")
     ap.add_argument("--tracemalloc", metavar="FILE", help="diagnosis: after the warm-up the worker traces its "
                     "allocations and appends, every minute, the source lines holding most memory to FILE "
                     "(slows the worker down)")

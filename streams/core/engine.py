@@ -270,10 +270,10 @@ class Engine:
         if parser is None:
             parser = self._parsers[partition] = RecordParser(cfg.limits)
         # One message at a time: its records are parsed, then counted into ``agg`` and dropped before
-        # the next message is parsed. A batch of a backlog holds hundreds of messages of hundreds of
-        # records; parsing them all first kept every record object of the batch alive at once, and
-        # those peaks left Python's allocator with arenas it could not give back (the worker's memory
-        # grew under steady load; bench/README.md, "Memory under load").
+        # the next message is parsed. A batch holds up to batch_max messages of up to hundreds of
+        # records each; parsing them all first kept every record object of the batch alive at once,
+        # and those peaks left pymalloc arenas it could not give back (the worker's memory grew
+        # under steady load; bench/README.md, "Memory under load").
         recs: list[Playback] = []
         parsed = parse_rejects = 0
         meta = self.meta(partition)
