@@ -61,7 +61,8 @@ class Rejected:
     offset: int
     # Index of the record inside a batch message, or None for the message itself.
     index: int | None = None
-    # The offending record when it decoded as JSON (for a batch item), else None.
+    # The offending record: as sent when the parser refused a batch item, as parsed (known fields, ts in
+    # epoch seconds) when it was refused after parsing (late, future, series limit); else None.
     record: Any = None
 
 

@@ -121,9 +121,13 @@ def test_late_records_are_dead_lettered_and_out_of_order_ones_within_lateness_co
     assert engine.counters.window(series, T0 + 1010, 300) == (0, 2)
 
 
-def test_a_late_record_of_a_batch_is_dead_lettered_as_itself_with_its_position_not_with_its_message() -> None:
+def test_a_late_or_future_record_of_a_batch_is_dead_lettered_as_parsed_with_its_position_not_its_message() -> None:
     from streams.adapters.pipeline import dead_letter_value
 
+    engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=60))
+    ahead = batch([record(T0 + 1000), record(NOW + 3600)])
+    res = feed(engine, [ahead], first_offset=9)
+    assert [(r.reason, r.offset, r.index) for r in res.rejected] == [(c.REASON_FUTURE, 9, 1)]
     engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=60))
     late = batch([record(T0 + 1000 + i / 10) for i in range(3)] + [record(T0 + 900)] + [record(T0 + 1001)])
     res = feed(engine, [batch([record(T0 + 1000)]), late])
@@ -222,7 +226,8 @@ def test_rfc3339_timestamps_are_event_time() -> None:
 def test_series_beyond_the_limit_per_slo_are_dead_lettered_not_stored() -> None:
     engine = Engine([slo()], {}, EngineConfig(max_series_per_slo=2))
     res = feed(engine, [batch([record(T0 + i, cluster=f"c{i}") for i in range(4)])])
-    assert [r.reason for r in res.rejected] == [c.REASON_SERIES_LIMIT] * 2
+    assert [(r.reason, r.index, r.record["cluster"]) for r in res.rejected] == \
+        [(c.REASON_SERIES_LIMIT, 2, "c2"), (c.REASON_SERIES_LIMIT, 3, "c3")]
     assert engine.counters.series_count() == 2
 
 

@@ -67,13 +67,15 @@ def test_a_damaged_batch_is_records_or_reasons_never_an_exception(at: int, inser
 
 
 @settings(max_examples=200, deadline=None)
-@given(item=json_values, field=st.sampled_from([*GOOD, "revision", "schema_version"]))
+@given(item=json_values, field=st.sampled_from([*GOOD, "revision", "schema_version", "offset", "index"]))
 def test_a_batch_item_of_any_shape_is_counted_or_refused_alone(item: Any, field: str) -> None:
     record = {**GOOD, field: item}
     value = orjson.dumps({"schema_version": 1, "records": [GOOD, record, item]})
     out, bad = parse(b"playback-api", value)
     assert len(out) + len(bad) == 3 and out[0].total == GOOD["total"]
     assert all(r.index in (1, 2) and r.reason for r in bad)
+    # A record's own "offset" or "index" field never replaces where it really is.
+    assert [(r.offset, r.index) for r in out] == [(7, i) for i in range(3) if i not in {r.index for r in bad}]
 
 
 @settings(max_examples=200, deadline=None)
