@@ -233,7 +233,8 @@ def sizes():
     return out
 def pymalloc():
     # pymalloc's own figures (sys._debugmallocstats writes them to the C stderr): arenas in use and
-    # the bytes in allocated and free blocks, so that arenas kept alive by a few blocks show.
+    # the bytes in allocated and free blocks, so that arenas kept alive by a few blocks show. A log
+    # line the worker writes during those milliseconds lands in the temporary file (diagnosis only).
     import os, re, tempfile
     out = {{}}
     with tempfile.TemporaryFile(mode="w+") as tmp:
