@@ -133,7 +133,10 @@ def test_a_worker_killed_at_random_moments_ten_times_loses_nothing_doubles_nothi
                     alive = {name: proc, "notifier": notif}
 
                     def logs(n: str = name) -> str:
-                        return tail(tmp_path / f"{n}.log")
+                        # A worker idle for want of records is the producer's story: say where it is.
+                        return (f"producer: {producer.sent} of {len(produced)} sent, {producer.allowed} released, "
+                                f"error {producer.error!r}, group committed {offsets.total()}\n"
+                                + tail(tmp_path / f"{n}.log"))
 
                     if mode == "processing":
                         # Recovered and through the backlog to its first commit; then live traffic.
