@@ -536,7 +536,7 @@ def test_bad_records_are_dead_lettered_with_their_reason_good_ones_counted_and_t
         for d in (x for x in letters if x["source"]["topic"] == s.topic_playback and x["source"]["offset"] == offset):
             assert d["detail"] and d["source"]["partition"] == 0
             if d["reason"] in ENGINE_REASONS:
-                # Refused for its event time after parsing: the record as parsed, with its position.
+                # Refused after parsing (event time or series limit): the record as parsed, with its position.
                 assert d["record"]["service"] in SERVICES and d["record"]["offset"] == offset
                 assert d["record"]["index"] == d["index"]
                 if d["index"] is not None:  # a record of a batch: no copy of the whole message
