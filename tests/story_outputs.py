@@ -1,0 +1,267 @@
+"""The bundled migration story played through the product's pure parts, in one process, and every
+output it produces: ``slo.alerts``, ``slo.status``, dead letters, PagerDuty payloads (alerts and
+Change Events), the gate's answers at the story's checkpoints and what enforcement would record.
+
+No broker and no clock: the wall clock is simulated (the newest event time of a batch plus two
+seconds, as for a live worker), batches are cut at fixed places, and a few bad records are mixed
+in at fixed positions. The same code gives the same bytes, so a change that must not change
+behaviour (a refactoring) is checked against ``tests/golden/story/outputs.jsonl``, recorded before
+it: ``tests/unit/test_story_golden.py``.
+
+Regenerate (only when a behaviour change is intended, and say so in the commit):
+``python -m tests.story_outputs --write``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.adapters.specfiles import load_specs
+from streams.adapters.pipeline import dead_letter_value
+from streams.core import conventions as c
+from streams.core.alerting import Alert
+from streams.core.correlation import ServiceChanges
+from streams.core.engine import Engine, EngineConfig
+from streams.core.enforce import Outcome, gate_record
+from streams.core.enforce import decide as enforce_decide
+from streams.core.gate import DEFAULT_GATE_CONFIG, combine, decide, decide_freeze, decide_migration
+from streams.core.model import Severity, SliKind
+from streams.core.notify import Routing, alert_event, change_event
+from streams.core.records import Rejected
+from streams.core.replay import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce, parse_scenario, timeline
+from streams.core.stats import Proportion
+
+ROOT = Path(__file__).resolve().parents[1]
+STORY = ROOT / "streams" / "scenarios" / "migration.yaml"
+SPECS = ROOT / "alerts" / "slos"
+GOLDEN = ROOT / "tests" / "golden" / "story" / "outputs.jsonl"
+START = 1_790_000_000 // 60 * 60
+PARTITIONS = 4
+BATCH = 40  # playback messages per batch, at most
+ROUTING = Routing(keys={"page": "page-key-000000000000000000000000", "ticket": "ticket-key-0000000000000000000000",
+                        "change": "change-key-0000000000000000000000"})
+
+
+def _inject(i: int, key: bytes, ts: float) -> list[tuple[bytes | None, bytes]]:
+    """Bad playback messages mixed in after the ``i``-th playback message (fixed positions)."""
+    def batch(*records: dict[str, Any]) -> bytes:
+        return orjson.dumps({"schema_version": 1, "records": list(records)})
+
+    good = {"ts": ts, "service": key.decode(), "cluster": "eu-west-1", "region": "eu-west", "platform": "kubernetes",
+            "total": 5, "errors": 0}
+    bad: dict[int, list[tuple[bytes | None, bytes]]] = {
+        100: [(key, b"{not json")],
+        200: [(key, batch(good, {**good, "errors": 9}, {**good, "platform": "mainframe"}))],
+        300: [(key, batch({**good, "ts": ts - 1000}, good))],
+        400: [(key, batch({**good, "ts": ts + 4000}))],
+        500: [(b"someone-else", batch(good))],
+        600: [(key, orjson.dumps({"schema_version": 7, "records": [good]}))],
+        700: [(None, orjson.dumps(good | {"schema_version": 1}))],
+        800: [(key, batch({**good, "cluster": "bad cluster!"}, {**good, "revision": "r" * 200}))],
+    }
+    return bad.get(i, [])
+
+
+class Story:
+    """Plays the story; :meth:`lines` yields one JSON line per output."""
+
+    def __init__(self) -> None:
+        self.slos = load_specs(SPECS)
+        self.services = sorted({s.service for s in self.slos})
+        self.partition = {svc: i % PARTITIONS for i, svc in enumerate(self.services)}
+        self.store: dict[str, bytes] = {}
+        self.changes: dict[str, bytes] = {}
+        self.engine = Engine(self.slos, self.store, EngineConfig(), changes=self.changes)
+        self.engine.assign(set(range(PARTITIONS)))
+        self.offsets = dict.fromkeys(range(PARTITIONS), 0)
+        self.last_batch_wall: dict[int, float] = {}
+        self.pending: dict[int, list[tuple[bytes | None, bytes | None, int]]] = {}
+        self.now = float(START)
+        from streams.adapters.http_api import gate_configs
+
+        self.configs = gate_configs(self.slos, DEFAULT_GATE_CONFIG)
+        self.k8s_offset = 0
+        self.status_digest: dict[str, Any] = {}
+
+    # -- playback --
+
+    def _add(self, key: bytes | None, value: bytes, ts: float) -> None:
+        svc = key.decode() if key and key.decode() in self.partition else self.services[0]
+        p = self.partition[svc]
+        self.pending.setdefault(p, []).append((key, value, self.offsets[p]))
+        self.offsets[p] += 1
+        self.now = max(self.now, ts + 2.0)
+
+    def _flush(self) -> Iterator[dict[str, Any]]:
+        for p in sorted(self.pending):
+            msgs = self.pending[p]
+            if not msgs:
+                continue
+            res = self.engine.process(p, msgs, now=self.now)
+            for a in res.alerts:
+                yield from self._alert(a)
+            if res.rejected:
+                originals = {off: value for _, value, off in msgs}
+                for rej in res.rejected:
+                    yield {"kind": "dead_letter", "key": f"playback.events/{p}/{rej.offset}",
+                           "value": orjson.loads(dead_letter_value(rej, topic="playback.events", partition=p,
+                                                                   original=originals.get(rej.offset)))}
+            self.engine.commit(res)
+            for ev in res.statuses.values():
+                body = self.engine.status_record(ev, now=self.now)
+                raw = orjson.dumps(body)
+                d = self.status_digest.setdefault(ev.series, {"count": 0, "sha256": hashlib.sha256()})
+                d["count"] += 1
+                d["sha256"].update(raw)
+                d["last"] = body
+            self.last_batch_wall[p] = self.now
+        self.pending.clear()
+
+    def _alert(self, a: Alert) -> Iterator[dict[str, Any]]:
+        body = a.to_json()
+        yield {"kind": "alert", "key": a.dedup_key, "value": orjson.loads(orjson.dumps(body))}
+        kind, event = alert_event(body, ROUTING)
+        yield {"kind": "pagerduty", "routing": kind, "value": event}
+        verdict = enforce_decide(body, cluster=str(a.dimensions.get("cluster")), now=float(a.ts) + 5.0)
+        if verdict.action is not None:
+            key, rec = gate_record(verdict.action, outcome=Outcome.PAUSED, now=float(a.ts) + 6.0)
+            yield {"kind": "rollout_gate", "key": key, "value": rec}
+        else:
+            yield {"kind": "enforce_skip", "skip": str(verdict.skip), "message": verdict.message}
+
+    # -- k8s --
+
+    def _k8s(self, topic: str, key: bytes, value: bytes) -> Iterator[dict[str, Any]]:
+        from streams.adapters.changes import classify
+
+        self.k8s_offset += 1
+        outcome, fwd, detail = classify(value, rollouts=topic == ROLLOUTS, services=frozenset(self.services),
+                                        now=self.now, max_future_s=300)
+        src = "k8s.rollouts" if topic == ROLLOUTS else "k8s.events"
+        if fwd is not None:
+            sc = ServiceChanges.from_bytes(self.changes.get(fwd["service"]))
+            if fwd["kind"] == "rollout":
+                sc.apply_rollout(fwd["record"])
+            else:
+                sc.apply_warning(fwd["record"])
+            self.changes[fwd["service"]] = sc.to_bytes()
+            if fwd["kind"] == "rollout":
+                ev = change_event(fwd["record"], ROUTING)
+                if ev is not None:
+                    yield {"kind": "pagerduty_change", "value": ev}
+        elif outcome != "ignore":
+            yield {"kind": "dead_letter", "key": f"{src}/0/{self.k8s_offset}",
+                   "value": orjson.loads(dead_letter_value(Rejected(outcome, detail, self.k8s_offset), topic=src,
+                                                           partition=0, original=value))}
+
+    # -- the gate --
+
+    def _gate(self, cp: Checkpoint) -> Iterator[dict[str, Any]]:
+        d = self._decide(cp.service, cp.cluster, cp.revision, cp.migration)
+        yield {"kind": "gate", "checkpoint": f"{cp.when} {cp.describe()}", "value": d.to_json()}
+
+    def _decide(self, service: str, cluster: str | None, revision: str | None, migration: bool) -> Any:
+        from streams.adapters.http_api import _now_phase
+
+        engine, now = self.engine, self.now
+        statuses = []
+        for series in engine.service_series(service):
+            ev = engine.current_status(series)
+            if ev is None:
+                continue
+            p = engine.counters.partition_of(series)
+            statuses.append(engine.status_record(ev, now=self.last_batch_wall.get(p, now)))
+        suspects: dict[str, Any] = {}
+        raw = self.changes.get(service)
+        current = ServiceChanges.from_bytes(raw) if raw else None
+        for st in statuses:
+            for sev in (Severity.PAGE, Severity.TICKET):
+                dk = c.dedup_key(st["series"], str(sev))
+                if engine.track(dk).firing:
+                    suspects[dk] = [_now_phase(sp, current) for sp in engine.suspects(dk)]
+        d = decide(service=service, cluster=cluster, platform=None, revision=revision, statuses=statuses,
+                   suspects=suspects, now=now, configs=self.configs, default=DEFAULT_GATE_CONFIG)
+        frozen = current.active_freezes(now) if current is not None else []
+        if frozen:
+            d = combine(d, decide_freeze(service=service, freezes=frozen, cluster=cluster, now=now))
+        if migration:
+            parts = [d]
+            for slo in self.slos:
+                if slo.service != service or slo.indicator.kind is not SliKind.RATIO:
+                    continue
+                cfg = self.configs[slo.name]
+                k8s, legacy, _ = engine.platform_counts(slo.name, cluster=cluster, window_s=cfg.migration_window_s)
+                parts.append(decide_migration(service=service, cluster=cluster, kubernetes=Proportion(*k8s),
+                                              legacy=Proportion(*legacy), window_s=cfg.migration_window_s,
+                                              config=cfg, now=now))
+            d = combine(*parts)
+        return d
+
+    def lines(self) -> Iterator[dict[str, Any]]:
+        sc = parse_scenario(str(STORY), STORY.read_text())
+        n = 0
+        freeze_done = False
+        for item in timeline(sc, START):
+            if isinstance(item, Checkpoint):
+                yield from self._flush()
+                if not freeze_done and item.when == "after":
+                    # A change freeze of one service, to cover the freeze path of the gate.
+                    sc_ = ServiceChanges.from_bytes(self.changes.get("stream-router"))
+                    sc_.apply_freeze({"cluster": None, "reason": "golden freeze", "ts": self.now,
+                                      "until": self.now + 3600})
+                    self.changes["stream-router"] = sc_.to_bytes()
+                    freeze_done = True
+                yield from self._gate(item)
+                continue
+            assert isinstance(item, Produce)
+            if item.topic == PLAYBACK:
+                self._add(item.key, item.value, item.ts)
+                n += 1
+                for key, value in _inject(n, item.key, item.ts):
+                    self._add(key, value, item.ts)
+                if sum(len(v) for v in self.pending.values()) >= BATCH:
+                    yield from self._flush()
+            else:
+                assert item.topic in (ROLLOUTS, EVENTS)
+                yield from self._flush()
+                self.now = max(self.now, item.ts + 2.0)
+                yield from self._k8s(item.topic, item.key, item.value)
+        yield from self._flush()
+        for series in sorted(self.status_digest):
+            d = self.status_digest[series]
+            yield {"kind": "status_digest", "key": series, "count": d["count"], "sha256": d["sha256"].hexdigest(),
+                   "last": d["last"]}
+        yield {"kind": "metrics", "lines": self._metrics()}
+
+    def _metrics(self) -> list[str]:
+        """The worker's /metrics at the end (the series, alert and suspect families; no histograms)."""
+        from streams.adapters.metrics import WorkerMetrics
+
+        text = WorkerMetrics(self.engine, {}).exposition().decode()
+        return [x for x in text.splitlines() if x.startswith("slo_stream_") and "_bucket" not in x
+                and "duration_seconds" not in x]
+
+
+def outputs() -> list[bytes]:
+    return [orjson.dumps(line, option=orjson.OPT_SORT_KEYS) for line in Story().lines()]
+
+
+def main(argv: list[str]) -> int:
+    lines = outputs()
+    if "--write" in argv:
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_bytes(b"".join(x + b"\n" for x in lines))
+        print(f"wrote {len(lines)} lines to {GOLDEN}")
+    else:
+        print(f"{len(lines)} lines")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
