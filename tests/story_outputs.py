@@ -22,14 +22,14 @@ from typing import Any
 
 import orjson
 
-from streams.adapters.specfiles import load_specs
 from streams.adapters.pipeline import dead_letter_value
+from streams.adapters.specfiles import load_specs
 from streams.core import conventions as c
 from streams.core.alerting import Alert
 from streams.core.correlation import ServiceChanges
-from streams.core.engine import Engine, EngineConfig
 from streams.core.enforce import Outcome, gate_record
 from streams.core.enforce import decide as enforce_decide
+from streams.core.engine import Engine, EngineConfig
 from streams.core.gate import DEFAULT_GATE_CONFIG, combine, decide, decide_freeze, decide_migration
 from streams.core.model import Severity, SliKind
 from streams.core.notify import Routing, alert_event, change_event
