@@ -110,8 +110,8 @@ class Story:
                 originals = {off: value for _, value, off in msgs}
                 for rej in res.rejected:
                     yield {"kind": "dead_letter", "key": f"playback.events/{p}/{rej.offset}",
-                           "value": orjson.loads(dead_letter_value(rej, topic="playback.events", partition=p,
-                                                                   original=originals.get(rej.offset)))}
+                           "bytes": dead_letter_value(rej, topic="playback.events", partition=p,
+                                                      original=originals.get(rej.offset)).decode()}
             self.engine.commit(res)
             for ev in res.statuses.values():
                 body = self.engine.status_record(ev, now=self.now)
@@ -119,19 +119,19 @@ class Story:
                 d = self.status_digest.setdefault(ev.series, {"count": 0, "sha256": hashlib.sha256()})
                 d["count"] += 1
                 d["sha256"].update(raw)
-                d["last"] = body
+                d["last"] = raw.decode()
             self.last_batch_wall[p] = self.now
         self.pending.clear()
 
     def _alert(self, a: Alert) -> Iterator[dict[str, Any]]:
         body = a.to_json()
-        yield {"kind": "alert", "key": a.dedup_key, "value": orjson.loads(orjson.dumps(body))}
+        yield {"kind": "alert", "key": a.dedup_key, "bytes": orjson.dumps(body).decode()}
         kind, event = alert_event(body, ROUTING)
-        yield {"kind": "pagerduty", "routing": kind, "value": event}
+        yield {"kind": "pagerduty", "routing": kind, "bytes": orjson.dumps(event).decode()}
         verdict = enforce_decide(body, cluster=str(a.dimensions.get("cluster")), now=float(a.ts) + 5.0)
         if verdict.action is not None:
             key, rec = gate_record(verdict.action, outcome=Outcome.PAUSED, now=float(a.ts) + 6.0)
-            yield {"kind": "rollout_gate", "key": key, "value": rec}
+            yield {"kind": "rollout_gate", "key": key, "bytes": orjson.dumps(rec).decode()}
         else:
             yield {"kind": "enforce_skip", "skip": str(verdict.skip), "message": verdict.message}
 
@@ -154,17 +154,17 @@ class Story:
             if fwd["kind"] == "rollout":
                 ev = change_event(fwd["record"], ROUTING)
                 if ev is not None:
-                    yield {"kind": "pagerduty_change", "value": ev}
+                    yield {"kind": "pagerduty_change", "bytes": orjson.dumps(ev).decode()}
         elif outcome != "ignore":
             yield {"kind": "dead_letter", "key": f"{src}/0/{self.k8s_offset}",
-                   "value": orjson.loads(dead_letter_value(Rejected(outcome, detail, self.k8s_offset), topic=src,
-                                                           partition=0, original=value))}
+                   "bytes": dead_letter_value(Rejected(outcome, detail, self.k8s_offset), topic=src, partition=0,
+                                              original=value).decode()}
 
     # -- the gate --
 
     def _gate(self, cp: Checkpoint) -> Iterator[dict[str, Any]]:
         d = self._decide(cp.service, cp.cluster, cp.revision, cp.migration)
-        yield {"kind": "gate", "checkpoint": f"{cp.when} {cp.describe()}", "value": d.to_json()}
+        yield {"kind": "gate", "checkpoint": f"{cp.when} {cp.describe()}", "bytes": orjson.dumps(d.to_json()).decode()}
 
     def _decide(self, service: str, cluster: str | None, revision: str | None, migration: bool) -> Any:
         from streams.adapters.http_api import _now_phase
