@@ -31,7 +31,7 @@ import orjson
 from streams.core import conventions as c
 from streams.core.errors import SpecError, SpecProblem
 from streams.core.model import format_duration
-from streams.core.spec import _documents, _Node
+from streams.core.spec import Node, documents
 
 PLAYBACK = "playback"
 ROLLOUTS = "rollouts"
@@ -143,7 +143,7 @@ class Checkpoint:
 def parse_scenario(file: str, text: str) -> Scenario:
     """Parse one scenario file; raise :class:`SpecError` with every problem (file, line, field)."""
     problems: list[SpecProblem] = []
-    docs = list(_documents(file, text, problems))
+    docs = list(documents(file, text, problems))
     if not docs and not problems:
         problems.append(SpecProblem(file, "#1", "(document)", "the file holds no scenario", 1))
     scenario = None
@@ -157,7 +157,7 @@ def parse_scenario(file: str, text: str) -> Scenario:
     return scenario
 
 
-def _scenario(root: _Node, file: str) -> Scenario | None:
+def _scenario(root: Node, file: str) -> Scenario | None:
     f = root.fields(required=("apiVersion", "kind", "metadata", "spec"))
     if f is None:
         return None
@@ -209,7 +209,7 @@ def _scenario(root: _Node, file: str) -> Scenario | None:
                     diurnal_trough=trough, peak_hour_utc=peak_hour, ask_after_s=ask_after, source=file)
 
 
-def _placements(node: _Node) -> list[Placement]:
+def _placements(node: Node) -> list[Placement]:
     out: list[Placement] = []
     for item in node.items() or []:
         f = item.fields(required=("cluster", "region", "platform"))
@@ -230,7 +230,7 @@ def _placements(node: _Node) -> list[Placement]:
     return out
 
 
-def _services(node: _Node, regions: set[str]) -> list[ServiceSpec]:
+def _services(node: Node, regions: set[str]) -> list[ServiceSpec]:
     out: list[ServiceSpec] = []
     for item in node.items() or []:
         f = item.fields(required=("name", "requestsPerSecond", "image"),
@@ -278,7 +278,7 @@ def _services(node: _Node, regions: set[str]) -> list[ServiceSpec]:
     return out
 
 
-def _events(node: _Node, services: set[str], regions: set[str], clusters: set[str], duration: int) -> list[Event]:
+def _events(node: Node, services: set[str], regions: set[str], clusters: set[str], duration: int) -> list[Event]:
     out: list[Event] = []
     kinds = ("migrationStep", "rollout", "rollback", "incident")
     for item in node.items() or []:
@@ -305,22 +305,22 @@ def _events(node: _Node, services: set[str], regions: set[str], clusters: set[st
     return ordered
 
 
-def _event(kind: str, node: _Node, services: set[str], regions: set[str], clusters: set[str]) -> dict[str, Any] | None:
-    def service(f: dict[str, _Node]) -> str | None:
+def _event(kind: str, node: Node, services: set[str], regions: set[str], clusters: set[str]) -> dict[str, Any] | None:
+    def service(f: dict[str, Node]) -> str | None:
         v = f["service"].name() if "service" in f else None
         if v is not None and v not in services:
             f["service"].problem(f"unknown service {v!r} (services: {', '.join(sorted(services))})")
             return None
         return v
 
-    def cluster(f: dict[str, _Node]) -> str | None:
+    def cluster(f: dict[str, Node]) -> str | None:
         v = f["cluster"].name() if "cluster" in f else None
         if v is not None and v not in clusters:
             f["cluster"].problem(f"not a kubernetes cluster of the placements: {', '.join(sorted(clusters))}")
             return None
         return v
 
-    def bad(f: dict[str, _Node], out: dict[str, Any]) -> bool:
+    def bad(f: dict[str, Node], out: dict[str, Any]) -> bool:
         """Read an optional ``bad`` block into ``out``; False when it has problems."""
         if "bad" not in f:
             return True

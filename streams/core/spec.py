@@ -120,10 +120,12 @@ class _Doc:
     problems: list[SpecProblem]
 
 
-class _Node:
+class Node:
     """A YAML node with its document and dotted path: typed reads that report what is wrong.
 
     Every reader returns ``None`` after reporting a problem, so callers just skip what is missing.
+    Public, with :func:`documents`, so that other YAML files (scenario files) report their problems
+    the same way.
     """
 
     def __init__(self, node: yaml.Node, doc: _Doc, path: str, *, key_line: int = 0) -> None:
@@ -153,10 +155,10 @@ class _Node:
         """Report that this mapping lacks field ``name``, at the line of the key that holds it."""
         self.problem(f"missing field {name!r}{hint}", field=self.child(self.node, name).path)
 
-    def child(self, node: yaml.Node, key: str | int) -> _Node:
+    def child(self, node: yaml.Node, key: str | int) -> Node:
         if isinstance(key, int):
-            return _Node(node, self.doc, f"{self.path}[{key}]")
-        return _Node(node, self.doc, f"{self.path}.{key}" if self.path else key)
+            return Node(node, self.doc, f"{self.path}[{key}]")
+        return Node(node, self.doc, f"{self.path}.{key}" if self.path else key)
 
     def type_name(self) -> str:
         tag = str(self.node.tag)
@@ -175,19 +177,19 @@ class _Node:
 
     # -- containers --
 
-    def entries(self) -> list[tuple[str, _Node, _Node]] | None:
+    def entries(self) -> list[tuple[str, Node, Node]] | None:
         """A mapping's ``(key, key node, value node)`` in file order; duplicate keys are reported."""
         if not isinstance(self.node, yaml.MappingNode):
             self._expected("a mapping")
             return None
-        out: list[tuple[str, _Node, _Node]] = []
+        out: list[tuple[str, Node, Node]] = []
         seen: dict[str, int] = {}
         for key_node, value_node in self.node.value:
             if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _TAG + "str"):
                 if key_node.tag == _TAG + "merge":
-                    _Node(key_node, self.doc, self.path).problem("YAML merge keys (<<) are not supported")
+                    Node(key_node, self.doc, self.path).problem("YAML merge keys (<<) are not supported")
                 else:
-                    _Node(key_node, self.doc, self.path).problem("mapping keys must be strings")
+                    Node(key_node, self.doc, self.path).problem("mapping keys must be strings")
                 continue
             key = str(key_node.value)
             key_at = self.child(key_node, key)
@@ -195,7 +197,7 @@ class _Node:
                 key_at.problem(f"duplicate key {key!r} (first on line {seen[key]})")
                 continue
             seen[key] = key_at.line
-            value = _Node(value_node, self.doc, key_at.path, key_line=key_at.line)
+            value = Node(value_node, self.doc, key_at.path, key_line=key_at.line)
             out.append((key, key_at, value))
         return out
 
@@ -205,7 +207,7 @@ class _Node:
         required: Iterable[str] = (),
         optional: Iterable[str] = (),
         unsupported: Mapping[str, str] | None = None,
-    ) -> dict[str, _Node] | None:
+    ) -> dict[str, Node] | None:
         """The known fields of a mapping, by name.
 
         Reports unknown fields (with a suggestion), ``unsupported`` ones (name -> why) and missing
@@ -218,7 +220,7 @@ class _Node:
         required = tuple(required)
         known = (*required, *optional)
         unsupported = unsupported or {}
-        out: dict[str, _Node] = {}
+        out: dict[str, Node] = {}
         for key, key_at, value in entries:
             if key in known:
                 out[key] = value
@@ -231,7 +233,7 @@ class _Node:
                 self.missing(name)
         return out
 
-    def items(self) -> list[_Node] | None:
+    def items(self) -> list[Node] | None:
         if not isinstance(self.node, yaml.SequenceNode):
             self._expected("a list")
             return None
@@ -355,14 +357,14 @@ class _Ref:
     """A reference to another document by name, with where it was made (for messages)."""
 
     name: str
-    at: _Node
+    at: Node
 
 
 @dataclass(frozen=True)
 class _Condition:
     name: str
     window: BurnWindow
-    long_at: _Node  # where lookbackWindow is written, to report a window longer than an SLO's
+    long_at: Node  # where lookbackWindow is written, to report a window longer than an SLO's
 
 
 @dataclass(frozen=True)
@@ -376,10 +378,10 @@ class _Policy:
 @dataclass(frozen=True)
 class _Objective:
     target: float
-    op_at: _Node | None  # threshold SLIs: "op: lte"
+    op_at: Node | None  # threshold SLIs: "op: lte"
     value: float | None  # threshold SLIs: latency in ms
-    value_at: _Node | None
-    at: _Node
+    value_at: Node | None
+    at: Node
 
 
 @dataclass(frozen=True)
@@ -406,7 +408,7 @@ class _Entry:
     """A named document: its parsed value, or ``None`` when it had problems (already reported)."""
 
     value: object
-    at: _Node
+    at: Node
 
 
 @dataclass
@@ -415,7 +417,7 @@ class _Registry:
 
     by_kind: dict[str, dict[str, _Entry]] = field(default_factory=lambda: {k: {} for k in _KINDS})
 
-    def add(self, kind: str, name: str, value: object, at: _Node) -> None:
+    def add(self, kind: str, name: str, value: object, at: Node) -> None:
         table = self.by_kind[kind]
         first = table.get(name)
         if first is not None:
@@ -456,7 +458,7 @@ def parse_specs(sources: list[tuple[str, str]]) -> list[Slo]:
     registry = _Registry()
     drafts: list[_SloDraft] = []
     for file, text in sources:
-        for root in _documents(file, text, problems):
+        for root in documents(file, text, problems):
             before = len(problems)
             kind, name, name_at, value = _parse_document(root)
             if kind is None:
@@ -476,14 +478,14 @@ def parse_specs(sources: list[tuple[str, str]]) -> list[Slo]:
     return sorted(slos, key=lambda s: s.name)
 
 
-def _documents(file: str, text: str, problems: list[SpecProblem]) -> Iterator[_Node]:
+def documents(file: str, text: str, problems: list[SpecProblem]) -> Iterator[Node]:
     """The non-empty documents of one file; a YAML syntax error ends the file, with a problem."""
     index = 0
     try:
         for index, node in enumerate(yaml.compose_all(text, Loader=yaml.SafeLoader), start=1):
             if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null"):
                 continue
-            yield _Node(node, _Doc(file, _label(node, index), problems), "")
+            yield Node(node, _Doc(file, _label(node, index), problems), "")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(str(s) for s in (exc.context, exc.problem) if s)
@@ -529,7 +531,7 @@ def _label(node: yaml.Node, index: int) -> str:
 # One document per kind
 
 
-def _parse_document(root: _Node) -> tuple[str | None, str | None, _Node | None, object]:
+def _parse_document(root: Node) -> tuple[str | None, str | None, Node | None, object]:
     """``(kind, name, name node, parsed value)``.
 
     ``kind`` is None when the document cannot be classified; ``name`` is None when it has no valid
@@ -574,15 +576,15 @@ def _parse_document(root: _Node) -> tuple[str | None, str | None, _Node | None, 
 @dataclass(frozen=True)
 class _Meta:
     name: str | None
-    name_at: _Node | None
+    name_at: Node | None
     labels: dict[str, str]
-    annotations: dict[str, _Node]
+    annotations: dict[str, Node]
 
 
 _NO_META = _Meta(None, None, {}, {})
 
 
-def _metadata(node: _Node, annotations: tuple[str, ...]) -> _Meta | None:
+def _metadata(node: Node, annotations: tuple[str, ...]) -> _Meta | None:
     """``metadata``: a valid ``name``, optional ``displayName``, ``labels`` and ``annotations``.
 
     Only the ``slo-stream/`` annotations in ``annotations`` are accepted on this kind; annotations
@@ -610,7 +612,7 @@ def _metadata(node: _Node, annotations: tuple[str, ...]) -> _Meta | None:
                     f"invalid label value {text!r}: use letters, digits, '.', '_' and '-' "
                     "(at most 63 characters, starting and ending with a letter or digit)"
                 )
-    found: dict[str, _Node] = {}
+    found: dict[str, Node] = {}
     for key, key_at, value in (f["annotations"].entries() or []) if "annotations" in f else []:
         if key in annotations:
             found[key] = value
@@ -623,7 +625,7 @@ def _metadata(node: _Node, annotations: tuple[str, ...]) -> _Meta | None:
     return _Meta(name, f["name"] if name is not None else None, labels, found)
 
 
-def _parse_service(spec: _Node | None) -> str:
+def _parse_service(spec: Node | None) -> str:
     """A Service's description (``spec`` is optional)."""
     if spec is None:
         return ""
@@ -633,7 +635,7 @@ def _parse_service(spec: _Node | None) -> str:
     return ""
 
 
-def _parse_sli(name: str, spec: _Node) -> Indicator | None:
+def _parse_sli(name: str, spec: Node) -> Indicator | None:
     """An SLI spec: ``ratioMetric`` (bad over total) or ``thresholdMetric`` (latency_ms)."""
     f = spec.fields(
         optional=("description", "ratioMetric", "thresholdMetric"),
@@ -686,7 +688,7 @@ def _parse_sli(name: str, spec: _Node) -> Indicator | None:
     return Indicator(name=name, kind=SliKind.RATIO) if ok else None
 
 
-def _metric_source(node: _Node, expected_field: str) -> bool:
+def _metric_source(node: Node, expected_field: str) -> bool:
     """``{type: playback, spec: {field: <expected_field>}}``; ``spec`` may be left out."""
     before = len(node.doc.problems)
     f = node.fields(
@@ -710,7 +712,7 @@ def _metric_source(node: _Node, expected_field: str) -> bool:
     return len(node.doc.problems) == before
 
 
-def _parse_condition(name: str, spec: _Node) -> _Condition | None:
+def _parse_condition(name: str, spec: Node) -> _Condition | None:
     """An AlertCondition spec: severity plus a burn-rate condition over two windows."""
     f = spec.fields(required=("severity", "condition"), optional=("description",))
     if f is None:
@@ -748,7 +750,7 @@ def _parse_condition(name: str, spec: _Node) -> _Condition | None:
     return _Condition(name=name, window=window, long_at=c["lookbackWindow"])
 
 
-def _parse_policy(meta: _Meta, spec: _Node) -> _Policy | None:
+def _parse_policy(meta: _Meta, spec: Node) -> _Policy | None:
     """An AlertPolicy spec: a list of conditions, inline or by ``conditionRef``."""
     f = spec.fields(
         required=("conditions",),
@@ -787,7 +789,7 @@ def _parse_policy(meta: _Meta, spec: _Node) -> _Policy | None:
     return _Policy(name=meta.name, conditions=tuple(conditions), min_events=min_events, hold_s=hold_s)
 
 
-def _condition_entry(item: _Node) -> _Condition | _Ref | None:
+def _condition_entry(item: Node) -> _Condition | _Ref | None:
     """One entry of ``spec.conditions``: ``{conditionRef: name}`` or an inline AlertCondition."""
     if isinstance(item.node, yaml.MappingNode) and any(
         getattr(k, "value", None) == "conditionRef" for k, _ in item.node.value
@@ -803,7 +805,7 @@ def _condition_entry(item: _Node) -> _Condition | _Ref | None:
     return _parse_condition(meta.name or "", spec)
 
 
-def _inline_document(node: _Node, kind: str, *, annotations: tuple[str, ...]) -> tuple[_Meta, _Node] | None:
+def _inline_document(node: Node, kind: str, *, annotations: tuple[str, ...]) -> tuple[_Meta, Node] | None:
     """A document written inside another: ``metadata`` and ``spec``; ``apiVersion`` and ``kind`` optional."""
     f = node.fields(required=("metadata", "spec"), optional=("apiVersion", "kind"))
     if f is None:
@@ -819,7 +821,7 @@ def _inline_document(node: _Node, kind: str, *, annotations: tuple[str, ...]) ->
     return meta or _NO_META, f["spec"]
 
 
-def _tuning(annotations: Mapping[str, _Node]) -> tuple[int | None, int | None]:
+def _tuning(annotations: Mapping[str, Node]) -> tuple[int | None, int | None]:
     """``slo-stream/min-events`` (int >= 1) and ``slo-stream/hold`` (a duration, 0s allowed)."""
     min_events: int | None = None
     hold_s: int | None = None
@@ -836,7 +838,7 @@ def _tuning(annotations: Mapping[str, _Node]) -> tuple[int | None, int | None]:
     return min_events, hold_s
 
 
-def _gate(annotations: Mapping[str, _Node]) -> tuple[float | None, int | None, bool | None] | None:
+def _gate(annotations: Mapping[str, Node]) -> tuple[float | None, int | None, bool | None] | None:
     """The ``slo-stream/gate-*`` annotations: budget floor (0..1), stale-after (a duration), fail-open
     (true/false). None when one is invalid (reported)."""
     floor: float | None = None
@@ -865,7 +867,7 @@ def _gate(annotations: Mapping[str, _Node]) -> tuple[float | None, int | None, b
     return (floor, stale, fail_open) if ok else None
 
 
-def _parse_slo(root: _Node, meta: _Meta, spec: _Node) -> _SloDraft | None:
+def _parse_slo(root: Node, meta: _Meta, spec: Node) -> _SloDraft | None:
     """An SLO spec, with its references still unresolved."""
     f = spec.fields(
         required=("service", "timeWindow", "budgetingMethod", "objectives"),
@@ -945,7 +947,7 @@ def _parse_slo(root: _Node, meta: _Meta, spec: _Node) -> _SloDraft | None:
     )
 
 
-def _time_window(node: _Node) -> int | None:
+def _time_window(node: Node) -> int | None:
     """Exactly one rolling window between 1h and 90d; its duration in seconds."""
     items = node.items()
     if items is None:
@@ -973,7 +975,7 @@ def _time_window(node: _Node) -> int | None:
     return window_s
 
 
-def _objective(node: _Node) -> _Objective | None:
+def _objective(node: Node) -> _Objective | None:
     """Exactly one objective: ``target`` in (0, 1) or ``targetPercent`` in (0, 100); ``op``/``value``."""
     items = node.items()
     if items is None:
@@ -1028,7 +1030,7 @@ def _objective(node: _Node) -> _Objective | None:
     return _Objective(target=target, op_at=op_at, value=value, value_at=f.get("value"), at=item)
 
 
-def _policy_entry(item: _Node) -> _Policy | _Ref | None:
+def _policy_entry(item: Node) -> _Policy | _Ref | None:
     """The entry of ``spec.alertPolicies``: a name, ``{alertPolicyRef: name}`` or an inline AlertPolicy."""
     if isinstance(item.node, yaml.ScalarNode):
         ref = item.name()
@@ -1046,7 +1048,7 @@ def _policy_entry(item: _Node) -> _Policy | _Ref | None:
     return _parse_policy(*inline)
 
 
-def _group_by(node: _Node | None) -> tuple[str, ...] | None:
+def _group_by(node: Node | None) -> tuple[str, ...] | None:
     """``slo-stream/group-by``: a comma list of dimensions, kept in :data:`DIMENSIONS` order."""
     if node is None:
         return DIMENSIONS
@@ -1069,7 +1071,7 @@ def _group_by(node: _Node | None) -> tuple[str, ...] | None:
     return tuple(d for d in DIMENSIONS if d in names)
 
 
-def _url(node: _Node | None) -> str | None:
+def _url(node: Node | None) -> str | None:
     """An absolute http(s) URL, or ``""`` when the annotation is absent."""
     if node is None:
         return ""
