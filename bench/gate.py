@@ -112,7 +112,7 @@ def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool
     from streams import settings as settings_mod
     from streams.adapters.processes import free_port, stop_group
     from streams.adapters.topics import ensure_topics
-    from streams.scenario import Scenario
+    from streams.demo.traffic import Scenario
 
     tmp = Path(tempfile.mkdtemp(prefix="slo-stream-bench-gate-"))
     app_id = f"bench-gate-{os.getpid()}"

@@ -122,7 +122,7 @@ rollout, recording it on rollout.gates; that needs get and patch on deployments
     d = sub.add_parser("demo", help="play the bundled migration story through the whole product and narrate it",
                        description="Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), a local "
                                    "PagerDuty receiver (unless SLO_STREAM_PAGERDUTY_ROUTING_KEY is set), the "
-                                   "worker(s) and the notifier; plays streams/scenarios/migration.yaml; asks the "
+                                   "worker(s) and the notifier; plays streams/demo/scenarios/migration.yaml; asks the "
                                    "gate around each step; prints alerts, suspects, notifications, a summary and "
                                    "the path of a PNG chart; stops everything.")
     d.add_argument("--specs", default=None, help="SLO specs (default: alerts/slos)")
@@ -196,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "kube-bridge":
         return _kube_bridge(args)
     if args.command == "demo":
-        from streams.demo import run_demo
+        from streams.demo.story import run_demo
 
         return run_demo(specs=args.specs, timeout_s=args.timeout, scenario=args.scenario, workers=args.workers,
                         chart=args.chart)
@@ -393,7 +393,7 @@ def _replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from streams import settings as settings_mod
-    from streams.core.replay import parse_scenario, summary, timeline
+    from streams.demo.scenario import parse_scenario, summary, timeline
 
     path = Path(args.scenario)
     try:
@@ -420,9 +420,9 @@ def _replay(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"error: --start {args.start!r} is neither epoch seconds nor RFC 3339", file=sys.stderr)
             return 2
-    from streams.adapters.replayer import Player
     from streams.adapters.specfiles import load_specs
     from streams.adapters.topics import ensure_topics
+    from streams.demo.player import Player
 
     ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
     services = None

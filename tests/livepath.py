@@ -5,7 +5,7 @@ On a :class:`~tests.integration.harness.Deployment` it starts
 
 - a real worker (``SLO_STREAM_ALLOWED_LATENESS`` configurable, its web server on a free port);
 - the notifier (``python -m streams notifier``) delivering ``slo.alerts`` to a local
-  :class:`~tests.pd_receiver.PagerDutyReceiver`;
+  :class:`~streams.demo.pagerduty_receiver.PagerDutyReceiver`;
 - a real Prometheus scraping the worker every second, evaluating the rules generated from the SLO specs
   every second, and alerting to
 - a real Alertmanager whose config is generated for the same receiver, with routing keys in files;
@@ -35,12 +35,12 @@ from typing import IO, Any
 import orjson
 from kafka import KafkaProducer
 
-from streams.adapters.pd_receiver import PagerDutyReceiver, Received
 from streams.adapters.processes import free_port, stop_group
 from streams.adapters.specfiles import load_specs
 from streams.core import conventions as c
 from streams.core.model import Severity, Slo
 from streams.core.promrules import ALERTMANAGER_FILE, RECEIVER_PAGE, RECEIVER_TICKET, RULES_FILE, generated_files
+from streams.demo.pagerduty_receiver import PagerDutyReceiver, Received
 from tests.integration.harness import ROOT, Deployment
 
 SERVICE = "playback-api"

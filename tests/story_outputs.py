@@ -34,11 +34,11 @@ from streams.core.gate import DEFAULT_GATE_CONFIG, combine, decide, decide_freez
 from streams.core.model import Severity, SliKind
 from streams.core.notify import Routing, alert_event, change_event
 from streams.core.records import Rejected
-from streams.core.replay import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce, parse_scenario, timeline
 from streams.core.stats import Proportion
+from streams.demo.scenario import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce, parse_scenario, timeline
 
 ROOT = Path(__file__).resolve().parents[1]
-STORY = ROOT / "streams" / "scenarios" / "migration.yaml"
+STORY = ROOT / "streams" / "demo" / "scenarios" / "migration.yaml"
 SPECS = ROOT / "alerts" / "slos"
 GOLDEN = ROOT / "tests" / "golden" / "story" / "outputs.jsonl"
 START = 1_790_000_000 // 60 * 60

@@ -27,14 +27,14 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.adapters.pd_receiver import PagerDutyReceiver
 from streams.adapters.processes import stop_group
 from streams.adapters.specfiles import load_specs
 from streams.core import conventions as c
 from streams.core.burnrate import BurnEvaluation
 from streams.core.engine import Engine, EngineConfig
 from streams.core.model import SliKind, Slo
-from streams.scenario import Outage, Scenario
+from streams.demo.pagerduty_receiver import PagerDutyReceiver
+from streams.demo.traffic import Outage, Scenario
 from tests.integration.harness import ROOT, Deployment
 
 T = TypeVar("T")

@@ -19,8 +19,8 @@ import pytest
 from kafka import KafkaProducer
 
 from streams.adapters.broker import BrokerNotInstalledError, EmbeddedBroker
-from streams.adapters.pd_receiver import PagerDutyReceiver
 from streams.adapters.processes import free_port
+from streams.demo.pagerduty_receiver import PagerDutyReceiver
 from tests.fake_kube import Controller, FakeKube, core_event
 from tests.faults.support import (
     GroupOffsets,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.adapters.pd_receiver import PagerDutyReceiver
+from streams.demo.pagerduty_receiver import PagerDutyReceiver
 from tests.faults.support import (
     LONG,
     Uninterrupted,

@@ -293,7 +293,7 @@ def test_a_second_crash_while_replaying_the_resolving_batch_opens_no_second_inci
 def test_a_crash_inside_a_batch_that_resolves_and_fires_again_reopens_nothing(fault_report: list[str]) -> None:
     """One batch resolves the page and fires it again (a second outage right after): a crash before
     its meta record replays it from a state where the first incident is still open."""
-    from streams.scenario import Outage
+    from streams.demo.traffic import Outage
 
     seed = run_seed()
     rng = random.Random(seed)

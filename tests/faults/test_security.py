@@ -35,9 +35,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.adapters.http_api import MAX_BODY
-from streams.adapters.pd_receiver import PagerDutyReceiver
 from streams.adapters.processes import free_port, stop_group
 from streams.core import conventions as c
+from streams.demo.pagerduty_receiver import PagerDutyReceiver
 from tests.faults.helpers_input import alive, child_pid, report, scrape, wait_until
 from tests.integration.harness import ROOT, Deployment
 from tests.integration.test_spine import outage_scenario

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from streams.adapters.pd_receiver import PagerDutyReceiver
 from streams.adapters.processes import free_port
+from streams.demo.pagerduty_receiver import PagerDutyReceiver
 from tests.faults.support import (
     LONG,
     GroupOffsets,

@@ -38,9 +38,9 @@ import pytest
 from streams.adapters.processes import free_port, stop_group
 from streams.adapters.specfiles import load_specs
 from streams.core import conventions as c
+from streams.demo.traffic import Outage, Scenario
 from streams.render import dashboards as gen
 from streams.render.grafana import ALL_VALUE
-from streams.scenario import Outage, Scenario
 from tests.integration.harness import ROOT, Deployment
 from tests.integration.test_gate_api import call, wait_ready
 from tests.integration.test_metrics import poll, value

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.demo import _alive, play_demo
+from streams.demo.story import _alive, play_demo
 
 pytestmark = pytest.mark.integration
 

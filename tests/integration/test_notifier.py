@@ -18,8 +18,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.adapters.pd_receiver import PagerDutyReceiver
 from streams.adapters.processes import free_port, stop_group
+from streams.demo.pagerduty_receiver import PagerDutyReceiver
 from tests.integration.harness import ROOT, Deployment, committed_offsets
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from streams.core import conventions as c
-from streams.scenario import Outage, Scenario
+from streams.demo.traffic import Outage, Scenario
 from tests.integration.harness import Deployment
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ import pytest
 from streams.core.errors import SpecError
 from streams.core.kube import normalise_event, parse_rollout
 from streams.core.records import RecordParser
-from streams.core.replay import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce, parse_scenario, timeline
+from streams.demo.scenario import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce, parse_scenario, timeline
 
-STORY = Path(__file__).resolve().parents[2] / "streams" / "scenarios" / "migration.yaml"
+STORY = Path(__file__).resolve().parents[2] / "streams" / "demo" / "scenarios" / "migration.yaml"
 START = 1_790_000_000 // 60 * 60
 
 

@@ -2,7 +2,7 @@
 
 Starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), a local PagerDuty receiver
 (unless a real routing key is configured), the worker(s) and the notifier as real processes, then
-plays the bundled scenario (streams/scenarios/migration.yaml) in accelerated event time. At each
+plays the bundled scenario (streams/demo/scenarios/migration.yaml) in accelerated event time. At each
 migration step, rollout and rollback it asks the gate before, and ten minutes of event time after;
 it prints alerts with their top suspect as they come and what the notifier sent, then a summary and
 a PNG chart (burn rate and budget over time, rollouts and alerts marked). It stops everything it
@@ -69,11 +69,11 @@ def run_demo(*, specs: str | None, timeout_s: float, scenario: str | None = None
 
 def play_demo(*, specs: str | None, timeout_s: float, scenario: str | None = None, workers: int = 1,
               chart: str | None = None) -> DemoResult:
-    from streams.adapters.pd_receiver import PagerDutyReceiver
-    from streams.adapters.replayer import Player
     from streams.adapters.specfiles import load_specs
     from streams.adapters.topics import ensure_topics
-    from streams.core.replay import Checkpoint, parse_scenario, summary, timeline
+    from streams.demo.pagerduty_receiver import PagerDutyReceiver
+    from streams.demo.player import Player
+    from streams.demo.scenario import Checkpoint, parse_scenario, summary, timeline
 
     started = time.time()
     say = _Printer(started)

@@ -1,4 +1,4 @@
-"""Plays a scenario's timeline (:mod:`streams.core.replay`) into Kafka: ``slo-stream replay`` and the demo.
+"""Plays a scenario's timeline (:mod:`streams.demo.scenario`) into Kafka: ``slo-stream replay`` and the demo.
 
 At full speed minutes of event time pass in milliseconds, while a rollout takes two hops to reach the
 worker's ``changes`` table (docs/correlation.md). So, unless told otherwise, after each rollout record
@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.core.correlation import service_of_event, warning_key
 from streams.core.kube import normalise_event
-from streams.core.replay import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce
+from streams.demo.scenario import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce
 from streams.settings import Settings
 
 
