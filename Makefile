@@ -19,7 +19,7 @@ test: install lint
 
 lint: install
 	$(BIN)/ruff check streams tests bench
-	$(BIN)/mypy streams/core
+	$(BIN)/mypy streams/core streams/demo/scenario.py
 	$(BIN)/lint-imports
 
 unit: install
