@@ -112,7 +112,7 @@ def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool
     from streams import settings as settings_mod
     from streams.adapters.processes import free_port, stop_group
     from streams.adapters.topics import ensure_topics
-    from streams.demo.traffic import Scenario
+    from streams.demo.traffic import TrafficPlan
 
     tmp = Path(tempfile.mkdtemp(prefix="slo-stream-bench-gate-"))
     app_id = f"bench-gate-{os.getpid()}"
@@ -134,7 +134,7 @@ def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool
                                           env=wenv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
         start = int(time.time()) // 60 * 60 - 4 * 3600
-        scenario = Scenario(start_ts=start, duration_s=4 * 3600 - 60)
+        scenario = TrafficPlan(start_ts=start, duration_s=4 * 3600 - 60)
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         for _, key, value in scenario.messages():
             producer.send(s.topic_playback, key=key, value=value)

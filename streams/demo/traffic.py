@@ -1,8 +1,8 @@
-"""A small deterministic traffic generator: healthy playback traffic with an outage window.
+"""A small deterministic traffic generator: healthy playback traffic with outage windows.
 
-Used by ``slo-stream demo``, the integration tests and the benchmarks. Pure: it returns the messages
-to produce; the caller owns the producer. (The full scenario engine with rollouts and migrations is
-``slo-stream replay``'s job.)
+Used by the integration and fault tests and the benchmarks. Pure: it returns the messages to produce;
+the caller owns the producer. (Stories with rollouts and migrations are scenario files,
+:mod:`streams.demo.scenario`, played by ``slo-stream replay`` and the demo.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from streams.core import conventions as c
 @dataclass(frozen=True)
 class Outage:
     service: str
-    start_s: int  # offset from the scenario start, event time
+    start_s: int  # offset from the plan's start, event time
     end_s: int
     error_ratio: float = 1.0
     cluster: str | None = None  # None: every cluster
@@ -27,7 +27,9 @@ class Outage:
 
 
 @dataclass(frozen=True)
-class Scenario:
+class TrafficPlan:
+    """Traffic of a few services over a few placements, with outages: ``messages`` yields it."""
+
     start_ts: int  # epoch seconds of the first record
     duration_s: int
     services: tuple[str, ...] = ("playback-api", "stream-router", "license-service")

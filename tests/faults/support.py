@@ -34,7 +34,7 @@ from streams.core.burnrate import BurnEvaluation
 from streams.core.engine import Engine, EngineConfig
 from streams.core.model import SliKind, Slo
 from streams.demo.pagerduty_receiver import PagerDutyReceiver
-from streams.demo.traffic import Outage, Scenario
+from streams.demo.traffic import Outage, TrafficPlan
 from tests.integration.harness import ROOT, Deployment
 
 T = TypeVar("T")
@@ -321,7 +321,7 @@ def kube_bridge(dep: Deployment, kubeconfig: str, log: Path, *, cluster: str, na
 
 def burn_scenario(*, healthy_before_s: int = 65 * 60, outage_s: int = 10 * 60, after_s: int = 40 * 60,
                   ago_s: int = 3 * HOUR, burning: tuple[tuple[str, str], ...] = (("playback-api", "eu-west-1"),),
-                  ) -> Scenario:
+                  ) -> TrafficPlan:
     """An hour of healthy traffic (enough events for the 1h window to page), a 100% outage of each of
     ``burning`` (service, Kubernetes cluster; default playback-api in eu-west-1), then healthy again
     long enough for the page to resolve: the 6h+30m condition holds until the 30m window has cleared,
@@ -331,11 +331,11 @@ def burn_scenario(*, healthy_before_s: int = 65 * 60, outage_s: int = 10 * 60, a
     start = int(time.time()) // 10 * 10 - ago_s
     outages = tuple(Outage(service, start_s=healthy_before_s, end_s=healthy_before_s + outage_s,
                            cluster=cluster, platform="kubernetes") for service, cluster in burning)
-    return Scenario(start_ts=start, duration_s=healthy_before_s + outage_s + after_s, outages=outages,
+    return TrafficPlan(start_ts=start, duration_s=healthy_before_s + outage_s + after_s, outages=outages,
                     requests_per_10s=100)
 
 
-def scenario_messages(scenario: Scenario) -> list[tuple[bytes, bytes]]:
+def scenario_messages(scenario: TrafficPlan) -> list[tuple[bytes, bytes]]:
     return [(k, v) for _, k, v in scenario.messages()]
 
 

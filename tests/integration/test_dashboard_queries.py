@@ -38,7 +38,7 @@ import pytest
 from streams.adapters.processes import free_port, stop_group
 from streams.adapters.specfiles import load_specs
 from streams.core import conventions as c
-from streams.demo.traffic import Outage, Scenario
+from streams.demo.traffic import Outage, TrafficPlan
 from streams.render import dashboards as gen
 from streams.render.grafana import ALL_VALUE
 from tests.integration.harness import ROOT, Deployment
@@ -238,7 +238,7 @@ def test_every_dashboard_query_returns_data_from_a_real_worker_and_notifier(kafk
     start = int(time.time()) // 60 * 60 - 4 * HOUR
     onset_s = 2 * HOUR
     onset = start + onset_s
-    scenario = Scenario(start_ts=start, duration_s=3 * HOUR, requests_per_10s=100, outages=tuple(
+    scenario = TrafficPlan(start_ts=start, duration_s=3 * HOUR, requests_per_10s=100, outages=tuple(
         Outage(s, start_s=onset_s, end_s=onset_s + 600, cluster=CLUSTER, platform=PLATFORM) for s in SERVICES))
     cut = onset + 300  # five minutes into the outages: every page is firing when the queries run
     traffic = [(k, v) for ts, k, v in scenario.messages() if ts < cut]

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from streams.core import conventions as c
-from streams.demo.traffic import Outage, Scenario
+from streams.demo.traffic import Outage, TrafficPlan
 from tests.integration.harness import Deployment
 
 pytestmark = pytest.mark.integration
@@ -26,11 +26,11 @@ BAD_MESSAGES = {
 }
 
 
-def outage_scenario() -> tuple[Scenario, Outage]:
+def outage_scenario() -> tuple[TrafficPlan, Outage]:
     outage = Outage("playback-api", start_s=2 * HOUR, end_s=2 * HOUR + 600, cluster="eu-west-1",
                     platform="kubernetes")
     start = int(time.time()) // 10 * 10 - 4 * HOUR
-    return Scenario(start_ts=start, duration_s=3 * HOUR, outages=(outage,), requests_per_10s=100), outage
+    return TrafficPlan(start_ts=start, duration_s=3 * HOUR, outages=(outage,), requests_per_10s=100), outage
 
 
 def test_an_outage_pages_once_then_resolves_other_services_stay_quiet_and_bad_records_dead_letter(
