@@ -306,81 +306,110 @@ def _events(node: Node, services: set[str], regions: set[str], clusters: set[str
 
 
 def _event(kind: str, node: Node, services: set[str], regions: set[str], clusters: set[str]) -> dict[str, Any] | None:
-    def service(f: dict[str, Node]) -> str | None:
-        v = f["service"].name() if "service" in f else None
-        if v is not None and v not in services:
-            f["service"].problem(f"unknown service {v!r} (services: {', '.join(sorted(services))})")
-            return None
-        return v
-
-    def cluster(f: dict[str, Node]) -> str | None:
-        v = f["cluster"].name() if "cluster" in f else None
-        if v is not None and v not in clusters:
-            f["cluster"].problem(f"not a kubernetes cluster of the placements: {', '.join(sorted(clusters))}")
-            return None
-        return v
-
-    def bad(f: dict[str, Node], out: dict[str, Any]) -> bool:
-        """Read an optional ``bad`` block into ``out``; False when it has problems."""
-        if "bad" not in f:
-            return True
-        b = f["bad"].fields(required=("errorRatio",), optional=("share", "crashloop"))
-        if b is None:
-            return False
-        ratio = b["errorRatio"].number() if "errorRatio" in b else None
-        if ratio is not None and not 0 < ratio <= 1:
-            b["errorRatio"].problem("must be a ratio in (0, 1]")
-            ratio = None
-        share = b["share"].number() if "share" in b else 1.0
-        if share is not None and not 0 < share <= 1:
-            b["share"].problem("must be in (0, 1]: the share of the cluster's requests on the new revision")
-            share = None
-        crash = b["crashloop"].flag() if "crashloop" in b else False
-        if ratio is None or share is None or crash is None:
-            return False
-        out.update(bad_error_ratio=ratio, bad_share=share, crashloop=crash)
-        return True
-
+    """The fields of one event of ``kind`` (keyword arguments of :class:`Event`); ``None`` after
+    reporting its problems."""
+    known = _Known(services, regions, clusters)
     if kind == "migrationStep":
-        f = node.fields(required=("service", "region", "toPercent"), optional=("tag", "bad"))
-        if f is None:
-            return None
-        region = f["region"].name() if "region" in f else None
-        if region is not None and region not in regions:
-            f["region"].problem(f"unknown region {region!r}")
-            region = None
-        pct = f["toPercent"].number() if "toPercent" in f else None
-        if pct is not None and not 0 <= pct <= 100:
-            f["toPercent"].problem("must be a percentage, 0..100")
-            pct = None
-        svc = service(f)
-        step: dict[str, Any] = {"service": svc, "region": region, "to_percent": pct,
-                                "tag": f["tag"].text() if "tag" in f else None}
-        if not bad(f, step) or None in (svc, region, pct) or ("tag" in f and step["tag"] is None):
-            return None
-        return step
+        return _migration_step(node, known)
     if kind == "rollout":
-        f = node.fields(required=("service", "cluster", "tag"), optional=("bad",))
-        if f is None:
-            return None
-        out: dict[str, Any] = {"service": service(f), "cluster": cluster(f),
-                               "tag": f["tag"].text() if "tag" in f else None}
-        if not bad(f, out):
-            return None
-        return None if None in (out["service"], out["cluster"], out["tag"]) else out
+        return _rollout_event(node, known)
     if kind == "rollback":
-        f = node.fields(required=("service", "cluster"))
-        if f is None:
+        return _rollback_event(node, known)
+    return _incident(node, known)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What an event may name: the scenario's services, regions and kubernetes clusters."""
+
+    services: set[str]
+    regions: set[str]
+    clusters: set[str]
+
+    def service(self, f: dict[str, Node]) -> str | None:
+        v = f["service"].name() if "service" in f else None
+        if v is not None and v not in self.services:
+            f["service"].problem(f"unknown service {v!r} (services: {', '.join(sorted(self.services))})")
             return None
-        svc, cl = service(f), cluster(f)
-        return None if None in (svc, cl) else {"service": svc, "cluster": cl}
+        return v
+
+    def cluster(self, f: dict[str, Node]) -> str | None:
+        v = f["cluster"].name() if "cluster" in f else None
+        if v is not None and v not in self.clusters:
+            f["cluster"].problem(f"not a kubernetes cluster of the placements: {', '.join(sorted(self.clusters))}")
+            return None
+        return v
+
+
+def _bad(f: dict[str, Node], out: dict[str, Any]) -> bool:
+    """Read an optional ``bad`` block into ``out``; False when it has problems."""
+    if "bad" not in f:
+        return True
+    b = f["bad"].fields(required=("errorRatio",), optional=("share", "crashloop"))
+    if b is None:
+        return False
+    ratio = b["errorRatio"].number() if "errorRatio" in b else None
+    if ratio is not None and not 0 < ratio <= 1:
+        b["errorRatio"].problem("must be a ratio in (0, 1]")
+        ratio = None
+    share = b["share"].number() if "share" in b else 1.0
+    if share is not None and not 0 < share <= 1:
+        b["share"].problem("must be in (0, 1]: the share of the cluster's requests on the new revision")
+        share = None
+    crash = b["crashloop"].flag() if "crashloop" in b else False
+    if ratio is None or share is None or crash is None:
+        return False
+    out.update(bad_error_ratio=ratio, bad_share=share, crashloop=crash)
+    return True
+
+
+def _migration_step(node: Node, known: _Known) -> dict[str, Any] | None:
+    f = node.fields(required=("service", "region", "toPercent"), optional=("tag", "bad"))
+    if f is None:
+        return None
+    region = f["region"].name() if "region" in f else None
+    if region is not None and region not in known.regions:
+        f["region"].problem(f"unknown region {region!r}")
+        region = None
+    pct = f["toPercent"].number() if "toPercent" in f else None
+    if pct is not None and not 0 <= pct <= 100:
+        f["toPercent"].problem("must be a percentage, 0..100")
+        pct = None
+    svc = known.service(f)
+    step: dict[str, Any] = {"service": svc, "region": region, "to_percent": pct,
+                            "tag": f["tag"].text() if "tag" in f else None}
+    if not _bad(f, step) or None in (svc, region, pct) or ("tag" in f and step["tag"] is None):
+        return None
+    return step
+
+
+def _rollout_event(node: Node, known: _Known) -> dict[str, Any] | None:
+    f = node.fields(required=("service", "cluster", "tag"), optional=("bad",))
+    if f is None:
+        return None
+    out: dict[str, Any] = {"service": known.service(f), "cluster": known.cluster(f),
+                           "tag": f["tag"].text() if "tag" in f else None}
+    if not _bad(f, out):
+        return None
+    return None if None in (out["service"], out["cluster"], out["tag"]) else out
+
+
+def _rollback_event(node: Node, known: _Known) -> dict[str, Any] | None:
+    f = node.fields(required=("service", "cluster"))
+    if f is None:
+        return None
+    svc, cl = known.service(f), known.cluster(f)
+    return None if None in (svc, cl) else {"service": svc, "cluster": cl}
+
+
+def _incident(node: Node, known: _Known) -> dict[str, Any] | None:
     f = node.fields(required=("services", "errorRatio", "duration"), optional=("region", "cluster", "kind"))
     if f is None:
         return None
     names = []
     for it in f["services"].items() or [] if "services" in f else []:
         v = it.name()
-        if v is not None and v not in services:
+        if v is not None and v not in known.services:
             it.problem(f"unknown service {v!r}")
         elif v is not None:
             names.append(v)
@@ -390,10 +419,10 @@ def _event(kind: str, node: Node, services: set[str], regions: set[str], cluster
         ratio = None
     dur = f["duration"].duration() if "duration" in f else None
     region = f["region"].name() if "region" in f else None
-    if region is not None and region not in regions:
+    if region is not None and region not in known.regions:
         f["region"].problem(f"unknown region {region!r}")
         return None
-    cl = cluster(f) if "cluster" in f else None
+    cl = known.cluster(f) if "cluster" in f else None
     note = f["kind"].choice(("network_blip", "slow_burn", "outage")) if "kind" in f else "outage"
     if not names or ratio is None or dur is None or note is None:
         return None
