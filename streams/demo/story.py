@@ -22,15 +22,24 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streams import settings as settings_mod
 from streams.adapters.processes import free_port, stop_group
+from streams.adapters.specfiles import load_specs
+from streams.adapters.topics import ensure_topics
 from streams.core.model import format_duration
+from streams.demo.pagerduty_receiver import PagerDutyReceiver
+from streams.demo.player import Player
+from streams.demo.scenario import Checkpoint, Scenario, parse_scenario, summary, timeline
+
+if TYPE_CHECKING:
+    from streams.adapters.broker import EmbeddedBroker
 
 SCENARIO = Path(__file__).resolve().parent / "scenarios" / "migration.yaml"
+LATENESS_S = 30  # the workers' allowed lateness in the demo
 DEMO_ROUTING_KEY = "demo0000000000000000000000000000"  # 32 characters, like a real one
 CHART_SERIES = (
     ("playback-api-availability|eu-west-1|eu-west|kubernetes", "playback-api, eu-west-1 (kubernetes)"),
@@ -69,142 +78,204 @@ def run_demo(*, specs: str | None, timeout_s: float, scenario: str | None = None
 
 def play_demo(*, specs: str | None, timeout_s: float, scenario: str | None = None, workers: int = 1,
               chart: str | None = None) -> DemoResult:
-    from streams.adapters.specfiles import load_specs
-    from streams.adapters.topics import ensure_topics
-    from streams.demo.pagerduty_receiver import PagerDutyReceiver
-    from streams.demo.player import Player
-    from streams.demo.scenario import Checkpoint, parse_scenario, summary, timeline
+    """Play the story through the product (the module's docstring) and stop everything it started.
 
-    started = time.time()
-    say = _Printer(started)
-    result = DemoResult()
+    ``exit_code`` is 1 when it stopped early (the play outlasted ``timeout_s``, a process exited, the
+    worker was not ready or did not catch up in time) or a process it started still runs at the end.
+    """
+    run = _prepare(specs=specs, scenario=scenario)
+    try:
+        _start(run, workers=workers)
+        _play(run, timeout_s=timeout_s)
+        _conclude(run, chart=chart)
+        return run.result
+    except TimeoutError as exc:
+        run.say("demo", f"stopped: {exc}; logs in {run.logdir}")
+        run.result.exit_code = 1
+        return run.result
+    finally:
+        _stop(run)
+
+
+@dataclass
+class _Run:
+    """One run of the demo: its story and settings, what it started (stopped at the end), what it saw."""
+
+    say: _Printer
+    sc: Scenario
+    specs: str
+    services: set[str]
+    logdir: Path
+    start_ts: int  # event time of the story's start: the story ends now
+    settings: settings_mod.Settings
+    result: DemoResult = field(default_factory=DemoResult)
+    broker: EmbeddedBroker | None = None
+    receiver: PagerDutyReceiver | None = None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    alerts_thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    bootstrap: str = ""  # the broker's, once started (or the configured one)
+    gate: str = ""  # the first worker's HTTP API
+    sent_seen: int = 0  # requests of the receiver printed so far
+
+
+def _prepare(*, specs: str | None, scenario: str | None) -> _Run:
+    """Read the story and the SLO specs and print the story; nothing is started yet."""
+    say = _Printer(time.time())
     path = Path(scenario) if scenario else SCENARIO
     sc = parse_scenario(str(path), path.read_text())
     base = settings_mod.load()
     specs = specs or base.specs
     slos = load_specs(specs)
-    services = {s.service for s in slos}
     logdir = Path(tempfile.mkdtemp(prefix="slo-stream-demo-"))
     say("demo", f"{len(slos)} SLOs from {specs}; scenario {path.name}; logs in {logdir}")
     for line in summary(sc):
         say("story", line)
-    start_ts = int(time.time()) // 60 * 60 - sc.duration_s  # the story ends now
-    lateness = 30
-    s = replace(base, app_id=f"demo-{os.getpid()}", allowed_lateness_s=lateness)
-    broker = receiver = None
-    procs: list[subprocess.Popen[bytes]] = []
-    alerts_thread: threading.Thread | None = None
-    stop = threading.Event()
+    return _Run(say=say, sc=sc, specs=specs, services={s.service for s in slos}, logdir=logdir,
+                start_ts=int(time.time()) // 60 * 60 - sc.duration_s,
+                settings=replace(base, app_id=f"demo-{os.getpid()}", allowed_lateness_s=LATENESS_S))
+
+
+def _start(run: _Run, *, workers: int) -> None:
+    """The broker (unless one is configured), the topics, the PagerDuty receiver (unless a routing key is
+    configured), the worker(s) and the notifier; returns once the first worker is ready."""
+    run.bootstrap = run.settings.bootstrap or _start_broker(run)
+    run.settings = replace(run.settings, bootstrap=run.bootstrap)
+    ensure_topics(run.bootstrap, run.settings.topics)
+    env = _environment(run)
+    _start_receiver(run, env)
+    ports = [free_port() for _ in range(workers)]
+    for i, port in enumerate(ports):
+        wenv = {**env, "SLO_STREAM_WEB_PORT": str(port), "SLO_STREAM_DATADIR": str(run.logdir / f"worker{i + 1}")}
+        run.procs.append(_spawn(["worker"], wenv, run.logdir / f"worker{i + 1}.log"))
+        run.say("worker", f"worker {i + 1} (pid {run.procs[-1].pid}): metrics and gate on http://127.0.0.1:{port}")
+    run.procs.append(_spawn(["notifier"], env, run.logdir / "notifier.log"))
+    run.say("notifier", f"notifier (pid {run.procs[-1].pid}): slo.alerts -> PagerDuty, k8s.rollouts -> change events")
+    run.result.processes.extend(p.pid for p in run.procs)
+    run.gate = f"http://127.0.0.1:{ports[0]}"
+    _wait_ready(run.gate, run.procs, timeout_s=90)
+    run.say("worker", "ready (tables recovered, partitions assigned)")
+
+
+def _start_broker(run: _Run) -> str:
+    from streams.adapters.broker import EmbeddedBroker
+
+    broker = run.broker = EmbeddedBroker(log_path=str(run.logdir / "broker.log"))
+    broker.start()
+    bootstrap = broker.bootstrap
+    run.result.processes.append(broker.pid or 0)
+    run.say("broker", f"embedded Tansu broker on {bootstrap}")
+    return bootstrap
+
+
+def _environment(run: _Run) -> dict[str, str]:
+    """The environment of the worker(s) and the notifier."""
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": run.bootstrap, "SLO_STREAM_APP_ID": run.settings.app_id,
+        "SLO_STREAM_SPECS": run.specs, "SLO_STREAM_ALLOWED_LATENESS": f"{LATENESS_S}s",
+        "SLO_STREAM_SESSION_TIMEOUT": env.get("SLO_STREAM_SESSION_TIMEOUT", "2"),
+        "SLO_STREAM_HEARTBEAT_INTERVAL": env.get("SLO_STREAM_HEARTBEAT_INTERVAL", "0.5"),
+        # The story is history replayed now: its event time trails the wall clock by hours, which
+        # live would mean stale data. Let the gate and the staleness timer judge it anyway.
+        "SLO_STREAM_GATE_MAX_EVALUATION_LAG": f"{run.sc.duration_s // 3600 + 2}h",
+        "SLO_STREAM_GATE_STALE_AFTER": "1h", "SLO_STREAM_STALE_AFTER": "1h",
+    })
+    return env
+
+
+def _start_receiver(run: _Run, env: dict[str, str]) -> None:
+    """A local PagerDuty receiver, unless a routing key is configured (``env`` then sends pages for real)."""
+    if env.get("SLO_STREAM_PAGERDUTY_ROUTING_KEY") or env.get("SLO_STREAM_PAGERDUTY_ROUTING_KEY_FILE"):
+        run.say("notifier", "a PagerDuty routing key is configured: pages go to PagerDuty for real")
+        return
+    run.receiver = PagerDutyReceiver().start()
+    env.update({"SLO_STREAM_PAGERDUTY_URL": run.receiver.url, "SLO_STREAM_PAGERDUTY_ROUTING_KEY": DEMO_ROUTING_KEY,
+                "SLO_STREAM_NOTIFIER_METRICS_PORT": str(free_port())})
+    run.say("notifier", f"local PagerDuty Events API v2 receiver on {run.receiver.url}")
+
+
+def _play(run: _Run, *, timeout_s: float) -> None:
+    """Follow the alerts and play the story, asking the gate at each checkpoint."""
+    run.alerts_thread = threading.Thread(target=_follow_alerts, daemon=True, args=(
+        run.bootstrap, run.settings, run.result, run.say, run.start_ts, run.stop))
+    run.alerts_thread.start()
+    deadline = time.time() + timeout_s
+
+    def on_checkpoint(cp: Checkpoint, stats: Any) -> None:
+        if time.time() > deadline:
+            raise TimeoutError(f"the demo took longer than {timeout_s:.0f}s")
+        _checkpoint(run, cp, stats)
+
+    player = Player(run.bootstrap, run.settings, on_checkpoint=on_checkpoint, services=run.services)
     try:
-        bootstrap = base.bootstrap
-        if not bootstrap:
-            from streams.adapters.broker import EmbeddedBroker
-
-            broker = EmbeddedBroker(log_path=str(logdir / "broker.log"))
-            broker.start()
-            bootstrap = broker.bootstrap
-            result.processes.append(broker.pid or 0)
-            say("broker", f"embedded Tansu broker on {bootstrap}")
-        s = replace(s, bootstrap=bootstrap)
-        ensure_topics(bootstrap, s.topics)
-        env = dict(os.environ)
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SLO_STREAM_APP_ID": s.app_id, "SLO_STREAM_SPECS": specs,
-            "SLO_STREAM_ALLOWED_LATENESS": f"{lateness}s",
-            "SLO_STREAM_SESSION_TIMEOUT": env.get("SLO_STREAM_SESSION_TIMEOUT", "2"),
-            "SLO_STREAM_HEARTBEAT_INTERVAL": env.get("SLO_STREAM_HEARTBEAT_INTERVAL", "0.5"),
-            # The story is history replayed now: its event time trails the wall clock by hours, which
-            # live would mean stale data. Let the gate and the staleness timer judge it anyway.
-            "SLO_STREAM_GATE_MAX_EVALUATION_LAG": f"{sc.duration_s // 3600 + 2}h",
-            "SLO_STREAM_GATE_STALE_AFTER": "1h", "SLO_STREAM_STALE_AFTER": "1h",
-        })
-        if env.get("SLO_STREAM_PAGERDUTY_ROUTING_KEY") or env.get("SLO_STREAM_PAGERDUTY_ROUTING_KEY_FILE"):
-            say("notifier", "a PagerDuty routing key is configured: pages go to PagerDuty for real")
-        else:
-            receiver = PagerDutyReceiver().start()
-            env.update({"SLO_STREAM_PAGERDUTY_URL": receiver.url, "SLO_STREAM_PAGERDUTY_ROUTING_KEY": DEMO_ROUTING_KEY,
-                        "SLO_STREAM_NOTIFIER_METRICS_PORT": str(free_port())})
-            say("notifier", f"local PagerDuty Events API v2 receiver on {receiver.url}")
-        ports = [free_port() for _ in range(workers)]
-        for i, port in enumerate(ports):
-            wenv = {**env, "SLO_STREAM_WEB_PORT": str(port), "SLO_STREAM_DATADIR": str(logdir / f"worker{i + 1}")}
-            procs.append(_spawn(["worker"], wenv, logdir / f"worker{i + 1}.log"))
-            say("worker", f"worker {i + 1} (pid {procs[-1].pid}): metrics and gate on http://127.0.0.1:{port}")
-        procs.append(_spawn(["notifier"], env, logdir / "notifier.log"))
-        say("notifier", f"notifier (pid {procs[-1].pid}): slo.alerts -> PagerDuty, k8s.rollouts -> change events")
-        result.processes.extend(p.pid for p in procs)
-        gate = f"http://127.0.0.1:{ports[0]}"
-        _wait_ready(gate, procs, timeout_s=90)
-        say("worker", "ready (tables recovered, partitions assigned)")
-
-        alerts_thread = threading.Thread(target=_follow_alerts, args=(bootstrap, s, result, say, start_ts, stop),
-                                         daemon=True)
-        alerts_thread.start()
-        deadline = time.time() + timeout_s
-        sent_seen = 0
-
-        def on_checkpoint(cp: Checkpoint, stats: Any) -> None:
-            nonlocal sent_seen
-            if time.time() > deadline:
-                raise TimeoutError(f"the demo took longer than {timeout_s:.0f}s")
-            target = cp.ts - lateness - 10
-            answer = _ask_gate(gate, cp, target, procs)
-            rel = format_duration(int(cp.ts - start_ts))
-            if cp.when == "before":
-                say("replay", f"+{rel}: {stats.messages['playback']:,} messages, {stats.records:,} playback records "
-                              f"produced so far")
-            decision = answer.get("decision", "?")
-            result.gate.append(GateAnswer(cp.describe(), cp.when, cp.ts, cp.service, cp.cluster, cp.revision,
-                                          decision, answer.get("summary", "")))
-            say("gate", f"{cp.when:6} {cp.describe()}: {decision.upper()}  ({_short(answer.get('summary', ''))})")
-            sent_seen = _print_sent(receiver, sent_seen, say)
-
-        player = Player(bootstrap, s, on_checkpoint=on_checkpoint, services=services)
-        try:
-            stats = player.play(timeline(sc, start_ts))
-        finally:
-            player.close()
-        say("replay", f"done: {stats.messages['playback']:,} playback messages ({stats.records:,} records), "
-                      f"{stats.messages['rollouts']} rollout records, {stats.messages['events']} Kubernetes events")
-        # Let the worker evaluate the end of the story and the notifier deliver what it raised.
-        end = start_ts + sc.duration_s - lateness - 20
-        _wait_evaluated(gate, "playback-api", end, procs, timeout_s=60)
-        settle = time.time() + 15
-        while time.time() < settle:
-            fired = {(a["dedup_key"], a["state"]) for a in result.alerts}
-            delivered = {(e.get("dedup_key"), "firing" if e.get("event_action") == "trigger" else "resolved")
-                         for e in receiver.accepted()} if receiver else fired
-            if fired <= delivered:
-                break
-            time.sleep(0.3)
-        sent_seen = _print_sent(receiver, sent_seen, say)
-        if receiver is not None:
-            result.sent = receiver.accepted() + receiver.accepted("/v2/change/enqueue")
-        statuses = _read_statuses(bootstrap, s)
-        result.chart = _chart(chart or str(logdir / "slo-stream-demo.png"), sc, start_ts, statuses, result)
-        _summary(result, say, start_ts, receiver is not None)
-        if result.chart:
-            say("chart", f"burn rate and budget over time, rollouts and alerts marked: {result.chart}")
-        return result
-    except TimeoutError as exc:
-        say("demo", f"stopped: {exc}; logs in {logdir}")
-        result.exit_code = 1
-        return result
+        stats = player.play(timeline(run.sc, run.start_ts))
     finally:
-        stop.set()
-        if alerts_thread is not None:
-            alerts_thread.join(timeout=5)
-        for p in procs:
-            stop_group(p, timeout_s=15)
-        if receiver is not None:
-            receiver.stop()
-        if broker is not None:
-            broker.stop()
-        alive = [pid for pid in result.processes if pid and _alive(pid)]
-        say("demo", "stopped the notifier, the worker(s), the PagerDuty receiver and the broker"
-                    + (f"; STILL RUNNING: {alive}" if alive else f"; {time.time() - started:.0f}s in all"))
-        if alive:
-            result.exit_code = 1
+        player.close()
+    run.say("replay", f"done: {stats.messages['playback']:,} playback messages ({stats.records:,} records), "
+                      f"{stats.messages['rollouts']} rollout records, {stats.messages['events']} Kubernetes events")
+
+
+def _checkpoint(run: _Run, cp: Checkpoint, stats: Any) -> None:
+    """Ask the gate once the worker has evaluated up to the checkpoint; print its answer and what was sent."""
+    target = cp.ts - LATENESS_S - 10
+    answer = _ask_gate(run.gate, cp, target, run.procs)
+    rel = format_duration(int(cp.ts - run.start_ts))
+    if cp.when == "before":
+        run.say("replay", f"+{rel}: {stats.messages['playback']:,} messages, {stats.records:,} playback records "
+                          f"produced so far")
+    decision = answer.get("decision", "?")
+    run.result.gate.append(GateAnswer(cp.describe(), cp.when, cp.ts, cp.service, cp.cluster, cp.revision,
+                                      decision, answer.get("summary", "")))
+    run.say("gate", f"{cp.when:6} {cp.describe()}: {decision.upper()}  ({_short(answer.get('summary', ''))})")
+    run.sent_seen = _print_sent(run.receiver, run.sent_seen, run.say)
+
+
+def _conclude(run: _Run, *, chart: str | None) -> None:
+    """Let the worker evaluate the end of the story and the notifier deliver what it raised; then the
+    summary and the chart."""
+    end = run.start_ts + run.sc.duration_s - LATENESS_S - 20
+    _wait_evaluated(run.gate, "playback-api", end, run.procs, timeout_s=60)
+    _wait_delivered(run.result, run.receiver, timeout_s=15)
+    run.sent_seen = _print_sent(run.receiver, run.sent_seen, run.say)
+    if run.receiver is not None:
+        run.result.sent = run.receiver.accepted() + run.receiver.accepted("/v2/change/enqueue")
+    statuses = _read_statuses(run.bootstrap, run.settings)
+    run.result.chart = _chart(chart or str(run.logdir / "slo-stream-demo.png"), run.sc, run.start_ts, statuses,
+                              run.result)
+    _summary(run.result, run.say, run.start_ts, run.receiver is not None)
+    if run.result.chart:
+        run.say("chart", f"burn rate and budget over time, rollouts and alerts marked: {run.result.chart}")
+
+
+def _wait_delivered(result: DemoResult, receiver: PagerDutyReceiver | None, *, timeout_s: float) -> None:
+    """Wait (at most ``timeout_s``) until the receiver accepted every alert seen so far."""
+    settle = time.time() + timeout_s
+    while time.time() < settle:
+        fired = {(a["dedup_key"], a["state"]) for a in result.alerts}
+        delivered = {(e.get("dedup_key"), "firing" if e.get("event_action") == "trigger" else "resolved")
+                     for e in receiver.accepted()} if receiver else fired
+        if fired <= delivered:
+            break
+        time.sleep(0.3)
+
+
+def _stop(run: _Run) -> None:
+    """Stop everything the run started, and say whether anything is still running."""
+    run.stop.set()
+    if run.alerts_thread is not None:
+        run.alerts_thread.join(timeout=5)
+    for p in run.procs:
+        stop_group(p, timeout_s=15)
+    if run.receiver is not None:
+        run.receiver.stop()
+    if run.broker is not None:
+        run.broker.stop()
+    alive = [pid for pid in run.result.processes if pid and _alive(pid)]
+    run.say("demo", "stopped the notifier, the worker(s), the PagerDuty receiver and the broker"
+                    + (f"; STILL RUNNING: {alive}" if alive else f"; {time.time() - run.say.t0:.0f}s in all"))
+    if alive:
+        run.result.exit_code = 1
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
