@@ -6,10 +6,14 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams import __version__
+
+if TYPE_CHECKING:
+    from streams.render.outputs import Output
 
 DESCRIPTION = """\
 slo-stream: SLO error budgets and multi-window multi-burn-rate alerts computed from the playback
@@ -208,28 +212,22 @@ def _run(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from streams import settings as settings_mod
     from streams.adapters.specfiles import load_specs
-    from streams.core.promrules import generated_files
-    from streams.render.dashboards import generated_files as dashboard_files
+    from streams.render.outputs import outputs
 
     specs = args.specs or settings_mod.load().specs
-    slos = load_specs(specs)
-    # (directory, files, whether other *.json files there are ours to remove): dashboards/_gen holds
-    # only generated dashboards, so one that is no longer generated (a service gone) must go.
-    outputs = [(Path(args.out), generated_files(slos), False),
-               (Path(args.dashboards_out), dashboard_files(slos), True)]
+    generated = outputs(load_specs(specs), out=args.out, dashboards_out=args.dashboards_out)
     if args.check:
         problems: list[tuple[Path, str]] = []
-        for out, files, owned in outputs:
-            for name, text in files.items():
-                path = out / name
+        for output in generated:
+            for name, text in output.files.items():
+                path = Path(output.directory) / name
                 try:
                     same = path.read_bytes() == text.encode("utf-8")
                 except OSError:
                     same = False
                 if not same:
                     problems.append((path, "differs from a fresh generation" if path.exists() else "missing"))
-            if owned:
-                problems += [(path, "is no longer generated") for path in _extra_json(out, files)]
+            problems += [(path, "is no longer generated") for path in _not_generated(output)]
         for path, state in problems:
             print(f"{path}: {state}", file=sys.stderr)
         if problems:
@@ -238,28 +236,31 @@ def _generate(args: argparse.Namespace) -> int:
                 ("--dashboards-out", args.dashboards_out, "dashboards/_gen")) if value != default)
             print(f"{len(problems)} generated file(s) out of date: run `slo-stream generate{flags}`", file=sys.stderr)
             return 1
-        total = sum(len(files) for _, files, _ in outputs)
-        print(f"OK: {total} generated files in {' and '.join(str(o) for o, _, _ in outputs)} are up to date "
+        total = sum(len(o.files) for o in generated)
+        print(f"OK: {total} generated files in {' and '.join(str(o.directory) for o in generated)} are up to date "
               f"with {specs}")
         return 0
-    for out, files, owned in outputs:
+    for output in generated:
+        out = Path(output.directory)
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
+        for name, text in output.files.items():
             path = out / name
             tmp = path.with_name(f".{name}.tmp")
             tmp.write_text(text, encoding="utf-8", newline="\n")
             tmp.replace(path)
             print(f"wrote {path}")
-        if owned:
-            for path in _extra_json(out, files):
-                path.unlink()
-                print(f"removed {path} (no longer generated)")
+        for path in _not_generated(output):
+            path.unlink()
+            print(f"removed {path} (no longer generated)")
     return 0
 
 
-def _extra_json(out: Path, files: Mapping[str, str]) -> list[Path]:
-    """``*.json`` files in ``out`` that are not among ``files``."""
-    return sorted(p for p in out.glob("*.json") if p.name not in files) if out.is_dir() else []
+def _not_generated(output: Output) -> list[Path]:
+    """Files of the output's owned glob in its directory that are not among its files."""
+    out = Path(output.directory)
+    if output.owned is None or not out.is_dir():
+        return []
+    return sorted(p for p in out.glob(output.owned) if p.name not in output.files)
 
 
 def _worker(args: argparse.Namespace) -> int:

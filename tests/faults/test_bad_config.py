@@ -35,11 +35,9 @@ from hypothesis import strategies as st
 
 from streams.core import conventions as c
 from streams.core.errors import SpecError
-from streams.core.promrules import ALERTMANAGER_FILE, RULES_FILE
-from streams.core.promrules import generated_files as rule_files
 from streams.core.spec import parse_specs
 from streams.render.dashboards import OVERVIEW_FILE
-from streams.render.dashboards import generated_files as dashboard_files
+from streams.render.outputs import ALERTMANAGER_FILE, RULES_FILE, alert_files, dashboard_files
 from tests.integration.harness import ROOT, Deployment
 
 FILE = "alerts/slos/hostile.yaml"
@@ -255,7 +253,7 @@ def _markdown(node: Any) -> list[str]:
 
 def check_generated(slos: list[Any]) -> dict[str, str]:
     """Generate everything from accepted SLOs and check it carries no hostile text unescaped."""
-    files = rule_files(slos)
+    files = alert_files(slos)
     rules = yaml.safe_load(files[RULES_FILE])
     yaml.safe_load(files[ALERTMANAGER_FILE])
     boards = {name: json.loads(text) for name, text in dashboard_files(slos).items()}
