@@ -7,13 +7,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from streams import __version__
-
-if TYPE_CHECKING:
-    from streams.render.outputs import Output
 
 DESCRIPTION = """\
 slo-stream: SLO error budgets and multi-window multi-burn-rate alerts computed from the playback
@@ -211,56 +206,29 @@ def _run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from streams import settings as settings_mod
+    from streams.adapters.generated import stale, write
     from streams.adapters.specfiles import load_specs
-    from streams.render.outputs import outputs
+    from streams.render.outputs import DEFAULT_DASHBOARDS_OUT, DEFAULT_OUT, outputs
 
     specs = args.specs or settings_mod.load().specs
     generated = outputs(load_specs(specs), out=args.out, dashboards_out=args.dashboards_out)
-    if args.check:
-        problems: list[tuple[Path, str]] = []
-        for output in generated:
-            for name, text in output.files.items():
-                path = Path(output.directory) / name
-                try:
-                    same = path.read_bytes() == text.encode("utf-8")
-                except OSError:
-                    same = False
-                if not same:
-                    problems.append((path, "differs from a fresh generation" if path.exists() else "missing"))
-            problems += [(path, "is no longer generated") for path in _not_generated(output)]
-        for path, state in problems:
-            print(f"{path}: {state}", file=sys.stderr)
-        if problems:
-            flags = "".join(f" {flag} {value}" for flag, value, default in (
-                ("--specs", args.specs, None), ("--out", args.out, "alerts/_gen"),
-                ("--dashboards-out", args.dashboards_out, "dashboards/_gen")) if value != default)
-            print(f"{len(problems)} generated file(s) out of date: run `slo-stream generate{flags}`", file=sys.stderr)
-            return 1
-        total = sum(len(o.files) for o in generated)
-        print(f"OK: {total} generated files in {' and '.join(str(o.directory) for o in generated)} are up to date "
-              f"with {specs}")
+    if not args.check:
+        for line in write(generated):
+            print(line)
         return 0
-    for output in generated:
-        out = Path(output.directory)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, text in output.files.items():
-            path = out / name
-            tmp = path.with_name(f".{name}.tmp")
-            tmp.write_text(text, encoding="utf-8", newline="\n")
-            tmp.replace(path)
-            print(f"wrote {path}")
-        for path in _not_generated(output):
-            path.unlink()
-            print(f"removed {path} (no longer generated)")
+    problems = stale(generated)
+    for path, state in problems:
+        print(f"{path}: {state}", file=sys.stderr)
+    if problems:
+        flags = "".join(f" {flag} {value}" for flag, value, default in (
+            ("--specs", args.specs, None), ("--out", args.out, DEFAULT_OUT),
+            ("--dashboards-out", args.dashboards_out, DEFAULT_DASHBOARDS_OUT)) if value != default)
+        print(f"{len(problems)} generated file(s) out of date: run `slo-stream generate{flags}`", file=sys.stderr)
+        return 1
+    total = sum(len(o.files) for o in generated)
+    print(f"OK: {total} generated files in {', '.join(str(o.directory) for o in generated)} are up to date "
+          f"with {specs}")
     return 0
-
-
-def _not_generated(output: Output) -> list[Path]:
-    """Files of the output's owned glob in its directory that are not among its files."""
-    out = Path(output.directory)
-    if output.owned is None or not out.is_dir():
-        return []
-    return sorted(p for p in out.glob(output.owned) if p.name not in output.files)
 
 
 def _worker(args: argparse.Namespace) -> int:

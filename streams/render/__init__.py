@@ -9,6 +9,6 @@ serialisers that turn that data into the text of the generated files.
 - :mod:`~streams.render.writer`: data -> text (do-not-edit headers, YAML, JSON);
 - :mod:`~streams.render.outputs`: every file ``slo-stream generate`` writes, name -> text.
 
-Nothing here does I/O: ``slo-stream generate`` (streams/cli.py) writes what
-:func:`streams.render.outputs.outputs` returns.
+Nothing here does I/O: ``slo-stream generate`` writes what :func:`streams.render.outputs.outputs`
+returns through :mod:`streams.adapters.generated`.
 """

@@ -4,8 +4,8 @@
 - ``<out>/alertmanager.yaml``: :func:`streams.render.alertmanager.alertmanager_config`;
 - ``<dashboards_out>/*.json``: :func:`streams.render.dashboards.dashboards`.
 
-Pure: ``slo-stream generate`` (streams/cli.py) writes the :class:`Output` list to disk, or compares it
-with what is there for ``--check``.
+Pure: :mod:`streams.adapters.generated` writes the :class:`Output` list to disk, or compares it with
+what is there for ``--check``.
 """
 
 from __future__ import annotations
