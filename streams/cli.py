@@ -81,22 +81,7 @@ rollout, recording it on rollout.gates; that needs get and patch on deployments
                         "events.k8s.io/v1 when the server has it)")
     k.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
 
-    g = sub.add_parser(
-        "generate",
-        help="write the Prometheus rules, Alertmanager config and Grafana dashboards generated from the SLO specs",
-        description="Write prometheus-rules.yaml (recording and burn-rate alerting rules over the workers' "
-        "counters) and alertmanager.yaml (page and ticket routes to PagerDuty) into --out, and the Grafana "
-        "dashboards (SLO overview, one SLO detail per service, migration, pipeline health) into "
-        "--dashboards-out, generated from the SLO specs.",
-    )
-    g.add_argument("--specs", default=None,
-                   help="SLO spec file or directory (default: SLO_STREAM_SPECS or alerts/slos)")
-    g.add_argument("--out", default="alerts/_gen", help="rules and Alertmanager config (default: alerts/_gen)")
-    g.add_argument("--dashboards-out", default="dashboards/_gen",
-                   help="Grafana dashboards (default: dashboards/_gen); *.json files there that are no longer "
-                        "generated are removed")
-    g.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 listing the files that differ from a fresh generation")
+    _add_generate_parser(sub)
 
     from streams import gate_cli
 
@@ -130,6 +115,29 @@ rollout, recording it on rollout.gates; that needs get and patch on deployments
     d.add_argument("--chart", default=None, help="where to write the PNG chart (default: in the log directory)")
     d.add_argument("--timeout", type=float, default=170.0, help="give up after this many seconds (default 170)")
     return p
+
+
+def _add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    g = sub.add_parser(
+        "generate",
+        help="write the Prometheus rules, Alertmanager config, Grafana dashboards and PrometheusRule generated "
+             "from the SLO specs",
+        description="Write prometheus-rules.yaml (recording and burn-rate alerting rules over the workers' "
+        "counters) and alertmanager.yaml (page and ticket routes to PagerDuty) into --out, the Grafana "
+        "dashboards (SLO overview, one SLO detail per service, migration, pipeline health) into "
+        "--dashboards-out, and the same rules as a prometheus-operator PrometheusRule into "
+        "--prometheusrule-out, generated from the SLO specs.",
+    )
+    g.add_argument("--specs", default=None,
+                   help="SLO spec file or directory (default: SLO_STREAM_SPECS or alerts/slos)")
+    g.add_argument("--out", default="alerts/_gen", help="rules and Alertmanager config (default: alerts/_gen)")
+    g.add_argument("--dashboards-out", default="dashboards/_gen",
+                   help="Grafana dashboards (default: dashboards/_gen); *.json files there that are no longer "
+                        "generated are removed")
+    g.add_argument("--prometheusrule-out", default="deploy/kubernetes/base/prometheusrule.yaml",
+                   help="the PrometheusRule of the rules (default: deploy/kubernetes/base/prometheusrule.yaml)")
+    g.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 listing the files that differ from a fresh generation")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,10 +216,11 @@ def _generate(args: argparse.Namespace) -> int:
     from streams import settings as settings_mod
     from streams.adapters.generated import stale, write
     from streams.adapters.specfiles import load_specs
-    from streams.render.outputs import DEFAULT_DASHBOARDS_OUT, DEFAULT_OUT, outputs
+    from streams.render.outputs import DEFAULT_DASHBOARDS_OUT, DEFAULT_OUT, DEFAULT_PROMETHEUSRULE_OUT, outputs
 
     specs = args.specs or settings_mod.load().specs
-    generated = outputs(load_specs(specs), out=args.out, dashboards_out=args.dashboards_out)
+    generated = outputs(load_specs(specs), out=args.out, dashboards_out=args.dashboards_out,
+                        prometheusrule_out=args.prometheusrule_out)
     if not args.check:
         for line in write(generated):
             print(line)
@@ -222,7 +231,8 @@ def _generate(args: argparse.Namespace) -> int:
     if problems:
         flags = "".join(f" {flag} {value}" for flag, value, default in (
             ("--specs", args.specs, None), ("--out", args.out, DEFAULT_OUT),
-            ("--dashboards-out", args.dashboards_out, DEFAULT_DASHBOARDS_OUT)) if value != default)
+            ("--dashboards-out", args.dashboards_out, DEFAULT_DASHBOARDS_OUT),
+            ("--prometheusrule-out", args.prometheusrule_out, DEFAULT_PROMETHEUSRULE_OUT)) if value != default)
         print(f"{len(problems)} generated file(s) out of date: run `slo-stream generate{flags}`", file=sys.stderr)
         return 1
     total = sum(len(o.files) for o in generated)

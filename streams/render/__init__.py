@@ -3,6 +3,7 @@ serialisers that turn that data into the text of the generated files.
 
 - :mod:`~streams.render.prometheus`: recording and burn-rate alerting rules;
 - :mod:`~streams.render.alertmanager`: the Alertmanager config (pages and tickets to PagerDuty);
+- :mod:`~streams.render.prometheusrule`: those rules as a prometheus-operator PrometheusRule;
 - :mod:`~streams.render.dashboards` (on :mod:`~streams.render.grafana`, grafana-foundation-sdk): the
   Grafana dashboards;
 - :mod:`~streams.render.promql`: the names, checks and PromQL literals they share;

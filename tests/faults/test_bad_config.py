@@ -379,11 +379,12 @@ def test_validate_and_generate_refuse_a_hostile_spec_and_write_nothing(tmp_path:
     out = cli("validate", str(specs))
     assert out.returncode == 1
     assert_problem_lines(out.stderr, specs / "hostile.yaml", prefix="")
-    rules, boards = tmp_path / "rules", tmp_path / "boards"
-    out = cli("generate", "--specs", str(specs), "--out", str(rules), "--dashboards-out", str(boards))
+    rules, boards, rule_object = tmp_path / "rules", tmp_path / "boards", tmp_path / "deploy" / "prometheusrule.yaml"
+    out = cli("generate", "--specs", str(specs), "--out", str(rules), "--dashboards-out", str(boards),
+              "--prometheusrule-out", str(rule_object))
     assert out.returncode == 1
     assert_problem_lines(out.stderr, specs / "hostile.yaml")
-    assert not rules.exists() and not boards.exists()
+    assert not rules.exists() and not boards.exists() and not rule_object.parent.exists()
 
 
 @pytest.mark.integration

@@ -289,7 +289,8 @@ def test_generate_writes_the_dashboards_check_finds_differences_and_stale_ones_g
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rules, dash = tmp_path / "alerts", tmp_path / "dash"
-    args = ["generate", "--specs", str(SPECS), "--out", str(rules), "--dashboards-out", str(dash)]
+    args = ["generate", "--specs", str(SPECS), "--out", str(rules), "--dashboards-out", str(dash),
+            "--prometheusrule-out", str(tmp_path / "prometheusrule.yaml")]
     assert main([*args, "--check"]) == 1
     assert f"{dash / gen.OVERVIEW_FILE}: missing" in capsys.readouterr().err
     assert main(args) == 0
