@@ -661,7 +661,13 @@ def migration() -> dict[str, Any]:
                    description="SLOs of the selected services that split by platform.")
     board.link(link("SLO overview", f"/d/{OVERVIEW_UID}", tooltip="Every SLO, worst first", keep_vars=False))
     board.link(tagged_links("slo-stream dashboards", TAG))
+    _migration_summary(board, platforms)
+    _migration_service(board, platforms)
+    return board.to_dict()
 
+
+def _migration_summary(board: Board, platforms: str) -> None:
+    """Row: per service and SLO, kubernetes against legacy over the dashboard's time range."""
     f = (_var("service", "service"), _var("slo", "slo"))
     by = ["service", "slo"]
 
@@ -699,6 +705,9 @@ def migration() -> dict[str, Any]:
         prop("custom.cellOptions", {"type": "gauge", "mode": "basic", "valueDisplayMode": "text"})])
     board.panel(summary, w=GRID_WIDTH, h=8)
 
+
+def _migration_service(board: Board, platforms: str) -> None:
+    """Row repeated per selected service: error ratio and traffic per platform, gate decisions."""
     board.row("$service", repeat="service")
     one = (_var("service", "service"), _var("slo", "slo"), platforms)
     err = (f"{_by('sum', ['slo', 'platform'], _rate(M_SLI_BAD_EVENTS, *one))}\n/\n"
@@ -709,17 +718,12 @@ def migration() -> dict[str, Any]:
         "overlap; kubernetes above legacy means the migration makes things worse.",
         [query(err, legend="{{slo}} on {{platform}}")], unit="percentunit", decimals=3, no_value="no events",
     ).override_by_regexp(".* on legacy$", [prop("custom.lineStyle", {"fill": "dash", "dash": [10, 10]})]), w=8, h=8)
-    # Each SLO of a service counts the same requests (or those with a latency): the largest count is the
-    # service's traffic, without counting a request once per SLO.
-    def traffic(*matchers: str) -> str:
-        return _by("max", ["service"], _by("sum", ["service", "slo"], _rate(M_SLI_EVENTS, *matchers)))
-
     board.panel(_timeseries(
         "Traffic on kubernetes ($service)",
         "Share of the service's events served on kubernetes (the rest on legacy), from the SLO with the most "
         "events. Steps up as migration steps shift traffic.",
-        [query(f"{traffic(_var('service', 'service'), _is('platform', 'kubernetes'))}\n/\n"
-               f"{traffic(_var('service', 'service'), platforms)}", legend="on kubernetes")],
+        [query(f"{_service_traffic(_var('service', 'service'), _is('platform', 'kubernetes'))}\n/\n"
+               f"{_service_traffic(_var('service', 'service'), platforms)}", legend="on kubernetes")],
         unit="percentunit", decimals=1, no_value="no events", soft_max=1), w=8, h=8)
     gate = _timeseries(
         "Gate decisions per minute ($service)",
@@ -730,7 +734,12 @@ def migration() -> dict[str, Any]:
     for decision, color in DECISION_COLORS.items():
         gate = gate.override_by_name(decision, [_fixed_color(color)])
     board.panel(gate, w=8, h=8)
-    return board.to_dict()
+
+
+def _service_traffic(*matchers: str) -> str:
+    """Events per second of a service. Each SLO of a service counts the same requests (or those with a
+    latency): the largest count is the service's traffic, without counting a request once per SLO."""
+    return _by("max", ["service"], _by("sum", ["service", "slo"], _rate(M_SLI_EVENTS, *matchers)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -750,7 +759,16 @@ def pipeline_health() -> dict[str, Any]:
                    description="Worker processes (Prometheus instance labels) that report partitions.")
     board.link(link("SLO overview", f"/d/{OVERVIEW_UID}", tooltip="Every SLO, worst first", keep_vars=False))
     board.link(tagged_links("slo-stream dashboards", TAG))
+    _pipeline_running(board)
+    _pipeline_throughput(board, inst)
+    _pipeline_rejects(board, inst)
+    _pipeline_processing(board, inst)
+    _pipeline_notifier(board)
+    return board.to_dict()
 
+
+def _pipeline_running(board: Board) -> None:
+    """Row of stats: workers, partitions, lag, evaluation delay, dead letters, PagerDuty retries."""
     board.row("Is it running?")
     board.panel(_stat(
         "Workers reporting", "Worker processes Prometheus scrapes right now (each exports its assigned partitions). "
@@ -783,6 +801,9 @@ def pipeline_health() -> dict[str, Any]:
         [query(f"sum({_increase(M_NOTIFIER_RETRIES)})", instant=True)], unit="none", decimals=0, no_value="0",
         steps=thresholds("green", (1, "orange"), (20, "red"))), w=4, h=4)
 
+
+def _pipeline_throughput(board: Board, inst: str) -> None:
+    """Row: records in, consumer lag, partitions and state per worker."""
     board.row("Throughput and lag")
     board.panel(_timeseries(
         "Records and messages in per second",
@@ -812,6 +833,9 @@ def pipeline_health() -> dict[str, Any]:
         [query(_by("max", ["instance"], _sel(M_STATE_BYTES, inst)), legend="{{instance}}")],
         unit="bytes", no_value="no worker"), w=6, h=8)
 
+
+def _pipeline_rejects(board: Board, inst: str) -> None:
+    """Row: dead letters, late records, Kubernetes records by outcome, offset re-reads."""
     board.row("Rejected and late input")
     board.panel(_timeseries(
         "Dead letters per second by reason",
@@ -840,24 +864,20 @@ def pipeline_health() -> dict[str, Any]:
         [query(_by("sum", ["instance"], _rate(M_OFFSET_REREADS, inst)), legend="{{instance}}")],
         unit=PER_SECOND, no_value="no worker"), w=6, h=8)
 
+
+def _pipeline_processing(board: Board, inst: str) -> None:
+    """Row: engine and batch time, evaluations, gate and status API latency."""
     board.row("Processing time")
-
-    def quantiles(metric: str, *matchers: str, by: Sequence[str] = ()) -> list[prom_b.Dataquery]:
-        labels = ["le", *by]
-        extra = " ".join("{{" + b + "}}" for b in by)
-        return [query(f"histogram_quantile({q}, {_by('sum', labels, _rate(metric + '_bucket', *matchers))})",
-                      ref=f"p{int(q * 100)}", legend=f"p{int(q * 100)} {extra}".rstrip()) for q in (0.5, 0.99)]
-
     board.panel(_timeseries(
         "Engine time per partition batch",
         "Seconds the engine spends validating, counting and evaluating one partition's part of a batch (no I/O), "
         "median and 99th percentile over the workers.",
-        quantiles(M_EVALUATION_SECONDS, inst), unit="s", no_value="no batch"), w=6, h=8)
+        _quantiles(M_EVALUATION_SECONDS, inst), unit="s", no_value="no batch"), w=6, h=8)
     board.panel(_timeseries(
         "Batch time end to end",
         "Seconds one partition's batch takes end to end: the engine, delivering alerts and dead letters, writing "
         "the state. Much more than the engine time: Kafka is slow.",
-        quantiles(M_BATCH_SECONDS, inst), unit="s", no_value="no batch"), w=6, h=8)
+        _quantiles(M_BATCH_SECONDS, inst), unit="s", no_value="no batch"), w=6, h=8)
     board.panel(_timeseries(
         "Series evaluations per second",
         "SLO series evaluated (one series at one event-time step), per worker.",
@@ -867,7 +887,11 @@ def pipeline_health() -> dict[str, Any]:
         "Gate and status API latency (p99)",
         "99th percentile of the seconds to answer /v1/gate, /v1/slos and the Flagger hooks, per endpoint "
         "(forwarding to the owning worker included). Argo and Flagger time out on slow answers.",
-        quantiles(M_HTTP_SECONDS, inst, by=["endpoint"])[1:], unit="s", no_value="no request"), w=6, h=8)
+        _quantiles(M_HTTP_SECONDS, inst, by=["endpoint"])[1:], unit="s", no_value="no request"), w=6, h=8)
+
+
+def _pipeline_notifier(board: Board) -> None:
+    """Row: the notifier's PagerDuty deliveries and retries."""
     board.row("Notifier: PagerDuty")
     deliveries = _timeseries(
         "PagerDuty deliveries per minute",
@@ -887,4 +911,11 @@ def pipeline_health() -> dict[str, Any]:
         [query(f"{_by('sum', ['kind', 'reason'], _rate(M_NOTIFIER_RETRIES))} * 60",
                legend="{{kind}} {{reason}}")], unit=PER_MINUTE, decimals=1, no_value="no retry", bars=True),
         w=12, h=8)
-    return board.to_dict()
+
+
+def _quantiles(metric: str, *matchers: str, by: Sequence[str] = ()) -> list[prom_b.Dataquery]:
+    """The median and the 99th percentile of histogram ``metric``, per ``by``."""
+    labels = ["le", *by]
+    extra = " ".join("{{" + b + "}}" for b in by)
+    return [query(f"histogram_quantile({q}, {_by('sum', labels, _rate(metric + '_bucket', *matchers))})",
+                  ref=f"p{int(q * 100)}", legend=f"p{int(q * 100)} {extra}".rstrip()) for q in (0.5, 0.99)]
