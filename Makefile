@@ -40,11 +40,10 @@ test-faults-long: install
 demo: install
 	$(BIN)/slo-stream demo
 
-# Prometheus rules and Alertmanager config from the SLO specs (alerts/_gen), and the PrometheusRule
-# of deploy/kubernetes built from them (`make test` checks both).
+# Prometheus rules and Alertmanager config (alerts/_gen), Grafana dashboards (dashboards/_gen) and the
+# PrometheusRule of deploy/kubernetes, all from the SLO specs (`make test` checks every one).
 generate: install
 	$(BIN)/slo-stream generate
-	$(PY) deploy/kubernetes/generate_prometheusrule.py
 
 bench: install
 	$(PY) -m bench.run

@@ -6,8 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from streams import __version__
 
@@ -82,22 +81,7 @@ rollout, recording it on rollout.gates; that needs get and patch on deployments
                         "events.k8s.io/v1 when the server has it)")
     k.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
 
-    g = sub.add_parser(
-        "generate",
-        help="write the Prometheus rules, Alertmanager config and Grafana dashboards generated from the SLO specs",
-        description="Write prometheus-rules.yaml (recording and burn-rate alerting rules over the workers' "
-        "counters) and alertmanager.yaml (page and ticket routes to PagerDuty) into --out, and the Grafana "
-        "dashboards (SLO overview, one SLO detail per service, migration, pipeline health) into "
-        "--dashboards-out, generated from the SLO specs.",
-    )
-    g.add_argument("--specs", default=None,
-                   help="SLO spec file or directory (default: SLO_STREAM_SPECS or alerts/slos)")
-    g.add_argument("--out", default="alerts/_gen", help="rules and Alertmanager config (default: alerts/_gen)")
-    g.add_argument("--dashboards-out", default="dashboards/_gen",
-                   help="Grafana dashboards (default: dashboards/_gen); *.json files there that are no longer "
-                        "generated are removed")
-    g.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 listing the files that differ from a fresh generation")
+    _add_generate_parser(sub)
 
     from streams import gate_cli
 
@@ -131,6 +115,29 @@ rollout, recording it on rollout.gates; that needs get and patch on deployments
     d.add_argument("--chart", default=None, help="where to write the PNG chart (default: in the log directory)")
     d.add_argument("--timeout", type=float, default=170.0, help="give up after this many seconds (default 170)")
     return p
+
+
+def _add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    g = sub.add_parser(
+        "generate",
+        help="write the Prometheus rules, Alertmanager config, Grafana dashboards and PrometheusRule generated "
+             "from the SLO specs",
+        description="Write prometheus-rules.yaml (recording and burn-rate alerting rules over the workers' "
+        "counters) and alertmanager.yaml (page and ticket routes to PagerDuty) into --out, the Grafana "
+        "dashboards (SLO overview, one SLO detail per service, migration, pipeline health) into "
+        "--dashboards-out, and the same rules as a prometheus-operator PrometheusRule into "
+        "--prometheusrule-out, generated from the SLO specs.",
+    )
+    g.add_argument("--specs", default=None,
+                   help="SLO spec file or directory (default: SLO_STREAM_SPECS or alerts/slos)")
+    g.add_argument("--out", default="alerts/_gen", help="rules and Alertmanager config (default: alerts/_gen)")
+    g.add_argument("--dashboards-out", default="dashboards/_gen",
+                   help="Grafana dashboards (default: dashboards/_gen); *.json files there that are no longer "
+                        "generated are removed")
+    g.add_argument("--prometheusrule-out", default="deploy/kubernetes/base/prometheusrule.yaml",
+                   help="the PrometheusRule of the rules (default: deploy/kubernetes/base/prometheusrule.yaml)")
+    g.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 listing the files that differ from a fresh generation")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,59 +214,31 @@ def _run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from streams import settings as settings_mod
+    from streams.adapters.generated import stale, write
     from streams.adapters.specfiles import load_specs
-    from streams.core.promrules import generated_files
-    from streams.render.dashboards import generated_files as dashboard_files
+    from streams.render.outputs import DEFAULT_DASHBOARDS_OUT, DEFAULT_OUT, DEFAULT_PROMETHEUSRULE_OUT, outputs
 
     specs = args.specs or settings_mod.load().specs
-    slos = load_specs(specs)
-    # (directory, files, whether other *.json files there are ours to remove): dashboards/_gen holds
-    # only generated dashboards, so one that is no longer generated (a service gone) must go.
-    outputs = [(Path(args.out), generated_files(slos), False),
-               (Path(args.dashboards_out), dashboard_files(slos), True)]
-    if args.check:
-        problems: list[tuple[Path, str]] = []
-        for out, files, owned in outputs:
-            for name, text in files.items():
-                path = out / name
-                try:
-                    same = path.read_bytes() == text.encode("utf-8")
-                except OSError:
-                    same = False
-                if not same:
-                    problems.append((path, "differs from a fresh generation" if path.exists() else "missing"))
-            if owned:
-                problems += [(path, "is no longer generated") for path in _extra_json(out, files)]
-        for path, state in problems:
-            print(f"{path}: {state}", file=sys.stderr)
-        if problems:
-            flags = "".join(f" {flag} {value}" for flag, value, default in (
-                ("--specs", args.specs, None), ("--out", args.out, "alerts/_gen"),
-                ("--dashboards-out", args.dashboards_out, "dashboards/_gen")) if value != default)
-            print(f"{len(problems)} generated file(s) out of date: run `slo-stream generate{flags}`", file=sys.stderr)
-            return 1
-        total = sum(len(files) for _, files, _ in outputs)
-        print(f"OK: {total} generated files in {' and '.join(str(o) for o, _, _ in outputs)} are up to date "
-              f"with {specs}")
+    generated = outputs(load_specs(specs), out=args.out, dashboards_out=args.dashboards_out,
+                        prometheusrule_out=args.prometheusrule_out)
+    if not args.check:
+        for line in write(generated):
+            print(line)
         return 0
-    for out, files, owned in outputs:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            path = out / name
-            tmp = path.with_name(f".{name}.tmp")
-            tmp.write_text(text, encoding="utf-8", newline="\n")
-            tmp.replace(path)
-            print(f"wrote {path}")
-        if owned:
-            for path in _extra_json(out, files):
-                path.unlink()
-                print(f"removed {path} (no longer generated)")
+    problems = stale(generated)
+    for path, state in problems:
+        print(f"{path}: {state}", file=sys.stderr)
+    if problems:
+        flags = "".join(f" {flag} {value}" for flag, value, default in (
+            ("--specs", args.specs, None), ("--out", args.out, DEFAULT_OUT),
+            ("--dashboards-out", args.dashboards_out, DEFAULT_DASHBOARDS_OUT),
+            ("--prometheusrule-out", args.prometheusrule_out, DEFAULT_PROMETHEUSRULE_OUT)) if value != default)
+        print(f"{len(problems)} generated file(s) out of date: run `slo-stream generate{flags}`", file=sys.stderr)
+        return 1
+    total = sum(len(o.files) for o in generated)
+    print(f"OK: {total} generated files in {', '.join(str(o.directory) for o in generated)} are up to date "
+          f"with {specs}")
     return 0
-
-
-def _extra_json(out: Path, files: Mapping[str, str]) -> list[Path]:
-    """``*.json`` files in ``out`` that are not among ``files``."""
-    return sorted(p for p in out.glob("*.json") if p.name not in files) if out.is_dir() else []
 
 
 def _worker(args: argparse.Namespace) -> int:

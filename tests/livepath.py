@@ -39,8 +39,9 @@ from streams.adapters.processes import free_port, stop_group
 from streams.adapters.specfiles import load_specs
 from streams.core import conventions as c
 from streams.core.model import Severity, Slo
-from streams.core.promrules import ALERTMANAGER_FILE, RECEIVER_PAGE, RECEIVER_TICKET, RULES_FILE, generated_files
 from streams.demo.pagerduty_receiver import PagerDutyReceiver, Received
+from streams.render.alertmanager import RECEIVER_PAGE, RECEIVER_TICKET
+from streams.render.outputs import ALERTMANAGER_FILE, RULES_FILE, alert_files
 from tests.integration.harness import ROOT, Deployment
 
 SERVICE = "playback-api"
@@ -233,8 +234,7 @@ class LivePath:
         secrets.mkdir(exist_ok=True)
         (secrets / RECEIVER_PAGE).write_text(AM_PAGE_KEY, encoding="utf-8")
         (secrets / RECEIVER_TICKET).write_text(AM_TICKET_KEY, encoding="utf-8")
-        files = generated_files(self.slos, pagerduty_url=f"{self.receiver.url}/v2/enqueue",
-                                secrets_dir=str(secrets))
+        files = alert_files(self.slos, pagerduty_url=f"{self.receiver.url}/v2/enqueue", secrets_dir=str(secrets))
         config = self.tmp / ALERTMANAGER_FILE
         config.write_text(files[ALERTMANAGER_FILE], encoding="utf-8")
         (self.tmp / RULES_FILE).write_text(files[RULES_FILE], encoding="utf-8")

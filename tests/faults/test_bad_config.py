@@ -35,11 +35,9 @@ from hypothesis import strategies as st
 
 from streams.core import conventions as c
 from streams.core.errors import SpecError
-from streams.core.promrules import ALERTMANAGER_FILE, RULES_FILE
-from streams.core.promrules import generated_files as rule_files
 from streams.core.spec import parse_specs
 from streams.render.dashboards import OVERVIEW_FILE
-from streams.render.dashboards import generated_files as dashboard_files
+from streams.render.outputs import ALERTMANAGER_FILE, RULES_FILE, alert_files, dashboard_files
 from tests.integration.harness import ROOT, Deployment
 
 FILE = "alerts/slos/hostile.yaml"
@@ -255,7 +253,7 @@ def _markdown(node: Any) -> list[str]:
 
 def check_generated(slos: list[Any]) -> dict[str, str]:
     """Generate everything from accepted SLOs and check it carries no hostile text unescaped."""
-    files = rule_files(slos)
+    files = alert_files(slos)
     rules = yaml.safe_load(files[RULES_FILE])
     yaml.safe_load(files[ALERTMANAGER_FILE])
     boards = {name: json.loads(text) for name, text in dashboard_files(slos).items()}
@@ -381,11 +379,12 @@ def test_validate_and_generate_refuse_a_hostile_spec_and_write_nothing(tmp_path:
     out = cli("validate", str(specs))
     assert out.returncode == 1
     assert_problem_lines(out.stderr, specs / "hostile.yaml", prefix="")
-    rules, boards = tmp_path / "rules", tmp_path / "boards"
-    out = cli("generate", "--specs", str(specs), "--out", str(rules), "--dashboards-out", str(boards))
+    rules, boards, rule_object = tmp_path / "rules", tmp_path / "boards", tmp_path / "deploy" / "prometheusrule.yaml"
+    out = cli("generate", "--specs", str(specs), "--out", str(rules), "--dashboards-out", str(boards),
+              "--prometheusrule-out", str(rule_object))
     assert out.returncode == 1
     assert_problem_lines(out.stderr, specs / "hostile.yaml")
-    assert not rules.exists() and not boards.exists()
+    assert not rules.exists() and not boards.exists() and not rule_object.parent.exists()
 
 
 @pytest.mark.integration

@@ -18,14 +18,9 @@ import yaml
 
 from streams.adapters.specfiles import load_specs
 from streams.core.conventions import M_SLI_BAD_EVENTS, M_SLI_EVENTS
-from streams.core.promrules import (
-    ALERT_NAME,
-    ALERTMANAGER_FILE,
-    RECEIVER_PAGE,
-    RECEIVER_TICKET,
-    RULES_FILE,
-    alertmanager_config,
-)
+from streams.render.alertmanager import RECEIVER_PAGE, RECEIVER_TICKET
+from streams.render.outputs import ALERTMANAGER_FILE, RULES_FILE, alertmanager_file
+from streams.render.promql import ALERT_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -224,7 +219,7 @@ def test_amtool_routes_each_severity_to_its_pagerduty_receiver(
         (secrets / name).write_text("0123456789abcdef0123456789abcdef\n", encoding="utf-8")
     config = tmp_path / ALERTMANAGER_FILE
     config.write_text(
-        alertmanager_config(
+        alertmanager_file(
             load_specs(ROOT / "alerts" / "slos"),
             pagerduty_url="http://127.0.0.1:9/v2/enqueue",
             secrets_dir=str(secrets),

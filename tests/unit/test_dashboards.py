@@ -28,6 +28,7 @@ from streams.core import conventions as c
 from streams.core.model import Severity, format_duration
 from streams.render import dashboards as gen
 from streams.render.grafana import DATASOURCE_TYPE, DATASOURCE_UID, PROMETHEUS_ANNOTATION_FIELDS
+from streams.render.outputs import dashboard_files
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def targets(board: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def test_the_committed_dashboards_equal_a_fresh_generation() -> None:
     # CI's "regenerate and fail on any difference": run `slo-stream generate` after changing alerts/slos.
-    files = gen.generated_files(load_specs(SPECS))
+    files = dashboard_files(load_specs(SPECS))
     for name, text in files.items():
         committed = (GEN / name).read_text(encoding="utf-8")
         assert committed == text, f"dashboards/_gen/{name} is stale: run `slo-stream generate`"
@@ -62,7 +63,7 @@ def test_the_committed_dashboards_equal_a_fresh_generation() -> None:
 
 
 def test_the_golden_dashboards_of_the_golden_specs() -> None:
-    files = gen.generated_files(load_specs(GOLDEN / "specs"))
+    files = dashboard_files(load_specs(GOLDEN / "specs"))
     if os.environ.get("UPDATE_GOLDEN"):
         for old in GOLDEN.glob("*.json"):
             old.unlink()
@@ -76,9 +77,9 @@ def test_the_golden_dashboards_of_the_golden_specs() -> None:
 
 def test_output_is_deterministic_whatever_the_order_of_the_slos() -> None:
     slos = load_specs(SPECS)
-    first = gen.generated_files(slos)
-    assert gen.generated_files(list(reversed(slos))) == first
-    assert gen.generated_files(slos) == first
+    first = dashboard_files(slos)
+    assert dashboard_files(list(reversed(slos))) == first
+    assert dashboard_files(slos) == first
 
 
 def test_one_detail_dashboard_per_service_and_the_three_shared_ones() -> None:
@@ -288,7 +289,8 @@ def test_generate_writes_the_dashboards_check_finds_differences_and_stale_ones_g
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rules, dash = tmp_path / "alerts", tmp_path / "dash"
-    args = ["generate", "--specs", str(SPECS), "--out", str(rules), "--dashboards-out", str(dash)]
+    args = ["generate", "--specs", str(SPECS), "--out", str(rules), "--dashboards-out", str(dash),
+            "--prometheusrule-out", str(tmp_path / "prometheusrule.yaml")]
     assert main([*args, "--check"]) == 1
     assert f"{dash / gen.OVERVIEW_FILE}: missing" in capsys.readouterr().err
     assert main(args) == 0

@@ -1,61 +1,25 @@
-"""Generated Prometheus rules and Alertmanager config (streams.core.promrules, `slo-stream generate`)."""
+"""Generated Prometheus rules (streams.render.prometheus) and the name checks every generator applies
+(streams.render.promql)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
-import yaml
 
-from streams.adapters.specfiles import load_specs
-from streams.cli import main
 from streams.core.conventions import M_SLI_BAD_EVENTS, M_SLI_EVENTS
 from streams.core.model import HOUR, AlertPolicy
-from streams.core.promrules import (
-    ALERT_NAME,
-    ALERTMANAGER_FILE,
-    RULES_FILE,
-    alertmanager_config,
-    generated_files,
-    prometheus_rules,
-    promql_string,
-)
+from streams.render.alertmanager import alertmanager_config
+from streams.render.prometheus import prometheus_rules
+from streams.render.promql import ALERT_NAME, promql_string
 from tests import factories
-
-ROOT = Path(__file__).resolve().parents[2]
-SPECS = ROOT / "alerts" / "slos"
-GEN = ROOT / "alerts" / "_gen"
 
 
 def _rules(*slos: Any) -> list[dict[str, Any]]:
-    doc = yaml.safe_load(prometheus_rules(list(slos)))
+    doc = prometheus_rules(list(slos))
     return [rule for group in doc["groups"] for rule in group["rules"]]
-
-
-def test_the_committed_files_equal_a_fresh_generation() -> None:
-    # CI's "regenerate and fail on any difference": run `slo-stream generate` after changing alerts/slos.
-    for name, text in generated_files(load_specs(SPECS)).items():
-        committed = (GEN / name).read_text(encoding="utf-8")
-        assert committed == text, f"alerts/_gen/{name} is stale: run `slo-stream generate`"
-
-
-def test_output_is_deterministic_whatever_the_order_of_the_slos() -> None:
-    slos = load_specs(SPECS)
-    first = generated_files(slos)
-    assert generated_files(list(reversed(slos))) == first
-    assert generated_files(slos) == first
-
-
-@pytest.mark.parametrize("name", [RULES_FILE, ALERTMANAGER_FILE])
-def test_every_file_starts_with_a_do_not_edit_header_naming_the_command(name: str) -> None:
-    text = generated_files([factories.slo()])[name]
-    head = text.splitlines()[:3]
-    assert all(line.startswith("# ") for line in head)
-    assert "DO NOT EDIT" in head[1] and "`slo-stream generate`" in head[1]
-    assert "&id" not in text and "*id" not in text  # no YAML anchors
 
 
 def test_a_30d_slo_records_its_error_ratio_over_every_window_of_the_workbook_policy() -> None:
@@ -161,50 +125,3 @@ def test_promql_strings_are_escaped() -> None:
     assert promql_string('a"b\\c\n') == '"a\\"b\\\\c\\n"'
     with pytest.raises(ValueError):
         promql_string("a\x00b")
-
-
-def test_alertmanager_routes_page_and_ticket_to_pagerduty() -> None:
-    config = yaml.safe_load(
-        alertmanager_config([factories.slo()], pagerduty_url="http://127.0.0.1:8080/v2/enqueue", secrets_dir="/s/")
-    )
-    route = config["route"]
-    assert route["group_by"] == ["alertname", "slo", "cluster", "region", "platform"]
-    assert [(r["matchers"], r["receiver"]) for r in route["routes"]] == [
-        (['severity="page"'], "pagerduty-page"),
-        (['severity="ticket"'], "pagerduty-ticket"),
-    ]
-    receivers = {r["name"]: r["pagerduty_configs"][0] for r in config["receivers"]}
-    assert receivers["pagerduty-page"]["severity"] == "critical"
-    assert receivers["pagerduty-ticket"]["severity"] == "warning"
-    for name, pd in receivers.items():
-        assert pd["routing_key_file"] == f"/s/{name}"
-        assert pd["url"] == "http://127.0.0.1:8080/v2/enqueue"
-        assert pd["send_resolved"] is True
-        assert "{{ .CommonAnnotations.runbook }}" in pd["links"][0]["href"]
-        assert pd["details"]["dashboard"] == "{{ .CommonAnnotations.dashboard }}"
-
-
-def test_the_default_pagerduty_endpoint_and_key_files() -> None:
-    pd = yaml.safe_load(alertmanager_config([factories.slo()]))["receivers"][0]["pagerduty_configs"][0]
-    assert pd["url"] == "https://events.pagerduty.com/v2/enqueue"
-    assert pd["routing_key_file"] == "/etc/alertmanager/secrets/pagerduty-page"
-
-
-def test_generate_writes_the_files_and_check_finds_a_difference(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "gen"
-    args = ["generate", "--specs", str(SPECS), "--out", str(out), "--dashboards-out", str(tmp_path / "dashboards")]
-    assert main([*args, "--check"]) == 1  # nothing written yet
-    assert "missing" in capsys.readouterr().err
-    assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == [ALERTMANAGER_FILE, RULES_FILE]
-    assert (out / RULES_FILE).read_text(encoding="utf-8") == (GEN / RULES_FILE).read_text(encoding="utf-8")
-    capsys.readouterr()
-    assert main([*args, "--check"]) == 0
-    (out / ALERTMANAGER_FILE).write_text("# edited by hand\n", encoding="utf-8")
-    assert main([*args, "--check"]) == 1
-    err = capsys.readouterr().err
-    assert f"{out / ALERTMANAGER_FILE}: differs from a fresh generation" in err
-    assert RULES_FILE not in err
-    assert (out / ALERTMANAGER_FILE).read_text(encoding="utf-8") == "# edited by hand\n"  # --check wrote nothing

@@ -1,0 +1,180 @@
+"""SLOs -> Prometheus recording and alerting rules, as data: the fallback path.
+
+The rules implement the same multi-window multi-burn-rate policy as the stream (SRE Workbook, ch. 5)
+over the counters every worker exports (:data:`~streams.core.conventions.M_SLI_EVENTS` and
+:data:`~streams.core.conventions.M_SLI_BAD_EVENTS`, summed over instances), named as Sloth names them
+(:mod:`streams.render.promql`):
+
+- ``slo:sli_error:ratio_rate<window>`` per SLO and per distinct window of its policy, with the labels
+  ``sloth_id``, ``sloth_service``, ``sloth_slo``, ``sloth_window``, the SLO's own labels, and the
+  series labels (``slo``, ``service``, ``cluster``, ``region``, ``platform``);
+- ``slo:objective:ratio``, ``slo:error_budget:ratio`` and ``slo:time_period:days`` per SLO;
+- one alert (:data:`~streams.render.promql.ALERT_NAME`) per SLO and severity: for any of the
+  severity's conditions, the error ratio over the long **and** the short window exceed
+  ``factor x (1 - objective)``, and the long window holds at least the SLO's ``min_events`` events (as
+  in the stream, low traffic does not alert). The policy's hold time becomes ``keep_firing_for``
+  (Prometheus >= 2.42): the alert resolves once its condition has been false that long. There is no
+  ``for:``: the short window already confirms the burn, as in the Workbook.
+
+Each SLO gets one rule group, recordings first: rules of a group run in order at the same
+timestamp, so the alerts read the recordings of the same evaluation (Sloth's separate groups lag
+by up to one interval).
+
+Output is deterministic: SLOs sorted by name, windows by length, keys in a fixed order. Pure:
+:mod:`streams.render.writer` serialises what :func:`prometheus_rules` returns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from streams.core.conventions import DIMENSIONS, L_SEVERITY, M_SLI_BAD_EVENTS, M_SLI_EVENTS, SERIES_LABELS
+from streams.core.model import DAY, BurnWindow, Severity, Slo, format_duration
+from streams.render.promql import (
+    A_DASHBOARD,
+    A_DESCRIPTION,
+    A_RUNBOOK,
+    A_SUMMARY,
+    ALERT_NAME,
+    ERROR_BUDGET_RECORD,
+    GROUP_PREFIX,
+    L_SLOTH_ID,
+    L_SLOTH_SERVICE,
+    L_SLOTH_SEVERITY,
+    L_SLOTH_SLO,
+    L_SLOTH_WINDOW,
+    OBJECTIVE_RECORD,
+    SLI_ERROR_RECORD,
+    TIME_PERIOD_RECORD,
+    checked_slos,
+    error_budget,
+    num,
+    promql_string,
+)
+
+_BY = f"sum by ({', '.join(SERIES_LABELS)})"
+_MAX_BY = f"max by ({', '.join(SERIES_LABELS)})"
+
+
+def prometheus_rules(slos: Iterable[Slo]) -> dict[str, Any]:
+    """The Prometheus rule file (``rule_files``) for ``slos`` as data, ``{"groups": [...]}``: one group
+    per SLO, sorted by name.
+
+    Raises ValueError for a name or label that does not match the conventions (the spec loader
+    refuses them already; this guards what reaches PromQL and YAML).
+    """
+    return {"groups": [_group(slo) for slo in checked_slos(slos)]}
+
+
+def _group(slo: Slo) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [_sli_record(slo, w) for w in _windows(slo)]
+    rules += _meta_records(slo)
+    severities = [sev for sev in Severity if any(w.severity is sev for w in slo.policy.windows)]
+    rules += [_alert(slo, sev) for sev in severities]
+    return {"name": GROUP_PREFIX + slo.name, "rules": rules}
+
+
+def _windows(slo: Slo) -> list[int]:
+    """Every distinct window of the SLO's policy, shortest first."""
+    return sorted({w for b in slo.policy.windows for w in (b.long_s, b.short_s)})
+
+
+def _sloth_labels(slo: Slo) -> dict[str, str]:
+    return {L_SLOTH_ID: slo.name, L_SLOTH_SERVICE: slo.service, L_SLOTH_SLO: slo.name}
+
+
+def _own_labels(slo: Slo) -> dict[str, str]:
+    return {k: slo.labels[k] for k in sorted(slo.labels)}
+
+
+def _selector(metric: str, slo: Slo) -> str:
+    return f"{metric}{{slo={promql_string(slo.name)}}}"
+
+
+def _sli_record(slo: Slo, window_s: int) -> dict[str, Any]:
+    w = format_duration(window_s)
+    expr = (
+        f"{_BY} (rate({_selector(M_SLI_BAD_EVENTS, slo)}[{w}]))\n"
+        f"/\n"
+        f"{_BY} (rate({_selector(M_SLI_EVENTS, slo)}[{w}]))\n"
+    )
+    labels = {**_sloth_labels(slo), L_SLOTH_WINDOW: w, **_own_labels(slo)}
+    return {"record": SLI_ERROR_RECORD.format(window=w), "expr": expr, "labels": labels}
+
+
+def _meta_records(slo: Slo) -> list[dict[str, Any]]:
+    labels = {**_sloth_labels(slo), "slo": slo.name, "service": slo.service, **_own_labels(slo)}
+    return [
+        {"record": OBJECTIVE_RECORD, "expr": f"vector({num(slo.objective)})", "labels": labels},
+        {"record": ERROR_BUDGET_RECORD, "expr": f"vector({num(error_budget(slo))})", "labels": labels},
+        {"record": TIME_PERIOD_RECORD, "expr": f"vector({num(slo.window_s / DAY)})", "labels": labels},
+    ]
+
+
+def _condition(slo: Slo, burn: BurnWindow) -> str:
+    """Both windows burn faster than the factor, with enough events in the long window."""
+    threshold = f"({num(burn.factor)} * {num(error_budget(slo))})"
+    sloth_id = promql_string(slo.name)
+
+    def over(window_s: int) -> str:
+        record = SLI_ERROR_RECORD.format(window=format_duration(window_s))
+        return f"{_MAX_BY} ({record}{{{L_SLOTH_ID}={sloth_id}}} > {threshold})"
+
+    events = f"{_BY} (increase({_selector(M_SLI_EVENTS, slo)}[{format_duration(burn.long_s)}]))"
+    return (
+        f"(\n"
+        f"  {over(burn.long_s)}\n"
+        f"  and\n"
+        f"  {over(burn.short_s)}\n"
+        f"  and\n"
+        f"  ({events} >= {slo.min_events})\n"
+        f")"
+    )
+
+
+def _alert(slo: Slo, severity: Severity) -> dict[str, Any]:
+    burns = sorted(
+        (w for w in slo.policy.windows if w.severity is severity), key=lambda w: (w.long_s, w.short_s, w.factor)
+    )
+    expr = "\nor\n".join(_condition(slo, b) for b in burns) + "\n"
+    labels = {
+        L_SEVERITY: severity.value,
+        **_sloth_labels(slo),
+        L_SLOTH_SEVERITY: severity.value,
+        **_own_labels(slo),
+    }
+    conditions = ", or ".join(
+        f"faster than {num(b.factor)}x over both {format_duration(b.long_s)} and {format_duration(b.short_s)}"
+        for b in burns
+    )
+    where = ", ".join(f"{d}={{{{ $labels.{d} }}}}" for d in DIMENSIONS)
+    described = slo.description.rstrip(".") + ". " if slo.description else ""
+    annotations = {
+        A_SUMMARY: f"{severity.value}: SLO {slo.name} ({slo.service}) burns its error budget too fast; {where}",
+        A_DESCRIPTION: (
+            _template_text(described)
+            + f"Objective {num(slo.objective * 100)}% over {format_duration(slo.window_s)}. "
+            f"Fires when the error budget burns {conditions}, with at least {slo.min_events} events in "
+            f"the long window. Error ratio over the long window: {{{{ $value | humanizePercentage }}}}."
+        ),
+    }
+    if slo.runbook_url:
+        annotations[A_RUNBOOK] = _template_text(slo.runbook_url)
+    if slo.dashboard_url:
+        annotations[A_DASHBOARD] = _template_text(slo.dashboard_url)
+    rule: dict[str, Any] = {"alert": ALERT_NAME, "expr": expr}
+    if slo.policy.hold_s > 0:
+        rule["keep_firing_for"] = format_duration(slo.policy.hold_s)
+    rule["labels"] = labels
+    rule["annotations"] = annotations
+    return rule
+
+
+_DELIMS = re.compile(r"\{\{|\}\}")
+
+
+def _template_text(text: str) -> str:
+    """Free text inside an annotation (a Go template): ``{{`` and ``}}`` print as themselves."""
+    return _DELIMS.sub(lambda m: '{{ "' + m.group(0) + '" }}', text)
