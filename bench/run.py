@@ -153,11 +153,7 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
                 raise RuntimeError(f"worker died; see {log.name}")
             time.sleep(0.2)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         admin.close()
     moving = [(t, o) for t, o in samples if o > 0]
     (t_a, o_a), (t_b, o_b) = moving[0], moving[-1]
@@ -165,6 +161,15 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
     rate = (o_b - o_a) * per_msg / (t_b - t_a) if t_b > t_a else float("nan")
     return {"records": total_records, "records_per_s": rate, "messages_per_s": (o_b - o_a) / (t_b - t_a),
             "wall_s": t_b - t_a, "log": str(tmp / "worker.log")}
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a worker, SIGKILL it if it has not exited after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def worker_env(bootstrap: str, tag: str, spec: Path, tmp: Path, port: int, **extra: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.run import _specs_yaml, worker_env
+from bench.run import _specs_yaml, stop, worker_env
 from bench.workload import CLUSTERS, Workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,11 +420,7 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
     finally:
         if producer is not None:
             producer.stop()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
         if broker is not None:
             broker.stop()

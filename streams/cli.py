@@ -50,6 +50,18 @@ def _parser() -> argparse.ArgumentParser:
                                    "PagerDuty accepted (or the event was dead-lettered as invalid).")
     n.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
 
+    _add_kube_bridge_parser(sub)
+    _add_generate_parser(sub)
+
+    from streams import gate_cli
+
+    gate_cli.add_parser(sub)
+
+    _add_demo_parsers(sub)
+    return p
+
+
+def _add_kube_bridge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k = sub.add_parser(
         "kube-bridge",
         help="watch a Kubernetes cluster's Deployments, ReplicaSets and Events; publish k8s.rollouts and k8s.events",
@@ -81,12 +93,9 @@ rollout, recording it on rollout.gates; that needs get and patch on deployments
                         "events.k8s.io/v1 when the server has it)")
     k.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
 
-    _add_generate_parser(sub)
 
-    from streams import gate_cli
-
-    gate_cli.add_parser(sub)
-
+def _add_demo_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``replay`` and ``demo``: the tooling of streams.demo."""
     r = sub.add_parser(
         "replay", help="play a scenario file into Kafka (playback records, rollouts, Kubernetes events)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -114,7 +123,6 @@ rollout, recording it on rollout.gates; that needs get and patch on deployments
     d.add_argument("--workers", type=int, default=1, choices=[1, 2, 3], help="worker processes (default 1)")
     d.add_argument("--chart", default=None, help="where to write the PNG chart (default: in the log directory)")
     d.add_argument("--timeout", type=float, default=170.0, help="give up after this many seconds (default 170)")
-    return p
 
 
 def _add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -182,8 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "topics":
         s = settings_mod.load()
         if not s.bootstrap:
-            print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
-            return 2
+            return _no_kafka()
         from streams.adapters.topics import ensure_topics
 
         ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
@@ -252,11 +259,8 @@ def _worker(args: argparse.Namespace) -> int:
     from streams.adapters.topics import ensure_topics
     from streams.app import build_app
 
-    logging.basicConfig(level=args.loglevel.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # At debug level these log every produced message (kilobytes each, per table write).
-    for noisy in ("faust.topics", "aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    _log(args.loglevel, quiet=("faust.topics", "aiokafka", "kafka"), floor=logging.INFO)
     # "producer buffer full" is Faust's routine back-pressure on table writes (a few hundred per
     # batch against a 100-message buffer), logged as a warning on every batch: not news to anyone.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
@@ -291,6 +295,18 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log(level: str, *, quiet: Sequence[str], floor: int = logging.WARNING) -> None:
+    """Log lines to stderr at ``level``; the ``quiet`` loggers at ``floor`` at least."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(floor, logging.getLogger().level))
+
+
+def _no_kafka() -> int:
+    print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+    return 2
+
+
 def _notifier(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -299,13 +315,10 @@ def _notifier(args: argparse.Namespace) -> int:
     from streams.adapters.notifier import Notifier, load_routing
     from streams.adapters.topics import ensure_topics
 
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    _log(args.loglevel, quiet=("aiokafka", "kafka"))
     s = settings_mod.load()
     if not s.bootstrap:
-        print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
-        return 2
+        return _no_kafka()
     routing = load_routing(s)
     ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
     notifier = Notifier(s, routing)
@@ -330,18 +343,16 @@ def _kube_bridge(args: argparse.Namespace) -> int:
 
     from streams import settings as settings_mod
     from streams.adapters.topics import ensure_topics
-    from streams.core.kube import KubeObjectError, check_cluster
+    from streams.core.errors import RecordError
+    from streams.core.wire.fields import check_cluster
 
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    _log(args.loglevel, quiet=("kafka", "urllib3"))
     s = settings_mod.load()
     if not s.bootstrap:
-        print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
-        return 2
+        return _no_kafka()
     try:
         cluster = check_cluster(args.cluster, "--cluster")
-    except KubeObjectError as exc:
+    except RecordError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
     namespaces = args.namespaces or settings_mod.kube_namespaces(s)

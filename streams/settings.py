@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from streams.core import conventions as c
 from streams.core import enforce
@@ -142,9 +143,18 @@ _BOOTSTRAP_RE = re.compile(r"^([A-Za-z_]+://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]
 
 
 def _check(s: Settings) -> None:
+    """Every setting in range, or a ConfigError naming the variable, its value and what it must be."""
     def bad(field_name: str, why: str) -> ConfigError:
         return ConfigError(f"{env_name(field_name)}={getattr(s, field_name)!r}: {why}")
 
+    for check in (_check_worker, _check_http, _check_kube, _check_kafka):
+        check(s, bad)
+
+
+Bad = Callable[[str, str], ConfigError]
+
+
+def _check_worker(s: Settings, bad: Bad) -> None:
     if not 1 <= s.partitions <= 1024:
         raise bad("partitions", "must be 1..1024")
     if s.step_s < 10 or s.step_s % 10:
@@ -155,20 +165,26 @@ def _check(s: Settings) -> None:
         raise bad("batch_max", "must be 1..100000")
     if not c.NAME_RE.match(s.app_id):
         raise bad("app_id", "must be a lowercase DNS label")
-    if not 0 < s.web_port < 65536:
-        raise bad("web_port", "must be a TCP port")
+    if s.max_series_per_slo < 1:
+        raise bad("max_series_per_slo", "must be >= 1")
+    if s.stale_after_s < 1:
+        raise bad("stale_after_s", "must be at least 1s")
     if not 0.0 <= s.gate_budget_floor <= 1.0:
         raise bad("gate_budget_floor", "must be in 0..1 (a share of the error budget)")
     if s.gate_stale_after_s <= 0 or s.gate_max_evaluation_lag_s <= 0:
         raise bad("gate_stale_after_s", "the gate's staleness limits must be positive durations")
-    if s.canonical_url:
-        from urllib.parse import urlsplit as _split
 
-        u = _split(s.canonical_url)
+
+def _check_http(s: Settings, bad: Bad) -> None:
+    """The HTTP API and the PagerDuty side."""
+    if not 0 < s.web_port < 65536:
+        raise bad("web_port", "must be a TCP port")
+    if not s.web_host or any(ch.isspace() or not ch.isprintable() for ch in s.web_host):
+        raise bad("web_host", "must be a host name or address")
+    if s.canonical_url:
+        u = urlsplit(s.canonical_url)
         if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/"):
             raise bad("canonical_url", "must be http(s)://host:port with no path")
-    from urllib.parse import urlsplit
-
     url = urlsplit(s.pagerduty_url)
     loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
     if url.scheme not in ("https", "http") or not url.hostname or (url.scheme == "http" and not loopback):
@@ -180,6 +196,10 @@ def _check(s: Settings) -> None:
     for sev in ("pagerduty_severity_page", "pagerduty_severity_ticket"):
         if getattr(s, sev) not in ("critical", "error", "warning", "info"):
             raise bad(sev, "must be critical, error, warning or info")
+
+
+def _check_kube(s: Settings, bad: Bad) -> None:
+    """The kube bridge and enforcement."""
     if any(not c.NAME_RE.match(ns) for ns in kube_namespaces(s)):
         raise bad("kube_namespaces", "must be a comma-separated list of namespace names")
     if s.kube_events_api not in ("auto", "core/v1", "events.k8s.io/v1"):
@@ -200,8 +220,11 @@ def _check(s: Settings) -> None:
         raise bad("enforce_namespaces", "must be a comma-separated list of namespace names")
     if not 0 < s.enforce_max_alert_age_s <= 86400:
         raise bad("enforce_max_alert_age_s", "must be 1s..1d")
-    # Kafka client timings, limits and names: a bad value would otherwise surface later as a client
-    # traceback, a worker that never joins its group, or (series limit 0) every record dead-lettered.
+
+
+def _check_kafka(s: Settings, bad: Bad) -> None:
+    """Kafka client timings, limits and names: a bad value would otherwise surface later as a client
+    traceback, a worker that never joins its group, or (series limit 0) every record dead-lettered."""
     if not 0 < s.session_timeout_s <= 3600:  # also refuses nan
         raise bad("session_timeout_s", "must be in (0, 3600] seconds")
     if not 0 < s.heartbeat_interval_s < s.session_timeout_s:
@@ -210,17 +233,11 @@ def _check(s: Settings) -> None:
         raise bad("batch_within_s", "must be in (0, 60] seconds")
     if not 1024 <= s.fetch_max_bytes <= 2**31 - 1:
         raise bad("fetch_max_bytes", "must be 1024..2147483647 bytes")
-    if s.max_series_per_slo < 1:
-        raise bad("max_series_per_slo", "must be >= 1")
-    if s.stale_after_s < 1:
-        raise bad("stale_after_s", "must be at least 1s")
     if s.replication_factor < 1:
         raise bad("replication_factor", "must be >= 1")
     for f in fields(s):
         if f.name.startswith("topic_") and not _TOPIC_RE.match(getattr(s, f.name)):
             raise bad(f.name, "a Kafka topic name is 1..249 of letters, digits, '.', '_' and '-' (not . or ..)")
-    if not s.web_host or any(ch.isspace() or not ch.isprintable() for ch in s.web_host):
-        raise bad("web_host", "must be a host name or address")
     if s.bootstrap is not None and not all(_BOOTSTRAP_RE.match(a.strip()) for a in s.bootstrap.split(",")):
         raise bad("bootstrap", "must be host:port[,host:port...]")
 

@@ -42,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.waiting import wait_for
+
 KINDS = {
     "deployments": ("apps/v1", "Deployment"),
     "replicasets": ("apps/v1", "ReplicaSet"),
@@ -274,12 +276,7 @@ class FakeKube:
             return [r for r in self.requests if r.resource == resource and (watch is None or r.watch == watch)]
 
     def wait_for(self, cond: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}")
+        wait_for(cond, what, timeout_s)
 
     # ---- internals --------------------------------------------------------------------------------
 

@@ -22,19 +22,18 @@ from typing import Any
 
 import orjson
 
-from streams.adapters.pipeline import dead_letter_value
 from streams.adapters.specfiles import load_specs
-from streams.core import conventions as c
-from streams.core.alerting import Alert
-from streams.core.correlation import ServiceChanges
+from streams.core.answer import Question, answer
+from streams.core.changes import KEEP, ServiceChanges, classify
 from streams.core.enforce import Outcome, gate_record
 from streams.core.enforce import decide as enforce_decide
 from streams.core.engine import Engine, EngineConfig
-from streams.core.gate import DEFAULT_GATE_CONFIG, combine, decide, decide_freeze, decide_migration
-from streams.core.model import Severity, SliKind
+from streams.core.freezes import Freeze
+from streams.core.gate import DEFAULT_GATE_CONFIG, gate_configs
 from streams.core.notify import Routing, alert_event, change_event
-from streams.core.records import Rejected
-from streams.core.stats import Proportion
+from streams.core.wire.alert import Alert, decode_alert_bytes
+from streams.core.wire.deadletter import DeadLetter, Source, refused
+from streams.core.wire.rollout import RolloutRecord
 from streams.demo.scenario import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce, parse_scenario, timeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +82,6 @@ class Story:
         self.last_batch_wall: dict[int, float] = {}
         self.pending: dict[int, list[tuple[bytes | None, bytes | None, int]]] = {}
         self.now = float(START)
-        from streams.adapters.http_api import gate_configs
-
         self.configs = gate_configs(self.slos, DEFAULT_GATE_CONFIG)
         self.k8s_offset = 0
         self.status_digest: dict[str, Any] = {}
@@ -109,13 +106,11 @@ class Story:
             if res.rejected:
                 originals = {off: value for _, value, off in msgs}
                 for rej in res.rejected:
-                    yield {"kind": "dead_letter", "key": f"playback.events/{p}/{rej.offset}",
-                           "bytes": dead_letter_value(rej, topic="playback.events", partition=p,
-                                                      original=originals.get(rej.offset)).decode()}
+                    letter = refused(rej, topic="playback.events", partition=p, original=originals.get(rej.offset))
+                    yield {"kind": "dead_letter", "key": letter.key, "bytes": letter.encode().decode()}
             self.engine.commit(res)
             for ev in res.statuses.values():
-                body = self.engine.status_record(ev, now=self.now)
-                raw = orjson.dumps(body)
+                raw = self.engine.read.status(ev, now=self.now).encode()
                 d = self.status_digest.setdefault(ev.series, {"count": 0, "sha256": hashlib.sha256()})
                 d["count"] += 1
                 d["sha256"].update(raw)
@@ -124,11 +119,13 @@ class Story:
         self.pending.clear()
 
     def _alert(self, a: Alert) -> Iterator[dict[str, Any]]:
-        body = a.to_json()
-        yield {"kind": "alert", "key": a.dedup_key, "bytes": orjson.dumps(body).decode()}
-        kind, event = alert_event(body, ROUTING)
+        raw = a.encode()
+        yield {"kind": "alert", "key": a.dedup_key, "bytes": raw.decode()}
+        seen = decode_alert_bytes(raw)  # what the notifier and the kube bridge read
+        assert seen == a, "an alert decodes to itself"
+        kind, event = alert_event(seen, ROUTING)
         yield {"kind": "pagerduty", "routing": kind, "bytes": orjson.dumps(event).decode()}
-        verdict = enforce_decide(body, cluster=str(a.dimensions.get("cluster")), now=float(a.ts) + 5.0)
+        verdict = enforce_decide(seen, cluster=a.dimensions.cluster, now=float(a.ts) + 5.0)
         if verdict.action is not None:
             key, rec = gate_record(verdict.action, outcome=Outcome.PAUSED, now=float(a.ts) + 6.0)
             yield {"kind": "rollout_gate", "key": key, "bytes": orjson.dumps(rec).decode()}
@@ -138,70 +135,31 @@ class Story:
     # -- k8s --
 
     def _k8s(self, topic: str, key: bytes, value: bytes) -> Iterator[dict[str, Any]]:
-        from streams.adapters.changes import classify
-
         self.k8s_offset += 1
-        outcome, fwd, detail = classify(value, rollouts=topic == ROLLOUTS, services=frozenset(self.services),
-                                        now=self.now, max_future_s=300)
+        got = classify(value, rollouts=topic == ROLLOUTS, services=frozenset(self.services), now=self.now,
+                       max_future_s=300)
         src = "k8s.rollouts" if topic == ROLLOUTS else "k8s.events"
-        if fwd is not None:
-            sc = ServiceChanges.from_bytes(self.changes.get(fwd["service"]))
-            if fwd["kind"] == "rollout":
-                sc.apply_rollout(fwd["record"])
-            else:
-                sc.apply_warning(fwd["record"])
-            self.changes[fwd["service"]] = sc.to_bytes()
-            if fwd["kind"] == "rollout":
-                ev = change_event(fwd["record"], ROUTING)
+        if got.change is not None:
+            sc = ServiceChanges.from_bytes(self.changes.get(got.change.service))
+            sc.apply(got.change)
+            self.changes[got.change.service] = sc.to_bytes()
+            if isinstance(got.change.what, RolloutRecord):
+                ev = change_event(got.change.what, ROUTING)
                 if ev is not None:
                     yield {"kind": "pagerduty_change", "bytes": orjson.dumps(ev).decode()}
-        elif outcome != "ignore":
-            yield {"kind": "dead_letter", "key": f"{src}/0/{self.k8s_offset}",
-                   "bytes": dead_letter_value(Rejected(outcome, detail, self.k8s_offset), topic=src, partition=0,
-                                              original=value).decode()}
+        elif got.outcome != "ignore":
+            assert got.outcome != KEEP
+            letter = DeadLetter(got.outcome, got.detail, Source(src, 0, self.k8s_offset), original=value)
+            yield {"kind": "dead_letter", "key": letter.key, "bytes": letter.encode().decode()}
 
     # -- the gate --
 
     def _gate(self, cp: Checkpoint) -> Iterator[dict[str, Any]]:
-        d = self._decide(cp.service, cp.cluster, cp.revision, cp.migration)
+        q = Question(cp.service, cluster=cp.cluster, revision=cp.revision, migration=cp.migration)
+        inputs = self.engine.read.gate_inputs(q, now=self.now, processed_at=self.last_batch_wall, stale=(),
+                                              configs=self.configs, default=DEFAULT_GATE_CONFIG)
+        d = answer(q, inputs, now=self.now)
         yield {"kind": "gate", "checkpoint": f"{cp.when} {cp.describe()}", "bytes": orjson.dumps(d.to_json()).decode()}
-
-    def _decide(self, service: str, cluster: str | None, revision: str | None, migration: bool) -> Any:
-        from streams.adapters.http_api import _now_phase
-
-        engine, now = self.engine, self.now
-        statuses = []
-        for series in engine.service_series(service):
-            ev = engine.current_status(series)
-            if ev is None:
-                continue
-            p = engine.counters.partition_of(series)
-            statuses.append(engine.status_record(ev, now=self.last_batch_wall.get(p, now)))
-        suspects: dict[str, Any] = {}
-        raw = self.changes.get(service)
-        current = ServiceChanges.from_bytes(raw) if raw else None
-        for st in statuses:
-            for sev in (Severity.PAGE, Severity.TICKET):
-                dk = c.dedup_key(st["series"], str(sev))
-                if engine.track(dk).firing:
-                    suspects[dk] = [_now_phase(sp, current) for sp in engine.suspects(dk)]
-        d = decide(service=service, cluster=cluster, platform=None, revision=revision, statuses=statuses,
-                   suspects=suspects, now=now, configs=self.configs, default=DEFAULT_GATE_CONFIG)
-        frozen = current.active_freezes(now) if current is not None else []
-        if frozen:
-            d = combine(d, decide_freeze(service=service, freezes=frozen, cluster=cluster, now=now))
-        if migration:
-            parts = [d]
-            for slo in self.slos:
-                if slo.service != service or slo.indicator.kind is not SliKind.RATIO:
-                    continue
-                cfg = self.configs[slo.name]
-                k8s, legacy, _ = engine.platform_counts(slo.name, cluster=cluster, window_s=cfg.migration_window_s)
-                parts.append(decide_migration(service=service, cluster=cluster, kubernetes=Proportion(*k8s),
-                                              legacy=Proportion(*legacy), window_s=cfg.migration_window_s,
-                                              config=cfg, now=now))
-            d = combine(*parts)
-        return d
 
     def lines(self) -> Iterator[dict[str, Any]]:
         sc = parse_scenario(str(STORY), STORY.read_text())
@@ -213,8 +171,7 @@ class Story:
                 if not freeze_done and item.when == "after":
                     # A change freeze of one service, to cover the freeze path of the gate.
                     sc_ = ServiceChanges.from_bytes(self.changes.get("stream-router"))
-                    sc_.apply_freeze({"cluster": None, "reason": "golden freeze", "ts": self.now,
-                                      "until": self.now + 3600})
+                    sc_.apply_freeze(Freeze(None, "golden freeze", self.now, self.now + 3600))
                     self.changes["stream-router"] = sc_.to_bytes()
                     freeze_done = True
                 yield from self._gate(item)

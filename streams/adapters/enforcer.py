@@ -38,8 +38,10 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from streams.core import enforce
-from streams.core.enforce import Action, EnforceConfig, Ledger, Outcome, Skip
-from streams.core.notify import backoff_s
+from streams.core.backoff import backoff_s
+from streams.core.enforce import Action, EnforceConfig, Ledger, Outcome, Skip, Verdict
+from streams.core.errors import RecordError
+from streams.core.wire.alert import decode_alert_bytes
 from streams.settings import Settings
 
 log = logging.getLogger("slo_stream.enforcer")
@@ -190,13 +192,14 @@ class Enforcer:
 
     def handle(self, value: bytes | None, *, where: str = "") -> None:
         """Decide on one ``slo.alerts`` value and carry the decision out. Raises :class:`Stopping`."""
-        try:
-            alert: object = orjson.loads(value or b"")
-        except orjson.JSONDecodeError:
-            alert = None
         self._count("enforce_alerts")
-        verdict = enforce.decide(alert, cluster=self.cluster, config=self.config, acted=self.ledger.acted,
-                                 now=self._clock())
+        try:
+            alert = decode_alert_bytes(value)
+        except RecordError as exc:
+            verdict = Verdict(action=None, skip=Skip.BAD_RECORD, message=f"not an alert record: {exc.detail}")
+        else:
+            verdict = enforce.decide(alert, cluster=self.cluster, config=self.config, acted=self.ledger.acted,
+                                     now=self._clock())
         if verdict.action is None:
             assert verdict.skip is not None
             self._count(f"enforce_ignored_{verdict.skip}")
@@ -216,13 +219,13 @@ class Enforcer:
             if self._stopping.is_set():
                 raise Stopping
             try:
-                live = self.deployments.read(t.namespace, t.deployment)
+                live = self.deployments.read(t.namespace, t.name)
             except ApiCallError as exc:
                 final = self._final(action, exc, "reading")
                 if final is not None:
                     return final
                 attempt += 1
-                self._backoff(attempt, f"reading {t.namespace}/{t.deployment}: {exc}")
+                self._backoff(attempt, f"reading {t.namespace}/{t.name}: {exc}")
                 continue
             problem = enforce.recheck(action, live)
             if problem is not None:
@@ -231,14 +234,14 @@ class Enforcer:
                     return self._paused(action, "the PATCH's answer was lost; the re-read shows it paused")
                 return self._skipped(action, skip, detail)
             try:
-                self.deployments.patch(t.namespace, t.deployment, action.patch)
+                self.deployments.patch(t.namespace, t.name, action.patch)
             except ApiCallError as exc:
                 final = self._final(action, exc, "pausing")
                 if final is not None:
                     return final
                 sent = sent or exc.status is None or exc.status >= 500
                 attempt += 1
-                self._backoff(attempt, f"pausing {t.namespace}/{t.deployment}: {exc}")
+                self._backoff(attempt, f"pausing {t.namespace}/{t.name}: {exc}")
                 continue
             return self._paused(action, "")
 
@@ -246,19 +249,19 @@ class Enforcer:
         """The skipped record for an API error that retrying cannot fix, else None."""
         t = action.target
         if exc.status == 404:
-            return self._skipped(action, Skip.DEPLOYMENT_GONE, f"{t.namespace}/{t.deployment} does not exist")
+            return self._skipped(action, Skip.DEPLOYMENT_GONE, f"{t.namespace}/{t.name} does not exist")
         if exc.status in (401, 403):
             return self._skipped(action, Skip.FORBIDDEN, (
-                f"{doing} {t.namespace}/{t.deployment} answered {exc.status} {exc.reason}: the bridge's service "
+                f"{doing} {t.namespace}/{t.name} answered {exc.status} {exc.reason}: the bridge's service "
                 "account needs get and patch on deployments (deploy/enforcement/rbac.yaml)"))
         if not exc.retryable:
-            return self._skipped(action, Skip.REJECTED, f"{doing} {t.namespace}/{t.deployment}: {exc}")
+            return self._skipped(action, Skip.REJECTED, f"{doing} {t.namespace}/{t.name}: {exc}")
         return None
 
     def _paused(self, action: Action, detail: str) -> tuple[str, dict[str, Any]]:
         t = action.target
         log.warning("PAUSED Deployment %s/%s in %s (revision %s): top suspect of %s, score %.2f; %s",
-                    t.namespace, t.deployment, t.cluster, t.revision, action.alert, action.score, action.summary)
+                    t.namespace, t.name, t.cluster, t.revision, action.alert, action.score, action.summary)
         self._count("enforce_paused")
         return enforce.gate_record(action, outcome=Outcome.PAUSED, now=self._clock(), detail=detail)
 

@@ -26,25 +26,19 @@ from typing import Any
 
 import faust
 import orjson
+from faust.web import View
 from yarl import URL
 
 from streams.core import conventions as c
-from streams.core.correlation import ServiceChanges, rollout_key
+from streams.core.answer import Question, answer
 from streams.core.errors import ConfigError
-from streams.core.gate import (
-    DEFAULT_GATE_CONFIG,
-    Decision,
-    FlaggerHook,
-    GateConfig,
-    GateDecision,
-    combine,
-    decide,
-    decide_freeze,
-    decide_migration,
-    flagger_accepts,
-)
-from streams.core.model import Severity, SliKind, Slo, format_duration, parse_duration
-from streams.core.stats import Proportion
+from streams.core.freezes import MAX_REASON, Freeze, Lift, Order
+from streams.core.gate import DEFAULT_GATE_CONFIG, Decision, FlaggerHook, GateConfig, GateDecision, flagger_accepts
+from streams.core.gate import gate_configs as gate_configs
+from streams.core.model import Slo, format_duration, parse_duration
+from streams.core.readmodel import ReadModel
+from streams.core.wire.change import Change
+from streams.core.wire.status import Status
 from streams.settings import Settings, read_secret
 
 log = logging.getLogger("slo_stream.http")
@@ -94,32 +88,20 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def _param(query: Mapping[str, str], name: str, *, required: bool = False, pattern: re.Pattern[str] = c.NAME_RE
-           ) -> str | None:
+def _param(query: Mapping[str, Any], name: str, *, required: bool = False, pattern: re.Pattern[str] = c.NAME_RE
+            ) -> str | None:
     value = query.get(name)
     if value is None or value == "":
         if required:
             raise ApiError(400, f"the query parameter {name!r} is required")
         return None
-    if not pattern.match(value):
+    if not isinstance(value, str) or not pattern.match(value):
+        value = str(value)
         raise ApiError(400, f"{name}={value[:80]!r} is not a valid name")
     return value
 
 
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")
-
-
-def _now_phase(suspect: Mapping[str, Any], current: ServiceChanges | None) -> Mapping[str, Any]:
-    """A rollout suspect with its phase as of now: recorded when the alert fired, a rollout may since
-    have completed, or been rolled back or replaced by a newer revision ("superseded"); the gate must
-    not roll back what is already gone."""
-    if suspect.get("kind") != "rollout" or current is None:
-        return suspect
-    r = current.rollouts.get(rollout_key(suspect))
-    if r is None:
-        return suspect
-    phase = "superseded" if r.get("superseded_ts") is not None else r["phase"]
-    return suspect if phase == suspect.get("phase") else {**suspect, "phase": phase}
 
 
 def view_bytes(view: Any, body: bytes, answered_by: str, status: int = 200) -> Any:
@@ -132,19 +114,146 @@ def default_gate_config(s: Settings) -> GateConfig:
                    max_evaluation_lag_s=float(s.gate_max_evaluation_lag_s))
 
 
-def gate_configs(slos: list[Slo], default: GateConfig) -> dict[str, GateConfig]:
-    """Per SLO: the default, with the SLO's ``slo-stream/gate-*`` annotations applied."""
-    out = {}
-    for s in slos:
-        cfg = default
-        if s.gate_budget_floor is not None:
-            cfg = replace(cfg, budget_floor=s.gate_budget_floor)
-        if s.gate_stale_after_s is not None:
-            cfg = replace(cfg, stale_after_s=float(s.gate_stale_after_s))
-        if s.gate_fail_open is not None:
-            cfg = replace(cfg, fail_open_when_stale=s.gate_fail_open)
-        out[s.name] = cfg
-    return out
+class _View(View):  # type: ignore[misc]
+    """A view of the API: errors become JSON answers, every request is timed. Each page is a
+    subclass made by :class:`Api` with ``api`` set."""
+
+    api: Api
+
+    async def dispatch(self, request: Any) -> Any:
+        api = self.api
+        t0 = time.perf_counter()
+        try:
+            response = await super().dispatch(request)
+        except ApiError as exc:
+            response = api.error(self, exc)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            response = api.error(self, ApiError(500, "internal error; see the worker log"))
+        api.pipeline.metrics.observe_request(type(self).__name__.lower(), request.method, response.status,
+                                             time.perf_counter() - t0)
+        return response
+
+
+class _Healthz(_View):
+    async def get(self, request: Any) -> Any:
+        return self.api.json(self, {"status": "ok"})
+
+
+class _Readyz(_View):
+    async def get(self, request: Any) -> Any:
+        ready, why = self.api.ready()
+        return self.api.json(self, {"ready": ready, "reason": why}, status=200 if ready else 503)
+
+
+class _OpenApi(_View):
+    async def get(self, request: Any) -> Any:
+        return self.api.json(self, openapi_document())
+
+
+class _Slos(_View):
+    async def get(self, request: Any) -> Any:
+        api = self.api
+        api.authorize_read(request)
+        return api.json(self, {"slos": [api.slo_json(s) for s in sorted(api.slos.values(), key=lambda s: s.name)]})
+
+
+class _SloDetail(_View):
+    async def get(self, request: Any, name: str) -> Any:
+        api = self.api
+        api.authorize_read(request)
+        slo = api.slos.get(name)
+        if slo is None:
+            raise ApiError(404, f"no SLO named {name[:80]!r}", slos=sorted(api.slos))
+        routed = await api.forward(self, request, slo.service)
+        if routed is not None:
+            return routed
+        body = api.slo_json(slo)
+        body["series"] = [st.to_json() for st in api.statuses(slo.service, time.time()) if st.slo == slo.name]
+        return api.json(self, body)
+
+
+class _Gate(_View):
+    async def get(self, request: Any) -> Any:
+        api = self.api
+        api.authorize_read(request)
+        q = request.query
+        step = q.get("step")
+        if step not in (None, "", "migration"):
+            raise ApiError(400, "step must be 'migration' when given")
+        question = _question(q, migration=step == "migration")
+        routed = await api.forward(self, request, question.service)
+        if routed is not None:
+            return routed
+        return view_bytes(self, api.decision_body(question, now=time.time()), api.answered_by)
+
+
+class _Flagger(_View):
+    async def post(self, request: Any, hook: str) -> Any:
+        api = self.api
+        try:
+            kind = FlaggerHook(hook)
+        except ValueError:
+            raise ApiError(404, f"unknown Flagger hook {hook[:40]!r}", hooks=[h.value for h in FlaggerHook]) from None
+        payload = await api.read_json(request)
+        meta = payload.get("metadata") or {}
+        if not isinstance(meta, Mapping):
+            raise ApiError(400, "metadata must be an object of strings")
+        api.authorize_read(request, body_token=meta.get("token"))
+        name = payload.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "the Flagger payload needs 'name' (the canary)")
+        question = _question({"service": meta.get("service") or name, "cluster": meta.get("cluster") or "",
+                              "platform": meta.get("platform") or "", "revision": meta.get("revision") or ""},
+                             migration=str(meta.get("step", "")) == "migration")
+        routed = await api.forward(self, request, question.service, body=payload)
+        if routed is not None:
+            return routed
+        d = api.decide(question, now=time.time())
+        accepted = flagger_accepts(d.decision, kind)
+        body = d.to_json()
+        body["flagger"] = {"hook": kind.value, "accepted": accepted, "canary": name,
+                           "namespace": payload.get("namespace"), "phase": payload.get("phase")}
+        # 200 lets Flagger go on (or, for the rollback hook, roll back); any other status halts the
+        # canary. 412: the gate's precondition for this hook is not met.
+        return api.json(self, body, status=200 if accepted else 412)
+
+
+class _Freezes(_View):
+    async def get(self, request: Any) -> Any:
+        api = self.api
+        api.authorize_read(request)
+        service = _param(request.query, "service", required=True)
+        assert service is not None
+        routed = await api.forward(self, request, service)
+        if routed is not None:
+            return routed
+        return api.json(self, {"service": service, "freezes": [x.to_json() for x in api.freezes(service, time.time())]})
+
+    async def post(self, request: Any) -> Any:
+        api = self.api
+        api.authorize_write(request)
+        payload = await api.read_json(request)
+        return api.json(self, await api.freeze(payload), status=202)
+
+
+# path, page name, view (the view's class name, lower case, is the endpoint label of the metrics)
+_PAGES = (
+    ("/healthz", "healthz", _Healthz), ("/readyz", "readyz", _Readyz), ("/v1/openapi.json", "openapi", _OpenApi),
+    ("/v1/slos", "slos", _Slos), ("/v1/slos/{name}", "slo", _SloDetail), ("/v1/gate", "gate", _Gate),
+    ("/v1/flagger/{hook}", "flagger", _Flagger), ("/v1/freezes", "freezes", _Freezes),
+)
+
+
+def _question(query: Mapping[str, Any], *, migration: bool) -> Question:
+    """A gate question from query parameters (or a Flagger hook's metadata), validated."""
+    service = _param(query, "service", required=True)
+    assert service is not None
+    platform = _param(query, "platform")
+    if platform is not None and platform not in c.PLATFORMS:
+        raise ApiError(400, f"platform must be one of {', '.join(c.PLATFORMS)}")
+    return Question(service, cluster=_param(query, "cluster", pattern=c.LABEL_VALUE_RE), platform=platform,
+                    revision=_param(query, "revision", pattern=REVISION_RE), migration=migration)
 
 
 class Api:
@@ -161,138 +270,11 @@ class Api:
         self.tokens = tokens
         self.default = default
         self.configs = gate_configs(slos, default)
-        self._cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], float, bytes, str]] = {}
+        self._cache: dict[Question, tuple[tuple[int, int], float, bytes, str]] = {}
         self._partitions: dict[str, int] = {}
         self._forwarded: dict[str, tuple[float, int, bytes, str]] = {}
-        api = self
-
-        class Base(faust.web.View):  # type: ignore[misc]
-            async def dispatch(self, request: Any) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    response = await super().dispatch(request)
-                except ApiError as exc:
-                    response = api.error(self, exc)
-                except Exception:
-                    log.exception("%s %s failed", request.method, request.path)
-                    response = api.error(self, ApiError(500, "internal error; see the worker log"))
-                api.pipeline.metrics.observe_request(type(self).__name__.lower(), request.method,
-                                                     response.status, time.perf_counter() - t0)
-                return response
-
-        class Healthz(Base):
-            async def get(self, request: Any) -> Any:
-                return api.json(self, {"status": "ok"})
-
-        class Readyz(Base):
-            async def get(self, request: Any) -> Any:
-                ready, why = api.ready()
-                return api.json(self, {"ready": ready, "reason": why}, status=200 if ready else 503)
-
-        class OpenApi(Base):
-            async def get(self, request: Any) -> Any:
-                return api.json(self, openapi_document())
-
-        class Slos(Base):
-            async def get(self, request: Any) -> Any:
-                api.authorize_read(request)
-                return api.json(self, {"slos": [api.slo_json(s) for s in sorted(api.slos.values(),
-                                                                                key=lambda s: s.name)]})
-
-        class SloDetail(Base):
-            async def get(self, request: Any, name: str) -> Any:
-                api.authorize_read(request)
-                slo = api.slos.get(name)
-                if slo is None:
-                    raise ApiError(404, f"no SLO named {name[:80]!r}", slos=sorted(api.slos))
-                routed = await api.forward(self, request, slo.service)
-                if routed is not None:
-                    return routed
-                now = time.time()
-                body = api.slo_json(slo)
-                body["series"] = [st for st in api.statuses(slo.service, now) if st["slo"] == slo.name]
-                return api.json(self, body)
-
-        class Gate(Base):
-            async def get(self, request: Any) -> Any:
-                api.authorize_read(request)
-                q = request.query
-                service = _param(q, "service", required=True)
-                assert service is not None
-                cluster = _param(q, "cluster", pattern=c.LABEL_VALUE_RE)
-                platform = _param(q, "platform")
-                if platform is not None and platform not in c.PLATFORMS:
-                    raise ApiError(400, f"platform must be one of {', '.join(c.PLATFORMS)}")
-                revision = _param(q, "revision", pattern=REVISION_RE)
-                step = q.get("step")
-                if step not in (None, "", "migration"):
-                    raise ApiError(400, "step must be 'migration' when given")
-                routed = await api.forward(self, request, service)
-                if routed is not None:
-                    return routed
-                body = api.decision_body(service=service, cluster=cluster, platform=platform, revision=revision,
-                                         migration=step == "migration", now=time.time())
-                return view_bytes(self, body, api.answered_by)
-
-        class Flagger(Base):
-            async def post(self, request: Any, hook: str) -> Any:
-                try:
-                    kind = FlaggerHook(hook)
-                except ValueError:
-                    raise ApiError(404, f"unknown Flagger hook {hook[:40]!r}",
-                                   hooks=[h.value for h in FlaggerHook]) from None
-                payload = await api.read_json(request)
-                meta = payload.get("metadata") or {}
-                if not isinstance(meta, Mapping):
-                    raise ApiError(400, "metadata must be an object of strings")
-                api.authorize_read(request, body_token=meta.get("token"))
-                name = payload.get("name")
-                if not isinstance(name, str) or not name:
-                    raise ApiError(400, "the Flagger payload needs 'name' (the canary)")
-                service = meta.get("service") or name
-                q = {"service": service, "cluster": meta.get("cluster") or "",
-                     "platform": meta.get("platform") or "", "revision": meta.get("revision") or ""}
-                service = _param(q, "service", required=True)
-                assert service is not None
-                cluster = _param(q, "cluster", pattern=c.LABEL_VALUE_RE)
-                platform = _param(q, "platform")
-                revision = _param(q, "revision", pattern=REVISION_RE)
-                routed = await api.forward(self, request, service, body=payload)
-                if routed is not None:
-                    return routed
-                d = api.decide(service=service, cluster=cluster, platform=platform, revision=revision,
-                               migration=str(meta.get("step", "")) == "migration", now=time.time())
-                accepted = flagger_accepts(d.decision, kind)
-                body = d.to_json()
-                body["flagger"] = {"hook": kind.value, "accepted": accepted, "canary": name,
-                                   "namespace": payload.get("namespace"), "phase": payload.get("phase")}
-                # 200 lets Flagger go on (or, for the rollback hook, roll back); any other status
-                # halts the canary. 412: the gate's precondition for this hook is not met.
-                return api.json(self, body, status=200 if accepted else 412)
-
-        class Freezes(Base):
-            async def get(self, request: Any) -> Any:
-                api.authorize_read(request)
-                service = _param(request.query, "service", required=True)
-                assert service is not None
-                routed = await api.forward(self, request, service)
-                if routed is not None:
-                    return routed
-                return api.json(self, {"service": service, "freezes": api.freezes(service, time.time())})
-
-            async def post(self, request: Any) -> Any:
-                api.authorize_write(request)
-                payload = await api.read_json(request)
-                return api.json(self, await api.freeze(payload), status=202)
-
-        app.page("/healthz", name="healthz")(Healthz)
-        app.page("/readyz", name="readyz")(Readyz)
-        app.page("/v1/openapi.json", name="openapi")(OpenApi)
-        app.page("/v1/slos", name="slos")(Slos)
-        app.page("/v1/slos/{name}", name="slo")(SloDetail)
-        app.page("/v1/gate", name="gate")(Gate)
-        app.page("/v1/flagger/{hook}", name="flagger")(Flagger)
-        app.page("/v1/freezes", name="freezes")(Freezes)
+        for path, name, view in _PAGES:
+            app.page(path, name=name)(type(view.__name__.lstrip("_"), (view,), {"api": self}))
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -440,25 +422,22 @@ class Api:
     def answered_by(self) -> str:
         return str(self.app.conf.canonical_url)
 
-    def decision_body(self, *, service: str, cluster: str | None, platform: str | None, revision: str | None,
-                      migration: bool, now: float) -> bytes:
+    def decision_body(self, q: Question, *, now: float) -> bytes:
         """The JSON answer of ``GET /v1/gate``. The same question is answered from a cache while the
         service's partition has committed no new batch and for at most ``CACHE_S``: robots poll the
         gate, and an answer a second old is as good as a fresh one (its ``at`` says when it was made)."""
-        key = (service, cluster, platform, revision, migration)
-        p = self.partition(service)
+        p = self.partition(q.service)
         # Any merge into the changes table (a rollout, a warning, a freeze) may change the answer too.
         version = (self.pipeline.batches.get(p, 0), self.pipeline.stats.get("k8s.merged", 0))
-        hit = self._cache.get(key)
+        hit = self._cache.get(q)
         if hit is not None and hit[0] == version and now - hit[1] < CACHE_S:
-            self.pipeline.metrics.observe_decision(service, hit[3])
+            self.pipeline.metrics.observe_decision(q.service, hit[3])
             return hit[2]
-        d = self.decide(service=service, cluster=cluster, platform=platform, revision=revision,
-                        migration=migration, now=now)
+        d = self.decide(q, now=now)
         body = orjson.dumps(d.to_json())
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        self._cache[key] = (version, now, body, str(d.decision))
+        self._cache[q] = (version, now, body, str(d.decision))
         return body
 
     def slo_json(self, slo: Slo) -> dict[str, Any]:
@@ -480,63 +459,22 @@ class Api:
             "href": f"/v1/slos/{slo.name}",
         }
 
-    def statuses(self, service: str, now: float) -> list[dict[str, Any]]:
-        """The ``slo.status`` records of ``service``'s series held here, as of their partition's last
-        batch (``processed_at``), marked stale when the worker's staleness timer says so."""
-        engine = self.engine
-        out = []
-        for series in engine.service_series(service):
-            ev = engine.current_status(series)
-            if ev is None:
-                continue
-            p = engine.counters.partition_of(series)
-            processed = self.pipeline.last_batch_wall.get(p, now)
-            rec = engine.status_record(ev, now=processed)
-            if p in self.pipeline.stale_partitions():
-                rec["stale"] = True
-                rec["stale_reason"] = f"no records on partition {p} for {now - processed:.0f}s"
-            out.append(rec)
-        return out
+    def statuses(self, service: str, now: float) -> list[Status]:
+        """The statuses of ``service``'s series held here, marked stale where the worker says so."""
+        read: ReadModel = self.engine.read
+        return read.statuses(service, now=now, processed_at=self.pipeline.last_batch_wall,
+                                         stale=self.pipeline.stale_partitions())
 
-    def decide(self, *, service: str, cluster: str | None, platform: str | None, revision: str | None,
-               migration: bool, now: float) -> GateDecision:
-        engine = self.engine
-        statuses = self.statuses(service, now)
-        suspects: dict[str, Any] = {}
-        current = self.changes(service)
-        for st in statuses:
-            for sev in (Severity.PAGE, Severity.TICKET):
-                dk = c.dedup_key(st["series"], str(sev))
-                if engine.track(dk).firing:
-                    suspects[dk] = [_now_phase(sp, current) for sp in engine.suspects(dk)]
-        d = decide(service=service, cluster=cluster, platform=platform, revision=revision, statuses=statuses,
-                   suspects=suspects, now=now, configs=self.configs, default=self.default)
-        frozen = self.freezes(service, now)
-        if frozen:
-            d = combine(d, decide_freeze(service=service, freezes=frozen, cluster=cluster, now=now))
-        if migration:
-            parts = [d]
-            for slo in self.slos.values():
-                if slo.service != service or slo.indicator.kind is not SliKind.RATIO:
-                    continue
-                cfg = self.configs[slo.name]
-                k8s, legacy, _ = engine.platform_counts(slo.name, cluster=cluster, window_s=cfg.migration_window_s)
-                parts.append(decide_migration(service=service, cluster=cluster, kubernetes=Proportion(*k8s),
-                                              legacy=Proportion(*legacy), window_s=cfg.migration_window_s,
-                                              config=cfg, now=now))
-            d = combine(*parts)
-        self.pipeline.metrics.observe_decision(service, str(d.decision))
+    def decide(self, q: Question, *, now: float) -> GateDecision:
+        d = answer(q, self.pipeline.gate_inputs(q, now=now, configs=self.configs, default=self.default), now=now)
+        self.pipeline.metrics.observe_decision(q.service, str(d.decision))
         return d
 
     # ---- change freezes ---------------------------------------------------------------------------
 
-    def changes(self, service: str) -> ServiceChanges | None:
-        raw = self.pipeline.changes.table.get(service)
-        return ServiceChanges.from_bytes(raw) if raw else None
-
-    def freezes(self, service: str, now: float) -> list[dict[str, Any]]:
-        sc = self.changes(service)
-        return sc.active_freezes(now) if sc is not None else []
+    def freezes(self, service: str, now: float) -> tuple[Freeze, ...]:
+        sc = self.engine.read.service_changes(service)
+        return sc.freezes.active(now) if sc is not None else ()
 
     async def freeze(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Record a change freeze (``{"service", "cluster"?, "reason", "duration"}``) or lift one
@@ -548,25 +486,24 @@ class Api:
         if cluster is not None and (not isinstance(cluster, str) or not c.LABEL_VALUE_RE.match(cluster)):
             raise ApiError(400, "cluster is not a valid name")
         now = time.time()
+        order: Order
         if payload.get("lift") is True:
-            rec = {"kind": "freeze", "service": service, "record": {"cluster": cluster, "lift": True, "ts": now}}
+            order = Lift(cluster, now)
         else:
             reason = payload.get("reason")
-            if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
-                raise ApiError(400, "reason is required (a short text, at most 500 characters)")
+            if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+                raise ApiError(400, f"reason is required (a short text, at most {MAX_REASON} characters)")
             try:
                 duration = parse_duration(str(payload.get("duration", "1h")))
             except ValueError as exc:
                 raise ApiError(400, f"duration: {exc}") from None
             if not 0 < duration <= FREEZE_MAX_S:
                 raise ApiError(400, f"duration must be in (0, {format_duration(FREEZE_MAX_S)}]")
-            rec = {"kind": "freeze", "service": service,
-                   "record": {"cluster": cluster, "reason": reason.strip(), "ts": now, "until": now + duration}}
-        fut = await self.pipeline.changes.by_service.send(key=service.encode(), value=orjson.dumps(rec))
-        await fut
-        log.warning("change freeze %s for %s%s", "lifted" if payload.get("lift") is True else "set", service,
+            order = Freeze(cluster, reason.strip(), now, now + duration)
+        await (await self.pipeline.changes.forward(Change(service, order)))
+        log.warning("change freeze %s for %s%s", "lifted" if isinstance(order, Lift) else "set", service,
                     f" in {cluster}" if cluster else "")
-        return {"accepted": True, **rec["record"], "service": service}
+        return {"accepted": True, **order.to_json(), "service": service}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -581,22 +518,7 @@ def openapi_document() -> dict[str, Any]:
                  "description": "SLO status and the rollout gate. Every decision is a 200; non-2xx only when "
                                 "the gate cannot answer. Argo Rollouts: jsonPath {$.decision}, "
                                 "successCondition result == \"proceed\", failureCondition result == \"rollback\"."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error", "status"],
-                          "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
-                "GateDecision": {"type": "object", "required": ["decision", "exit_code", "summary", "reasons"],
-                                 "properties": {
-                                     "decision": {"enum": [d.value for d in Decision]},
-                                     "exit_code": {"type": "integer", "enum": [0, 1, 2, 3]},
-                                     "summary": {"type": "string"},
-                                     "reasons": {"type": "array", "items": {"type": "object"}},
-                                     "series": {"type": "array", "items": {"type": "object"}},
-                                     "suspects": {"type": "array", "items": {"type": "object"}},
-                                     "migration": {"type": ["object", "null"]}}},
-            },
-        },
+        "components": _openapi_components(),
         "security": [{}, {"bearer": []}],
         "paths": {
             "/v1/gate": {"get": {
@@ -650,5 +572,24 @@ def openapi_document() -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Tables recovered and partitions loaded",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not yet"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        },
+    }
+
+
+def _openapi_components() -> dict[str, Any]:
+    return {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error", "status"],
+                      "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+            "GateDecision": {"type": "object", "required": ["decision", "exit_code", "summary", "reasons"],
+                             "properties": {
+                                 "decision": {"enum": [d.value for d in Decision]},
+                                 "exit_code": {"type": "integer", "enum": [0, 1, 2, 3]},
+                                 "summary": {"type": "string"},
+                                 "reasons": {"type": "array", "items": {"type": "object"}},
+                                 "series": {"type": "array", "items": {"type": "object"}},
+                                 "suspects": {"type": "array", "items": {"type": "object"}},
+                                 "migration": {"type": ["object", "null"]}}},
         },
     }

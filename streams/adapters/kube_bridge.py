@@ -48,8 +48,10 @@ from kubernetes.config.config_exception import ConfigException
 
 from streams.adapters.enforcer import ApiCallError, Enforcer
 from streams.core import enforce, kube
-from streams.core.errors import ConfigError
-from streams.core.notify import backoff_s
+from streams.core.backoff import backoff_s
+from streams.core.errors import ConfigError, RecordError
+from streams.core.wire import fields
+from streams.core.wire.k8s_event import KubeEvent, event_record
 from streams.settings import Settings, enforce_namespaces
 
 log = logging.getLogger("slo_stream.kube_bridge")
@@ -189,7 +191,7 @@ class KubeBridge:
         if events_api not in EVENTS_APIS:
             raise ConfigError(f"events API {events_api!r}: must be one of {', '.join(EVENTS_APIS)}")
         self.s = settings
-        self.cluster = kube.check_cluster(cluster)
+        self.cluster = fields.check_cluster(cluster)
         self.api = api_client
         self.namespaces = tuple(dict.fromkeys(namespaces))
         self.events_api_setting = events_api
@@ -508,7 +510,7 @@ class KubeBridge:
         else:
             self._handle_rollouts(resource, items)
 
-    def _skip(self, resource: str, obj: Mapping[str, Any], exc: kube.KubeObjectError) -> None:
+    def _skip(self, resource: str, obj: Mapping[str, Any], exc: RecordError) -> None:
         raw = obj.get("metadata")
         meta: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         self.stats.add(f"skipped_{resource}_{exc.reason}")
@@ -530,25 +532,25 @@ class KubeBridge:
                         observations.append(self.tracker.observe_deployment(obj, now=now))
                     elif kind != "DELETED":  # a deleted ReplicaSet's revision stays in the history
                         observations.append(self.tracker.observe_replicaset(obj, now=now))
-                except kube.KubeObjectError as exc:
+                except RecordError as exc:
                     self._skip(resource, obj, exc)
             records = [r for obs in observations for r in obs.records]
-            self._publish([(self.s.topic_k8s_rollouts, kube.rollout_key(r), r) for r in records])
+            self._publish([(self.s.topic_k8s_rollouts, r.key, r.to_json()) for r in records])
             for obs in observations:
                 self.tracker.commit(obs)
             for ns, name in deleted:
                 self.tracker.forget(ns, name)
         for r in records:
-            self.stats.add(f"rollouts_{r['phase']}")
-            log.info("rollout %s: %s/%s/%s revision %s (%s -> %s)", r["phase"], r["cluster"], r["namespace"],
-                     r["deployment"], r["revision"], r["previous_revision"], r["revision"])
+            self.stats.add(f"rollouts_{r.phase}")
+            log.info("rollout %s: %s revision %s (%s -> %s)", r.phase, r.key, r.revision, r.previous_revision,
+                     r.revision)
 
     def _handle_events(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         now = self._clock()
         max_age = self.s.kube_event_max_age_s
         with self._events_lock:
             out: list[tuple[str, str, Mapping[str, Any]]] = []
-            seen: list[kube.NormalisedEvent] = []
+            seen: list[KubeEvent] = []
             forget: list[str] = []
             for kind, obj in items:
                 if kind == "DELETED":  # expired (1 h TTL by default): nothing to tell, stop remembering
@@ -557,15 +559,15 @@ class KubeBridge:
                         forget.append(uid)
                     continue
                 try:
-                    key, value, norm = kube.event_record(obj, cluster=self.cluster)
-                except kube.KubeObjectError as exc:
+                    key, value, norm = event_record(obj, cluster=self.cluster)
+                except RecordError as exc:
                     self._skip("events", obj, exc)
                     continue
                 if not self.deduper.is_new(norm):
                     self.stats.add("events_already_published")
                     continue
                 seen.append(norm)
-                if max_age and now - norm["last_ts"] > max_age:
+                if max_age and now - norm.last_ts > max_age:
                     self.stats.add("events_too_old")
                     continue
                 out.append((self.s.topic_k8s_events, key, value))

@@ -164,8 +164,13 @@ class StateCollector(Collector):
         self._pipeline(*fams[7:])
         yield from fams
 
+    @classmethod
+    def _families(cls) -> list[Any]:
+        return cls._series_families() + cls._pipeline_families()
+
     @staticmethod
-    def _families() -> list[Any]:
+    def _series_families() -> list[Any]:
+        """Per SLO series (the seven families :meth:`_series` fills)."""
         series = list(c.SERIES_LABELS)
         return [
             CounterMetricFamily(
@@ -201,6 +206,12 @@ class StateCollector(Collector):
                 c.M_OBJECTIVE,
                 "The SLO's objective, e.g. 0.999 (allowed error ratio = 1 - objective).",
                 labels=[c.L_SLO, c.L_SERVICE]),
+        ]
+
+    @staticmethod
+    def _pipeline_families() -> list[Any]:
+        """The pipeline's health (the families :meth:`_pipeline` fills)."""
+        return [
             CounterMetricFamily(
                 c.M_MESSAGES,
                 "Kafka messages taken from playback.events by this worker since it started (one message may "
@@ -267,12 +278,12 @@ class StateCollector(Collector):
             slo = slos.get(name)
             return None if slo is None else [name, slo.service, cluster, region, platform]
 
-        for series, (n_bad, n_total) in sorted(engine.sli_totals.items()):
+        for series, (n_bad, n_total) in sorted(engine.series.sli_totals.items()):
             lv = labels(series)
             if lv is not None:
                 events.add_metric(lv, n_total)
                 bad.add_metric(lv, n_bad)
-        for series, ev in sorted(engine.last_status.items()):
+        for series, ev in sorted(engine.read.last_status.items()):
             lv = labels(series)
             if lv is None:
                 continue
@@ -282,12 +293,12 @@ class StateCollector(Collector):
             last_eval.add_metric(lv, ev.at)
         # Alert state of every series this worker owns (evaluated or not since the worker started),
         # as committed to the store: like last_status, never a batch still being delivered.
-        owned = set(engine.counters.all_series()) | set(engine.last_status)
+        owned = set(engine.counters.all_series()) | set(engine.read.last_status)
         for series in sorted(owned):
             lv = labels(series)
             if lv is None:
                 continue
-            for sev, on in engine.committed_alerts(series):
+            for sev, on in engine.read.committed_alerts(series):
                 firing.add_metric([*lv, str(sev)], 1.0 if on else 0.0)
 
     def _pipeline(self, messages: Any, records: Any, dead: Any, evaluations: Any, assigned: Any,
@@ -360,13 +371,6 @@ def _consumer(app: Any) -> Any:
 
 
 
-def suspect_label(s: Mapping[str, Any]) -> str:
-    """A short, stable name of a suspect for a label value: ``rollout shop/cart-api@12 eu-west-1``."""
-    if s.get("kind") == "rollout":
-        return f"rollout {s.get('namespace')}/{s.get('deployment')}@{s.get('revision')} {s.get('cluster')}"
-    return f"{s.get('kind')} {s.get('reason')} {s.get('namespace')}/{s.get('workload')} {s.get('cluster')}"
-
-
 class ChangesCollector(Collector):
     """Rollouts (for dashboard annotations) and the suspects of firing alerts, at scrape time, for the
     services whose partition this worker owns (a standby copy of the table is not reported)."""
@@ -393,26 +397,23 @@ class ChangesCollector(Collector):
         )
 
     def collect(self) -> Iterator[Metric]:
-        from streams.core.correlation import ServiceChanges
-
         rollouts, suspects = self._families()
         engine = self.engine
-        changes = engine.changes
-        for service, owned in sorted(engine.series_by_service().items()):
-            raw = changes.get(service)
-            if raw:
-                sc = ServiceChanges.from_bytes(raw)
-                for r in sorted(sc.rollouts.values(), key=lambda r: (r["started_ts"], r["deployment"])):
-                    rollouts.add_metric([service, r["cluster"], r["namespace"], r["deployment"], str(r["revision"]),
-                                         r["phase"]], float(r["started_ts"]))
+        read = engine.read
+        for service, owned in sorted(read.series_by_service().items()):
+            sc = read.service_changes(service)
+            if sc is not None:
+                for r in sorted(sc.rollouts.values(), key=lambda r: (r.started_ts, r.workload.name)):
+                    w = r.workload
+                    rollouts.add_metric([service, w.cluster, w.namespace, w.name, r.revision, str(r.phase)],
+                                        r.started_ts)
             for series in owned:
                 name, cluster, region, platform = c.split_series_key(series)
-                for sev, on in engine.committed_alerts(series):
+                for sev, on in read.committed_alerts(series):
                     if not on:
                         continue
-                    for s in engine.suspects(c.dedup_key(series, str(sev))):
-                        suspects.add_metric([name, service, cluster, region, platform, str(sev),
-                                             str(s.get("rank", 0)), str(s.get("kind")), suspect_label(s)],
-                                            float(s.get("score", 0.0)))
+                    for s in engine.tracks.suspects(c.dedup_key(series, str(sev))):
+                        suspects.add_metric([name, service, cluster, region, platform, str(sev), str(s.rank), s.kind,
+                                             s.label], s.score)
         yield rollouts
         yield suspects

@@ -22,7 +22,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -31,17 +31,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from streams.core.errors import ConfigError
-from streams.core.notify import (
-    Delivered,
-    NotifyError,
-    Routing,
-    Verdict,
-    alert_event,
-    backoff_s,
-    change_event,
-    verdict,
-)
+from streams.core.backoff import backoff_s
+from streams.core.errors import ConfigError, RecordError
+from streams.core.notify import Delivered, NotifyError, Routing, SendOutcome, alert_event, change_event, send_outcome
+from streams.core.wire.alert import decode_alert_bytes
+from streams.core.wire.deadletter import DeadLetter, Source
+from streams.core.wire.rollout import decode_rollout
 from streams.settings import Settings, read_secret
 
 log = logging.getLogger("slo_stream.notifier")
@@ -172,7 +167,7 @@ class Notifier:
 
     async def post(self, http: aiohttp.ClientSession, path: str, body: dict[str, Any],
                    *, kind: str, ident: str, owned: Callable[[], bool] = lambda: True,
-                   ) -> tuple[Verdict, int | None, str]:
+                   ) -> tuple[SendOutcome, int | None, str]:
         """POST until PagerDuty accepts or rejects it; retries (429, 5xx, timeouts) back off and
         go on until the process is asked to stop or loses the partition (then the new owner sends
         it: :class:`Revoked`). Returns the verdict, status and response text."""
@@ -195,8 +190,8 @@ class Notifier:
                         retry_after = float(ra.strip())
             except (aiohttp.ClientError, TimeoutError) as exc:
                 text = f"{type(exc).__name__}: {exc}"[:512]
-            v = verdict(status)
-            if v is not Verdict.RETRY:
+            v = send_outcome(status)
+            if v is not SendOutcome.RETRY:
                 return v, status, text
             self.stats.retries += 1
             self._count_retry(kind, "timeout" if status is None else str(status))
@@ -221,43 +216,46 @@ class Notifier:
                      topic: str, partition: int, offset: int, value: bytes | None,
                      owned: Callable[[], bool] = lambda: True) -> None:
         """One source record: deliver its event, or dead-letter it with the reason."""
-        source = {"topic": topic, "partition": partition, "offset": offset}
+        source = Source(topic, partition, offset)
         try:
-            record = orjson.loads(value or b"")
-            if not isinstance(record, dict):
-                raise NotifyError("bad_json", "the value is not a JSON object")
             if topic == self.s.topic_alerts:
-                _, body = alert_event(record, self.routing)
+                alert = decode_alert_bytes(value)
+                _, body = alert_event(alert, self.routing)
                 kind = body["event_action"]
-                if self.delivered.is_repeat(record):
+                if self.delivered.is_repeat(alert):
                     # A worker replayed a batch whose changes already went out (docs/semantics.md).
                     self.stats.repeats += 1
                     self._count_delivery(kind, "repeat")
                     log.info("not sending again the %s change of %s at ts %s: already delivered",
-                             record.get("state"), record.get("dedup_key"), record.get("ts"))
+                             alert.state, alert.dedup_key, alert.ts)
                     return
-                path = EVENTS_PATH
-                ident = body["dedup_key"]
+                path, ident = EVENTS_PATH, alert.dedup_key
             else:
-                change = change_event(record, self.routing)
+                rollout = decode_rollout(orjson.loads(value or b""))
+                change = change_event(rollout, self.routing)
                 if change is None:
                     return  # a phase we do not announce, or no routing key for changes
-                body, kind, path = change, "change", CHANGE_PATH
-                ident = f"{record.get('cluster')}/{record.get('namespace')}/{record.get('deployment')}"
+                body, kind, path, ident = change, "change", CHANGE_PATH, rollout.key
         except orjson.JSONDecodeError as exc:
-            await self.dead_letter(producer, source, "bad_json", str(exc), value)
+            await self.dead_letter(producer, DeadLetter("bad_json", str(exc), source, original=value))
             return
-        except NotifyError as exc:
-            await self.dead_letter(producer, source, exc.reason, exc.detail, value)
+        except NotifyError as exc:  # a record that decodes but cannot become an event (no routing key...)
+            await self.dead_letter(producer, DeadLetter(exc.reason, exc.detail, source, original=value))
+            return
+        except RecordError as exc:  # a record that does not decode: the decoder says which field
+            reason = exc.reason if exc.reason == "bad_json" else \
+                "bad_alert" if topic == self.s.topic_alerts else "bad_rollout"
+            await self.dead_letter(producer, DeadLetter(reason, f"{exc.reason}: {exc.detail}", source, original=value))
             return
         except Exception as exc:  # any other shape a field can have: never stop the whole stream
             reason = "bad_alert" if topic == self.s.topic_alerts else "bad_rollout"
-            await self.dead_letter(producer, source, reason, f"{type(exc).__name__}: {exc}"[:500], value)
+            await self.dead_letter(producer, DeadLetter(reason, f"{type(exc).__name__}: {exc}"[:500], source,
+                                                        original=value))
             return
         v, status, text = await self.post(http, path, body, kind=kind, ident=ident, owned=owned)
-        if v is Verdict.ACCEPTED:
+        if v is SendOutcome.ACCEPTED:
             if topic == self.s.topic_alerts:
-                self.delivered.note(record)
+                self.delivered.note(alert)
             self.stats.delivered += 1
             self._count_delivery(kind, "accepted")
             log.info("PagerDuty %s accepted for %s (%s)", kind, ident, status)
@@ -266,22 +264,16 @@ class Notifier:
         self._count_delivery(kind, "rejected")
         log.error("PagerDuty rejected the %s for %s with %s: %s", kind, ident, status, text)
         redacted = {k: v for k, v in body.items() if k != "routing_key"}
-        await self.dead_letter(producer, source, "pagerduty_rejected",
-                               f"HTTP {status}: {text}", value, event=redacted)
+        await self.dead_letter(producer, DeadLetter("pagerduty_rejected", f"HTTP {status}: {text}", source,
+                                                    original=value, event=redacted))
 
-    async def dead_letter(self, producer: AIOKafkaProducer, source: dict[str, Any], reason: str,
-                          detail: str, original: bytes | None, *, event: dict[str, Any] | None = None) -> None:
-        body: dict[str, Any] = {"schema_version": 1, "reason": reason, "detail": detail, "source": source,
-                                "stage": "notifier"}
-        if event is not None:
-            body["event"] = event
-        if original is not None:
-            body["value"] = original[: 64 * 1024].decode("utf-8", errors="replace")
-        key = f"{source['topic']}/{source['partition']}/{source['offset']}".encode()
-        await producer.send_and_wait(self.s.topic_dead_letter, key=key, value=orjson.dumps(body))
+    async def dead_letter(self, producer: AIOKafkaProducer, letter: DeadLetter) -> None:
+        letter = replace(letter, stage="notifier")
+        await producer.send_and_wait(self.s.topic_dead_letter, key=letter.key.encode(), value=letter.encode())
         self.stats.dead_letters += 1
-        log.warning("dead letter from %s/%d/%d: %s (%s)", source["topic"], source["partition"],
-                    source["offset"], reason, detail[:300])
+        src = letter.source
+        log.warning("dead letter from %s/%d/%d: %s (%s)", src.topic, src.partition, src.offset, letter.reason,
+                    letter.detail[:300])
 
     async def read_back(self, tp: TopicPartition, upto: int) -> int:
         """Note the valid alert changes of up to :data:`SEED_RECORDS` records before ``upto`` (the
@@ -306,13 +298,11 @@ class Notifier:
                     if rec.offset >= upto:
                         break
                     try:
-                        value = orjson.loads(rec.value or b"")
-                        if not isinstance(value, dict):
-                            continue
-                        alert_event(value, self.routing)  # what handle() would have delivered
+                        alert = decode_alert_bytes(rec.value)
+                        alert_event(alert, self.routing)  # what handle() would have delivered
                     except Exception:  # dead-lettered when it was handled
                         continue
-                    self.delivered.note(value)
+                    self.delivered.note(alert)
                     n += 1
         finally:
             await reader.stop()

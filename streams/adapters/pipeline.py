@@ -9,7 +9,6 @@ before it commits source offsets, so nothing is acknowledged before it is writte
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections import defaultdict
@@ -17,19 +16,21 @@ from typing import Any
 
 import faust
 import mode
-import orjson
 from faust.types import TP
 
+from streams.adapters.changes import Changes
 from streams.adapters.metrics import WorkerMetrics
+from streams.adapters.tables import state_table
+from streams.core.answer import GateInputs, Question
 from streams.core.engine import BatchResult, Engine, EngineConfig
+from streams.core.gate import GateConfig
 from streams.core.model import Slo
 from streams.core.offsets import OffsetGuard
-from streams.core.records import Rejected
+from streams.core.wire.deadletter import refused
 from streams.settings import Settings
 
 log = logging.getLogger("slo_stream.pipeline")
 
-DEAD_LETTER_VALUE_PREFIX = 64 * 1024
 COMMIT_GAP_CHECK_S = 5.0
 HOLE_CHECK_S = 1.0
 SEEK_TIMEOUT_S = 30.0  # a seek in the consumer thread answers at once; longer means that thread is stuck
@@ -48,44 +49,16 @@ def commit_gap(committed: int | None, acked: list[int]) -> int | None:
     return head if head - committed > 1 else None
 
 
-class StateTable(faust.Table):  # type: ignore[misc]
-    """A table whose writes go to the changelog partition of the source partition being processed.
-
-    Faust picks the changelog partition from the "current event"; the ingest agent works on batches
-    grouped by partition, so it names the partition explicitly around its writes.
-    """
-
-    write_partition: int | None = None
-
-    def partition_for_key(self, key: Any) -> int | None:
-        if self.write_partition is None:
-            raise RuntimeError("state table written outside a partition batch")
-        return self.write_partition
-
-
 class Pipeline:
     """Wires an Engine into a faust.App. Create it before the worker starts."""
 
     def __init__(self, app: faust.App, settings: Settings, slos: list[Slo]) -> None:
         self.app = app
         self.settings = settings
-        self.table = StateTable(
-            app,
-            name="state",
-            default=None,
-            beacon=app.tables.beacon,
-            partitions=settings.partitions,
-            help="slo-stream counters, alert tracks and partition watermarks",
-        )
-        # Keys are str (JSON in the changelog), values packed bytes; set before the changelog topic
-        # is first built from them.
-        self.table.key_serializer = "json"
-        self.table.value_serializer = "raw"
-        app.tables.add(self.table)
+        self.table = state_table(app, settings, name="state",
+                                 help="slo-stream counters, alert tracks and partition watermarks")
         self.dead_letter = app.topic(settings.topic_dead_letter, key_serializer="raw", value_serializer="raw")
         self.stats: dict[str, int] = defaultdict(int)
-        from streams.adapters.changes import Changes  # it builds on this module's StateTable
-
         self.changes = Changes(app, settings, {s.service for s in slos}, dead_letter=self.dead_letter,
                                stats=self.stats)
         self.engine = Engine(
@@ -133,6 +106,13 @@ class Pipeline:
     def stale_partitions(self) -> set[int]:
         """Partitions the staleness timer has marked (no records for ``stale_after_s``)."""
         return set(self._stale_marked)
+
+    def gate_inputs(self, q: Question, *, now: float, configs: dict[str, GateConfig],
+                    default: GateConfig) -> GateInputs:
+        """What the gate needs for ``q``, from the engine's state and this worker's clock of each
+        partition's last batch."""
+        return self.engine.read.gate_inputs(q, now=now, processed_at=self.last_batch_wall,
+                                            stale=self._stale_marked, configs=configs, default=default)
 
     async def _on_recover(self) -> None:
         self.started = True
@@ -241,8 +221,7 @@ class Pipeline:
                   partition, len(messages), res.records, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         # The latest status per series: at-least-once like the rest, but nothing depends on it.
         for ev in res.statuses.values():
-            await self.status.send(key=ev.series.encode(),
-                                   value=orjson.dumps(engine.status_record(ev, now=now)))
+            await self.status.send(key=ev.series.encode(), value=engine.read.status(ev, now=now).encode())
         self.last_batch_wall[partition] = now
         self.batches[partition] = self.batches.get(partition, 0) + 1
         self._stale_marked.discard(partition)
@@ -260,19 +239,16 @@ class Pipeline:
         """Alert transitions and dead letters, awaited, before the state that says they happened."""
         futures = []
         for a in res.alerts:
-            futures.append(await self.alerts.send(key=a.dedup_key.encode(), value=orjson.dumps(a.to_json())))
+            futures.append(await self.alerts.send(key=a.dedup_key.encode(), value=a.encode()))
             log.warning("ALERT %s %s %s %s burn=%s budget_left=%.4f top suspect: %s", a.state, a.severity,
-                        a.slo, dict(a.dimensions), a.condition, a.error_budget_remaining,
-                        a.suspects[0].get("summary") if a.suspects else "none")
+                        a.slo, a.dimensions.to_json(), a.condition, a.error_budget_remaining,
+                        a.suspects[0].summary if a.suspects else "none")
         if res.rejected:
             originals = {off: value for _, value, off in messages}
             topic = self.settings.topic_playback
             for rej in res.rejected:
-                futures.append(await self.dead_letter.send(
-                    key=f"{topic}/{res.partition}/{rej.offset}".encode(),
-                    value=dead_letter_value(rej, topic=topic, partition=res.partition,
-                                            original=originals.get(rej.offset)),
-                ))
+                letter = refused(rej, topic=topic, partition=res.partition, original=originals.get(rej.offset))
+                futures.append(await self.dead_letter.send(key=letter.key.encode(), value=letter.encode()))
         if futures:
             await asyncio.gather(*futures)
 
@@ -288,13 +264,12 @@ class Pipeline:
             self._stale_marked.add(p)
             n = 0
             for series in self.engine.counters.series(p):
-                ev = self.engine.last_status.get(series)
+                ev = self.engine.read.last_status.get(series)
                 if ev is None:
                     continue
-                body = self.engine.status_record(ev, now=now)
-                body["stale"] = True
-                body["stale_reason"] = f"no records on partition {p} for {now - last:.0f}s"
-                await self.status.send(key=series.encode(), value=orjson.dumps(body))
+                st = self.engine.read.status(ev, now=now).marked_stale(
+                    f"no records on partition {p} for {now - last:.0f}s")
+                await self.status.send(key=series.encode(), value=st.encode())
                 n += 1
             log.warning("partition %d: no records for %.0fs; %d series marked stale", p, now - last, n)
 
@@ -415,32 +390,3 @@ async def first_offset_from(bootstrap: str, topic: str, partition: int, offset: 
         return records[0].offset if records else None
     finally:
         await consumer.stop()
-
-
-def dead_letter_value(rej: Rejected, *, topic: str, partition: int, original: bytes | None) -> bytes:
-    """The dead-letter record: reason, source position, and the original bytes or the offending
-    record of a batch (at most 64 KiB of either, flagged ``truncated``)."""
-    body: dict[str, Any] = {
-        "schema_version": 1,
-        "reason": rej.reason,
-        "detail": rej.detail,
-        "source": {"topic": topic, "partition": partition, "offset": rej.offset},
-        "index": rej.index,
-    }
-    if rej.record is not None:
-        encoded = orjson.dumps(rej.record, default=str)
-        if len(encoded) <= DEAD_LETTER_VALUE_PREFIX:
-            body["record"] = rej.record
-        else:
-            body["record_prefix"] = encoded[:DEAD_LETTER_VALUE_PREFIX].decode("utf-8", errors="replace")
-            body["truncated"] = True
-            body["record_size"] = len(encoded)
-    if original is not None and (rej.index is None or rej.record is None):
-        chunk = original[:DEAD_LETTER_VALUE_PREFIX]
-        body["truncated"] = len(original) > len(chunk)
-        body["original_size"] = len(original)
-        try:
-            body["value"] = chunk.decode("utf-8")
-        except UnicodeDecodeError:
-            body["value_base64"] = base64.b64encode(chunk).decode()
-    return orjson.dumps(body, default=str)

@@ -5,19 +5,15 @@ reopens nothing."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from streams.core import conventions as c
 from streams.core.burnrate import BurnEvaluation
 from streams.core.model import Severity, Slo
-
-
-class AlertState(StrEnum):
-    FIRING = "firing"
-    RESOLVED = "resolved"
+from streams.core.wire.alert import Alert, AlertState
+from streams.core.wire.series import Dimensions
 
 
 @dataclass(frozen=True)
@@ -53,54 +49,11 @@ def step(track: Track, *, condition: bool, at: int, hold_s: int) -> tuple[Track,
     return (track if track.false_since is not None else Track(True, track.fired_at, since)), None
 
 
-@dataclass(frozen=True)
-class Alert:
-    """An alert state change, as published on ``slo.alerts``."""
-
-    dedup_key: str
-    slo: str
-    service: str
-    severity: Severity
-    state: AlertState
-    ts: int  # event time of the evaluation that made the change
-    started_at: int  # event time the incident started
-    dimensions: Mapping[str, str]
-    burn_rates: Mapping[str, float]
-    condition: str  # e.g. "1h+5m > 14.4"
-    threshold: float
-    error_budget_remaining: float
-    objective: float
-    links: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    suspects: tuple[Mapping[str, Any], ...] = ()
-    burn_onset: int | None = None  # estimated start of the burn (event time), set when firing
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema_version": c.SCHEMA_VERSION,
-            "dedup_key": self.dedup_key,
-            "slo": self.slo,
-            "service": self.service,
-            "severity": str(self.severity),
-            "state": str(self.state),
-            "ts": self.ts,
-            "started_at": self.started_at,
-            "dimensions": dict(self.dimensions),
-            "burn_rates": {k: round(v, 4) for k, v in self.burn_rates.items()},
-            "condition": self.condition,
-            "threshold": self.threshold,
-            "error_budget_remaining": round(self.error_budget_remaining, 6),
-            "objective": self.objective,
-            "links": dict(self.links),
-            "suspects": [dict(s) for s in self.suspects],
-            **({"burn_onset": self.burn_onset} if self.burn_onset is not None else {}),
-        }
-
-
 def make_alert(
     slo: Slo, ev: BurnEvaluation, severity: Severity, state: AlertState, *, started_at: int
 ) -> Alert:
-    """Build the alert record for a transition of ``slo``'s ``severity`` track at evaluation ``ev``."""
-    _, cluster, region, platform = c.split_series_key(ev.series)
+    """The alert record for a transition of ``slo``'s ``severity`` track at evaluation ``ev``, with its
+    numbers as they travel (burn rates to 4 decimals, the budget to 6)."""
     cond = ev.strongest(severity)
     if cond is None:  # resolving, or firing with no met condition cannot happen: take the first window
         wins = [w for w in slo.policy.windows if w.severity is severity]
@@ -120,11 +73,11 @@ def make_alert(
         state=state,
         ts=ev.at,
         started_at=started_at,
-        dimensions={"cluster": cluster, "region": region, "platform": platform},
-        burn_rates=ev.burn_rates,
+        dimensions=Dimensions.of_series(ev.series),
+        burn_rates=MappingProxyType({k: round(v, 4) for k, v in ev.burn_rates.items()}),
         condition=f"{window.name} > {window.factor:g}",
         threshold=window.factor,
-        error_budget_remaining=ev.budget_remaining,
+        error_budget_remaining=round(ev.budget_remaining, 6),
         objective=slo.objective,
-        links=links,
+        links=MappingProxyType(links),
     )

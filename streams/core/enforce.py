@@ -11,7 +11,7 @@ pause a Deployment of *that* cluster, and why (or why not). Every condition must
 - the rollout was in progress when the alert fired (phase ``started`` or ``progressing``);
 - its score is at least ``min_score`` (0.8: more than timing can give; docs/kube-bridge.md);
 - its namespace is allowed (an optional allow-list);
-- its key ``cluster/namespace/deployment@revision`` is not among the rollouts already acted on
+- its key ``cluster/namespace/deployment@revision`` (:attr:`RolloutRef.key`) is not among the rollouts already acted on
   (the ``rollout.gates`` topic, read back when the bridge starts): never twice for one rollout.
 
 Then, just before acting, :func:`recheck` reads the live Deployment the bridge fetched again: it
@@ -23,7 +23,6 @@ skipped, and :class:`Ledger` reads them back ("detect, then act": the adapter do
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
@@ -31,14 +30,17 @@ from enum import StrEnum
 from typing import Any, Final
 
 from streams.core import conventions as c
+from streams.core.errors import RecordError
+from streams.core.kube import ANN_REVISION, read_deployment
+from streams.core.wire import fields as f
+from streams.core.wire.alert import Alert
+from streams.core.wire.rollout import RolloutRef
+from streams.core.wire.suspect import OpaqueSuspect, RolloutSuspect, evidence_lines
 
-IN_PROGRESS_PHASES: Final = frozenset({"started", "progressing"})
 PATCH_CONTENT_TYPE: Final = "application/merge-patch+json"
-ANN_REVISION: Final = "deployment.kubernetes.io/revision"
 
-_DEPLOYMENT_RE: Final = re.compile(r"^(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+# A revision is compared with the live Deployment's annotation: only a plain revision can match.
 _REVISION_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}\Z")
-_MAX_EVIDENCE: Final = 8
 _MAX_TEXT: Final = 1000
 
 
@@ -111,26 +113,10 @@ DEFAULT_ENFORCE_CONFIG: Final = EnforceConfig()
 
 
 @dataclass(frozen=True)
-class Target:
-    """One rollout: a revision of a Deployment in a cluster."""
-
-    cluster: str
-    namespace: str
-    deployment: str
-    revision: str
-
-    @property
-    def key(self) -> str:
-        """``cluster/namespace/deployment@revision``: the ``rollout.gates`` key (the same form as
-        correlation's rollout keys)."""
-        return f"{self.cluster}/{self.namespace}/{self.deployment}@{self.revision}"
-
-
-@dataclass(frozen=True)
 class Action:
     """Pause ``target`` (the merge patch :func:`pause_patch`), because of the page ``alert``."""
 
-    target: Target
+    target: RolloutRef
     alert: str  # the dedup key of the slo.alerts record
     slo: str
     service: str
@@ -155,10 +141,10 @@ class Verdict:
     action: Action | None
     skip: Skip | None = None
     message: str = ""
-    target: Target | None = None
+    target: RolloutRef | None = None
 
 
-def _no(skip: Skip, message: str, target: Target | None = None) -> Verdict:
+def _no(skip: Skip, message: str, target: RolloutRef | None = None) -> Verdict:
     return Verdict(action=None, skip=skip, message=message, target=target)
 
 
@@ -166,103 +152,65 @@ def _text(value: object, limit: int = _MAX_TEXT) -> str:
     return " ".join(str(value).split())[:limit]
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _top(suspects: list[Any]) -> Mapping[str, Any] | None:
-    """The suspect with the lowest ``rank`` (the first one when ranks are missing or equal)."""
-    best: tuple[float, int] | None = None
-    top: Mapping[str, Any] | None = None
-    for i, s in enumerate(suspects):
-        if not isinstance(s, Mapping):
-            continue
-        rank = _number(s.get("rank"))
-        order = (rank if rank is not None else math.inf, i)
-        if best is None or order < best:
-            best, top = order, s
-    return top
-
-
-def _target_of(s: Mapping[str, Any]) -> Target | str:
-    """The rollout a suspect names, or what is wrong with it (names reach an API path: checked)."""
-    cluster, namespace = s.get("cluster"), s.get("namespace")
-    deployment, revision = s.get("deployment"), s.get("revision")
-    if isinstance(revision, int) and not isinstance(revision, bool):
-        revision = str(revision)
-    if not isinstance(cluster, str) or not c.LABEL_VALUE_RE.match(cluster):
-        return f"suspect cluster {_text(cluster, 80)!r} is not a cluster name"
-    if not isinstance(namespace, str) or not c.NAME_RE.match(namespace):
-        return f"suspect namespace {_text(namespace, 80)!r} is not a namespace name"
-    if not isinstance(deployment, str) or not _DEPLOYMENT_RE.match(deployment):
-        return f"suspect deployment {_text(deployment, 80)!r} is not a Deployment name"
-    if not isinstance(revision, str) or not _REVISION_RE.match(revision):
-        return f"suspect revision {_text(revision, 80)!r} is not a revision"
-    return Target(cluster=cluster, namespace=namespace, deployment=deployment, revision=revision)
-
-
-def evidence_lines(suspect: Mapping[str, Any]) -> tuple[str, ...]:
-    """A suspect's evidence as one line each (its ``detail``), at most eight."""
-    raw = suspect.get("evidence")
-    out: list[str] = []
-    if isinstance(raw, list):
-        for e in raw:
-            detail = e.get("detail") if isinstance(e, Mapping) else e
-            if isinstance(detail, str) and detail.strip():
-                out.append(_text(detail, 300))
-            if len(out) == _MAX_EVIDENCE:
-                break
-    return tuple(out)
-
-
-def decide(alert: object, *, cluster: str, config: EnforceConfig = DEFAULT_ENFORCE_CONFIG,
+def decide(alert: Alert, *, cluster: str, config: EnforceConfig = DEFAULT_ENFORCE_CONFIG,
            acted: Set[str] = frozenset(), now: float) -> Verdict:
     """Should the kube bridge of ``cluster`` pause a Deployment because of this ``slo.alerts``
-    value? ``acted``: the keys (:attr:`Target.key`) of rollouts already acted on; ``now``: wall
-    clock, epoch seconds. Never raises: a value it cannot read is ``Skip.BAD_RECORD``.
+    record? ``acted``: the keys (:attr:`RolloutRef.key`) of rollouts already acted on; ``now``: wall
+    clock, epoch seconds.
 
     An action needs every condition of the module docstring; the verdict's ``skip`` names the
-    first one that fails, checked in the order of :class:`Skip` (a field that cannot be read is
-    ``BAD_RECORD`` where it is met)."""
-    if not isinstance(alert, Mapping):
-        return _no(Skip.BAD_RECORD, "the alert is not a JSON object")
-    dedup_key, service, slo = alert.get("dedup_key"), alert.get("service"), alert.get("slo")
-    if not isinstance(dedup_key, str) or not dedup_key:
-        return _no(Skip.BAD_RECORD, "the alert has no dedup_key")
-    if not isinstance(service, str) or not service:
-        return _no(Skip.BAD_RECORD, f"alert {dedup_key}: no service")
-    if alert.get("state") != "firing":
-        return _no(Skip.NOT_FIRING, f"alert {dedup_key} is {_text(alert.get('state'), 40)}, not firing")
-    if alert.get("severity") != "page":
-        return _no(Skip.NOT_A_PAGE, f"alert {dedup_key} is a {_text(alert.get('severity'), 40)}, not a page")
-    ts = _number(alert.get("ts"))
-    if ts is None:
-        return _no(Skip.BAD_RECORD, f"alert {dedup_key}: ts is not epoch seconds")
-    if now - ts > config.max_alert_age_s:
-        return _no(Skip.STALE_ALERT, f"alert {dedup_key} fired at event time {ts:.0f}, {now - ts:.0f}s ago "
-                                     f"(> {config.max_alert_age_s:.0f}s): too old to act on")
-    suspects = alert.get("suspects")
-    if not isinstance(suspects, list) or not suspects:
-        return _no(Skip.NO_SUSPECT, f"alert {dedup_key} names no suspect")
-    top = _top(suspects)
+    first one that fails, checked in the order of :class:`Skip` (a record that does not decode is
+    ``BAD_RECORD``: the adapter says so)."""
+    dedup_key, service = alert.dedup_key, alert.service
+    if not alert.firing:
+        return _no(Skip.NOT_FIRING, f"alert {dedup_key} is {alert.state}, not firing")
+    if alert.severity != "page":
+        return _no(Skip.NOT_A_PAGE, f"alert {dedup_key} is a {alert.severity}, not a page")
+    if now - alert.ts > config.max_alert_age_s:
+        return _no(Skip.STALE_ALERT, f"alert {dedup_key} fired at event time {alert.ts:.0f}, {now - alert.ts:.0f}s "
+                                     f"ago (> {config.max_alert_age_s:.0f}s): too old to act on")
+    top = alert.top_suspect
     if top is None:
-        return _no(Skip.BAD_RECORD, f"alert {dedup_key}: its suspects are not objects")
-    if top.get("kind") != "rollout":
+        return _no(Skip.NO_SUSPECT, f"alert {dedup_key} names no suspect")
+    if isinstance(top, OpaqueSuspect):
         return _no(Skip.TOP_SUSPECT_NOT_A_ROLLOUT,
-                   f"alert {dedup_key}: the top suspect is a {_text(top.get('kind'), 40)}, not a rollout")
-    target = _target_of(top)
-    if isinstance(target, str):
-        return _no(Skip.BAD_RECORD, f"alert {dedup_key}: {target}")
-    if top.get("service") != service:
-        return _no(Skip.OTHER_SERVICE, f"alert {dedup_key} is about {service}, the top suspect's rollout is of "
-                                       f"{_text(top.get('service'), 80)}", target)
+                   f"alert {dedup_key}: the top suspect ({_text(top.kind, 40)}) could not be read; nothing acts on it")
+    if not isinstance(top, RolloutSuspect):
+        return _no(Skip.TOP_SUSPECT_NOT_A_ROLLOUT,
+                   f"alert {dedup_key}: the top suspect is a {_text(top.kind, 40)}, not a rollout")
+    target = top.ref
+    if not _REVISION_RE.match(target.revision):
+        return _no(Skip.BAD_RECORD, f"alert {dedup_key}: suspect revision {_text(target.revision, 80)!r} is not a "
+                                    "revision")
+    refusal = _refusal(alert, top, cluster=cluster, config=config, acted=acted)
+    if refusal is not None:
+        return refusal
+    rank = top.rank
+    reasons = (
+        f"page {dedup_key} firing" + (f" ({_text(alert.condition, 80)})" if alert.condition else ""),
+        f"top suspect{f' (rank {rank})' if rank else ''}: a rollout of {service} in {cluster}, score "
+        f"{top.score:.2f} >= {config.min_score:.2f}",
+        f"rollout {top.phase} when the alert fired",
+        f"first action on {target.key}",
+    )
+    return Verdict(action=Action(
+        target=target, alert=dedup_key, slo=_text(alert.slo, 253), service=service, score=top.score,
+        min_score=config.min_score, rank=rank or 1, phase=str(top.phase), summary=_text(top.summary or target.key),
+        evidence=evidence_lines(top), reasons=reasons,
+    ), target=target)
+
+
+def _refusal(alert: Alert, top: RolloutSuspect, *, cluster: str, config: EnforceConfig,
+             acted: Set[str]) -> Verdict | None:
+    """The first condition about the top suspect that fails, if any (in the order of :class:`Skip`)."""
+    dedup_key, target = alert.dedup_key, top.ref
+    if top.service != alert.service:
+        return _no(Skip.OTHER_SERVICE, f"alert {dedup_key} is about {alert.service}, the top suspect's rollout is "
+                                       f"of {_text(top.service, 80)}", target)
     if target.cluster != cluster:
         return _no(Skip.OTHER_CLUSTER, f"the top suspect of {dedup_key} rolls out in {target.cluster}, "
                                        f"not in {cluster}", target)
-    dims = alert.get("dimensions")
-    burn_cluster = dims.get("cluster") if isinstance(dims, Mapping) else None
+    burn_cluster = alert.dimensions.cluster
     if burn_cluster not in (cluster, c.ANY):
         return _no(Skip.BURN_IN_OTHER_CLUSTER, f"alert {dedup_key} burns in {_text(burn_cluster, 80)}, the "
                                                f"rollout is in {cluster}", target)
@@ -271,66 +219,38 @@ def decide(alert: object, *, cluster: str, config: EnforceConfig = DEFAULT_ENFOR
     if config.namespaces and target.namespace not in config.namespaces:
         return _no(Skip.NAMESPACE_NOT_ALLOWED, f"namespace {target.namespace} is not in the enforcement "
                                                f"allow-list ({', '.join(sorted(config.namespaces))})", target)
-    if top.get("rollback") is True:
+    if top.rollback:
         return _no(Skip.ROLLBACK, f"{target.key} is a rollback: pausing it would stop the remedy", target)
-    phase = top.get("phase")
-    if phase not in IN_PROGRESS_PHASES:
-        return _no(Skip.NOT_IN_PROGRESS, f"rollout {target.key} was {_text(phase, 40)} when the alert fired, "
+    if not top.phase.in_progress:
+        return _no(Skip.NOT_IN_PROGRESS, f"rollout {target.key} was {top.phase} when the alert fired, "
                                          "not in progress", target)
-    score = _number(top.get("score"))
-    if score is None or not 0.0 <= score <= 1.0:
-        return _no(Skip.BAD_RECORD, f"alert {dedup_key}: the top suspect's score is not in [0, 1]", target)
-    if score < config.min_score:
-        return _no(Skip.BELOW_SCORE, f"rollout {target.key} scores {score:.2f} < {config.min_score:.2f} as "
+    if top.score < config.min_score:
+        return _no(Skip.BELOW_SCORE, f"rollout {target.key} scores {top.score:.2f} < {config.min_score:.2f} as "
                                      f"suspect of {dedup_key}", target)
-    rank = _number(top.get("rank"))
-    condition = _text(alert.get("condition") or "", 80)
-    reasons = (
-        f"page {dedup_key} firing" + (f" ({condition})" if condition else ""),
-        f"top suspect{f' (rank {rank:.0f})' if rank is not None else ''}: a rollout of {service} in "
-        f"{cluster}, score {score:.2f} >= {config.min_score:.2f}",
-        f"rollout {phase} when the alert fired",
-        f"first action on {target.key}",
-    )
-    return Verdict(action=Action(
-        target=target, alert=dedup_key, slo=_text(slo or "", 253), service=service, score=score,
-        min_score=config.min_score, rank=int(rank) if rank is not None else 1, phase=str(phase),
-        summary=_text(top.get("summary") or target.key), evidence=evidence_lines(top), reasons=reasons,
-    ), target=target)
+    return None
 
 
 # ---- the live Deployment, just before acting ----------------------------------------------------
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def recheck(action: Action, deployment: Mapping[str, Any]) -> tuple[Skip, str] | None:
     """None when the Deployment as the API serves it now (its JSON) may still be paused for
     ``action``; else why not: already paused, its revision is no longer the suspect's, or its
     rollout is complete (``observedGeneration >= generation`` and every replica updated and
-    available, no old pod left)."""
-    meta, spec, status = (_mapping(deployment.get(k)) for k in ("metadata", "spec", "status"))
+    available, no old pod left: :func:`streams.core.kube.read_deployment`)."""
     t = action.target
-    if spec.get("paused") is True:
-        return Skip.ALREADY_PAUSED, f"{t.namespace}/{t.deployment} is already paused"
-    current = _mapping(meta.get("annotations")).get(ANN_REVISION)
+    try:
+        live = read_deployment(deployment)
+    except RecordError as exc:
+        return Skip.REJECTED, f"the Deployment the API served cannot be read: {exc.detail}"
+    if live.paused:
+        return Skip.ALREADY_PAUSED, f"{t.namespace}/{t.name} is already paused"
+    current = f.mapping(f.mapping(deployment.get("metadata")).get("annotations")).get(ANN_REVISION)
     if current != t.revision:
-        return Skip.REVISION_CHANGED, (f"{t.namespace}/{t.deployment} is at revision {_text(current, 40)} now, "
+        return Skip.REVISION_CHANGED, (f"{t.namespace}/{t.name} is at revision {_text(current, 40)} now, "
                                        f"the suspect was revision {t.revision}")
-    generation, observed = meta.get("generation"), status.get("observedGeneration")
-    synced = not isinstance(generation, int) or (isinstance(observed, int) and observed >= generation)
-    desired = spec.get("replicas")
-    desired = desired if isinstance(desired, int) and not isinstance(desired, bool) else 1
-    updated = _int(status.get("updatedReplicas"))
-    if synced and updated == desired and _int(status.get("availableReplicas")) == desired \
-            and _int(status.get("replicas")) == updated:
-        return Skip.ROLLOUT_COMPLETED, (f"the rollout of {t.namespace}/{t.deployment} to revision {t.revision} "
+    if live.complete:
+        return Skip.ROLLOUT_COMPLETED, (f"the rollout of {t.namespace}/{t.name} to revision {t.revision} "
                                         "has completed: nothing left to pause")
     return None
 
@@ -353,7 +273,7 @@ def gate_record(action: Action, *, outcome: Outcome, now: float, mode: Mode = Mo
         "mode": str(mode),
         "cluster": t.cluster,
         "namespace": t.namespace,
-        "deployment": t.deployment,
+        "deployment": t.name,
         "revision": t.revision,
         "service": action.service,
         "slo": action.slo,

@@ -37,3 +37,16 @@ class SpecError(ValueError):
 
 class ConfigError(ValueError):
     """Raised for an invalid setting (environment variable or command-line option)."""
+
+
+class RecordError(ValueError):
+    """A record (a topic value, a Kubernetes object) that cannot be used: ``reason`` is a short code
+    (the dead-letter reasons of :mod:`streams.core.conventions`), ``detail`` says what is wrong.
+
+    Permanent: the same input fails the same way, so a retry cannot help; dead-letter or skip it and
+    say why. Raised by the decoders of :mod:`streams.core.wire` at the edge, never further in."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,9 +1,10 @@
 """The rollout gate: ``proceed`` / ``hold`` / ``rollback`` for a service, a cluster or a migration step.
 
-Pure ("detect, then act"): the HTTP view, the CLI and the Flagger hooks hand in the latest
-``slo.status`` record of each series, the suspects of the firing alerts and the wall clock; they
-get back a :class:`GateDecision` to serialise (:meth:`GateDecision.to_json`) or to exit with
-(:attr:`GateDecision.exit_code`). docs/gate.md is the user-facing version of these rules.
+Pure ("detect, then act"): the rules. :func:`streams.core.answer.answer` hands them the latest
+status of each series (:class:`~streams.core.wire.status.Status`), the suspects of the firing
+alerts and the wall clock, and gets back a :class:`GateDecision` to serialise
+(:meth:`GateDecision.to_json`) or to exit with (:attr:`GateDecision.exit_code`). docs/gate.md is
+the user-facing version of these rules.
 
 **SLO gate** (:func:`decide`). The statuses considered are those of ``service`` whose ``cluster``
 and ``platform`` match the ones asked (a status whose dimension is ``*`` matches any value; an
@@ -11,13 +12,13 @@ argument left out matches everything). Then, per series, with the :class:`GateCo
 
 1. No status at all: ``unknown`` (reason ``no_data``): an unknown service, a filter that matches
    none of its series, or no evaluation yet. We cannot tell, so we never say ``proceed``.
-2. Stale (the record says ``"stale": true``; or more than ``stale_after_s`` of wall clock since the
+2. Stale (the status says so; or more than ``stale_after_s`` of wall clock since the
    worker built it; or its evaluation, an event time, more than ``max_evaluation_lag_s`` behind the
    wall clock): ``hold`` (reason ``stale``), or only a note when ``fail_open_when_stale``. The last
    known numbers are still judged by the rules below: silence does not clear a firing page.
 3. A firing ``page`` alert: ``hold`` (``page_firing``); ``rollback`` (``suspect_rollout``) when one
    of that alert's suspects is a rollout of the asked revision (or, when no revision is asked, a
-   rollout still in progress) of this service, in the asked cluster if one is asked, with a score of
+   rollout still active) of this service, in the asked cluster if one is asked, with a score of
    at least ``suspect_rollback_score``. A matching suspect below the score holds
    (``suspect_below_threshold``) and says so.
 4. A firing ``ticket`` alert: ``hold`` (``ticket_firing``).
@@ -47,15 +48,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from streams.core import conventions as c
-from streams.core.correlation import ACTIVE_PHASES, revision_aliases
-from streams.core.model import Severity, format_duration
+from streams.core.model import Severity, Slo, format_duration
 from streams.core.stats import Proportion, fisher_exact_greater, two_proportion_z, wilson_interval
+from streams.core.wire.status import Status
+from streams.core.wire.suspect import RolloutSuspect, Suspect
 
 Figure = float | str | None
 
@@ -94,7 +96,6 @@ def worst(decisions: Iterable[Decision]) -> Decision:
 
 class ReasonCode(StrEnum):
     NO_DATA = "no_data"
-    INVALID_STATUS = "invalid_status"
     STALE = "stale"
     PAGE_FIRING = "page_firing"
     SUSPECT_ROLLOUT = "suspect_rollout"
@@ -175,6 +176,21 @@ class GateConfig:
 DEFAULT_GATE_CONFIG = GateConfig()
 
 
+def gate_configs(slos: Iterable[Slo], default: GateConfig) -> dict[str, GateConfig]:
+    """Per SLO: ``default``, with the SLO's ``slo-stream/gate-*`` annotations applied."""
+    out = {}
+    for s in slos:
+        cfg = default
+        if s.gate_budget_floor is not None:
+            cfg = replace(cfg, budget_floor=s.gate_budget_floor)
+        if s.gate_stale_after_s is not None:
+            cfg = replace(cfg, stale_after_s=float(s.gate_stale_after_s))
+        if s.gate_fail_open is not None:
+            cfg = replace(cfg, fail_open_when_stale=s.gate_fail_open)
+        out[s.name] = cfg
+    return out
+
+
 @dataclass(frozen=True)
 class Reason:
     """Why the gate decided as it did: a stable ``code``, a one-line ``message`` for a human, the
@@ -194,7 +210,7 @@ class Reason:
         }
 
 
-def _reason(code: ReasonCode, decision: Decision, message: str, **figures: Figure) -> Reason:
+def make_reason(code: ReasonCode, decision: Decision, message: str, **figures: Figure) -> Reason:
     return Reason(code, " ".join(message.split()), MappingProxyType(figures), decision)
 
 
@@ -330,7 +346,7 @@ class GateDecision:
     series: tuple[SeriesView, ...] = ()
     # Suspects of firing alerts that name the rollout asked about (compact; ``decisive`` marks those
     # that made it a rollback).
-    suspects: tuple[Mapping[str, Any], ...] = ()
+    suspects: tuple[GateSuspect, ...] = ()
     migration: MigrationComparison | None = None
 
     @property
@@ -364,7 +380,7 @@ class GateDecision:
             "at": self.at,
             "reasons": [r.to_json() for r in self.reasons],
             "series": [s.to_json() for s in self.series],
-            "suspects": [_json_value(dict(s)) for s in self.suspects],
+            "suspects": [_json_value(s.to_json()) for s in self.suspects],
             "migration": None if self.migration is None else self.migration.to_json(),
         }
 
@@ -373,256 +389,196 @@ class GateDecision:
 
 
 @dataclass(frozen=True)
-class _Status:
-    """The fields of an ``slo.status`` record the gate reads."""
+class GateSuspect:
+    """A suspect of a firing page that names the rollout asked about, as the answer shows it;
+    ``decisive`` when it made the answer a rollback."""
 
+    suspect: RolloutSuspect
+    alert: str  # the page's dedup key
     series: str
-    slo: str
-    dimensions: Mapping[str, str]
-    evaluated_at: float
-    processed_at: float
-    newest_event_ts: float | None
-    burn_rates: Mapping[str, float]
-    budget_remaining: float
-    alerts: Mapping[str, str]
-    conditions: tuple[Mapping[str, Any], ...]
-    stale: bool
-    stale_reason: str | None
-    # Severities firing: the track says so, or a condition of that severity is met (a met condition
-    # fires at the same evaluation: the same fact, and it covers a record without its alert block).
-    firing: frozenset[str]
+    decisive: bool
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        s = self.suspect
+        return self.alert, s.cluster, s.workload.name, s.revision
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.suspect
+        return {"kind": s.kind, "score": s.score, "rank": s.rank, "summary": s.summary, "cluster": s.cluster,
+                "namespace": s.workload.namespace, "deployment": s.workload.name, "revision": s.revision,
+                "previous_revision": s.previous_revision, "images": list(s.images), "phase": str(s.phase),
+                "rollback": s.rollback, "started_at": s.started_at, "same_cluster": s.same_cluster,
+                "alert": self.alert, "series": self.series, "decisive": self.decisive,
+                "evidence": [e.detail for e in s.evidence if e.detail]}
 
 
-def _parse_status(raw: Mapping[str, Any]) -> _Status:
-    """Read one ``slo.status`` value (as built by ``Engine.status_record``); ValueError naming the
-    field when it is not one."""
-    def num(name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ValueError(f"{name} is not a finite number: {value!r}")
-        return float(value)
-
-    try:
-        series = str(raw["series"])
-        slo, cluster, region, platform = c.split_series_key(series)
-        dims_raw = raw.get("dimensions")
-        dims = ({k: str(v) for k, v in dims_raw.items()} if isinstance(dims_raw, Mapping)
-                else {"cluster": cluster, "region": region, "platform": platform})
-        alerts: dict[str, str] = {}
-        for sev, a in (raw.get("alerts") or {}).items():
-            alerts[str(sev)] = str(a.get("state", "ok")) if isinstance(a, Mapping) else str(a)
-        newest = raw.get("newest_event_ts")
-        conditions = tuple(x for x in raw.get("conditions") or () if isinstance(x, Mapping))
-        firing = {sev for sev, state in alerts.items() if state == "firing"}
-        firing.update(str(x.get("severity")) for x in conditions if x.get("met") is True)
-        return _Status(
-            series=series,
-            slo=str(raw.get("slo") or slo),
-            dimensions=MappingProxyType(dims),
-            evaluated_at=num("evaluated_at", raw["evaluated_at"]),
-            processed_at=num("processed_at", raw["processed_at"]),
-            newest_event_ts=None if newest is None else num("newest_event_ts", newest),
-            burn_rates=MappingProxyType({str(k): num(f"burn_rates.{k}", v)
-                                         for k, v in (raw.get("burn_rates") or {}).items()}),
-            budget_remaining=num("error_budget_remaining", raw["error_budget_remaining"]),
-            alerts=MappingProxyType(alerts),
-            conditions=conditions,
-            stale=raw.get("stale") is True,
-            stale_reason=None if raw.get("stale_reason") is None else str(raw["stale_reason"]),
-            firing=frozenset(firing),
-        )
-    except KeyError as exc:
-        raise ValueError(f"missing field {exc.args[0]}") from exc
-    except (TypeError, AttributeError) as exc:
-        raise ValueError(str(exc)) from exc
-
-
-def _dimensions(raw: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A status' dimensions; from its series key when the record lacks them."""
-    dims = raw.get("dimensions")
-    if isinstance(dims, Mapping):
-        return dims
-    parts = str(raw.get("series", "")).split("|")
-    return dict(zip(("cluster", "region", "platform"), parts[1:], strict=False)) if len(parts) == 4 else {}
-
-
-def _matches(value: Any, wanted: str | None) -> bool:
+def _matches(value: str, wanted: str | None) -> bool:
     return wanted is None or value in (wanted, c.ANY)
 
 
-def _firing(st: _Status, severity: Severity) -> bool:
-    return str(severity) in st.firing
-
-
-def _points_at_rollout(s: Mapping[str, Any], *, service: str, cluster: str | None, revision: str | None) -> bool:
+def points_at(s: Suspect, *, service: str, cluster: str | None, revision: str | None) -> bool:
     """Is suspect ``s`` a rollout of the one asked about: of ``service``, in ``cluster`` when asked,
     of ``revision`` (any of its names: number, template hash, image, tag) or, with no revision
-    asked, still in progress?"""
-    if s.get("kind") != "rollout":
+    asked, still active?"""
+    if not isinstance(s, RolloutSuspect) or s.service != service:
         return False
-    if s.get("service") not in (None, service):
-        return False
-    if cluster is not None and s.get("cluster") != cluster:
+    if cluster is not None and s.cluster != cluster:
         return False
     if revision is not None:
-        return revision in revision_aliases(s, previous=False)
-    return s.get("phase") in ACTIVE_PHASES
-
-
-def _score(s: Mapping[str, Any]) -> float:
-    v = s.get("score")
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else 0.0
-
-
-_SUSPECT_KEYS = ("kind", "score", "rank", "summary", "cluster", "namespace", "deployment", "revision",
-                 "previous_revision", "images", "phase", "rollback", "started_at", "same_cluster")
-
-
-def _compact_suspect(s: Mapping[str, Any], *, alert: str, series: str, decisive: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {k: s[k] for k in _SUSPECT_KEYS if k in s}
-    out["alert"] = alert
-    out["series"] = series
-    out["decisive"] = decisive
-    evidence = s.get("evidence")
-    if isinstance(evidence, Sequence):
-        out["evidence"] = [str(e["detail"]) for e in evidence if isinstance(e, Mapping) and e.get("detail")]
-    return out
+        return revision in s.aliases()
+    return s.phase.active
 
 
 def _fmt_age(seconds: float) -> str:
     return format_duration(max(0, round(seconds)))
 
 
-def _burns(st: _Status) -> str:
+def _burns(st: Status) -> str:
     return ", ".join(f"{w} {v:.1f}x" for w, v in st.burn_rates.items()) or "no burn rates"
 
 
-def _strongest(st: _Status, severity: Severity) -> Mapping[str, Any] | None:
-    """The met condition of ``severity`` with the highest long-window burn."""
-    conds = [x for x in st.conditions if x.get("severity") == str(severity) and x.get("met") is True]
-    return max(conds, key=lambda x: _num(x.get("long_burn"))) if conds else None
-
-
-def _describe(cond: Mapping[str, Any]) -> str:
-    """``1h+5m burning 20.0x and 31.0x (> 14.4)``."""
-    return (f"{cond.get('windows')} burning {_num(cond.get('long_burn')):.1f}x and "
-            f"{_num(cond.get('short_burn')):.1f}x (> {_num(cond.get('factor')):g})")
-
-
-def _num(v: Any) -> float:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
-
-
-def _judge_series(
-    st: _Status,
-    cfg: GateConfig,
-    *,
-    service: str,
-    cluster: str | None,
-    revision: str | None,
-    suspects: Mapping[str, Sequence[Mapping[str, Any]]],
-    now: float,
-) -> tuple[SeriesView, list[Reason], list[dict[str, Any]]]:
-    reasons: list[Reason] = []
-    pointing: list[dict[str, Any]] = []
+def _freshness(st: Status, cfg: GateConfig, now: float) -> tuple[str | None, list[Reason]]:
+    """2. Stale data: hold (or only a note when failing open). Returns why it is stale, if it is."""
     s = st.series
     processed_age = now - st.processed_at
     evaluated_age = now - st.evaluated_at
-    newest_age = None if st.newest_event_ts is None else now - st.newest_event_ts
-
-    # 2. Freshness.
-    stale_reason = None
     if st.stale:
-        stale_reason = st.stale_reason or "the worker marked the series stale"
+        why = st.stale_reason or "the worker marked the series stale"
     elif processed_age > cfg.stale_after_s:
-        stale_reason = (f"last status built {_fmt_age(processed_age)} ago "
-                        f"(stale after {_fmt_age(cfg.stale_after_s)}): is the worker running?")
+        why = (f"last status built {_fmt_age(processed_age)} ago "
+               f"(stale after {_fmt_age(cfg.stale_after_s)}): is the worker running?")
     elif evaluated_age > cfg.max_evaluation_lag_s:
-        stale_reason = (f"last evaluation is {_fmt_age(evaluated_age)} behind the wall clock "
-                        f"(limit {_fmt_age(cfg.max_evaluation_lag_s)}): events are late or have stopped")
-    if stale_reason is not None:
-        if cfg.fail_open_when_stale:
-            reasons.append(_reason(ReasonCode.STALE, Decision.PROCEED,
-                                   f"{s}: stale data, ignored (fail open): {stale_reason}", series=s,
-                                   processed_age_s=processed_age, evaluated_age_s=evaluated_age,
-                                   stale_after_s=cfg.stale_after_s, fail_open="true"))
+        why = (f"last evaluation is {_fmt_age(evaluated_age)} behind the wall clock "
+               f"(limit {_fmt_age(cfg.max_evaluation_lag_s)}): events are late or have stopped")
+    else:
+        return None, []
+    figures: dict[str, Figure] = {"series": s, "processed_age_s": processed_age, "evaluated_age_s": evaluated_age,
+                                  "stale_after_s": cfg.stale_after_s}
+    if cfg.fail_open_when_stale:
+        return why, [make_reason(ReasonCode.STALE, Decision.PROCEED, f"{s}: stale data, ignored (fail open): {why}",
+                                 **figures, fail_open="true")]
+    return why, [make_reason(ReasonCode.STALE, Decision.HOLD, f"{s}: stale data, failing closed: {why}",
+                             **figures, fail_open="false")]
+
+
+def _page(st: Status, cfg: GateConfig, q: _Asked, suspects: Sequence[Suspect]
+          ) -> tuple[list[Reason], list[GateSuspect]]:
+    """3. A firing page, and whether the rollout asked about is to blame."""
+    s = st.series
+    cond = st.strongest(Severity.PAGE)
+    what = cond.describe() if cond else _burns(st)
+    reasons = [make_reason(ReasonCode.PAGE_FIRING, Decision.HOLD, f"page alert firing on {s}: {what}",
+                           series=s, slo=st.slo, condition=None if cond is None else cond.windows,
+                           long_burn=None if cond is None else cond.long_burn,
+                           short_burn=None if cond is None else cond.short_burn,
+                           factor=None if cond is None else cond.factor,
+                           error_budget_remaining=st.error_budget_remaining)]
+    pointing: list[GateSuspect] = []
+    dk = c.dedup_key(s, str(Severity.PAGE))
+    for sus in suspects:
+        if not points_at(sus, service=q.service, cluster=q.cluster, revision=q.revision):
+            continue
+        assert isinstance(sus, RolloutSuspect)
+        decisive = sus.score >= cfg.suspect_rollback_score
+        pointing.append(GateSuspect(sus, dk, s, decisive))
+        figures: dict[str, Figure] = {
+            "series": s, "alert": dk, "score": sus.score, "threshold": cfg.suspect_rollback_score, "rank": sus.rank,
+            "revision": sus.revision, "deployment": sus.workload.name, "cluster": sus.cluster,
+            "phase": str(sus.phase),
+        }
+        summary = sus.summary or f"rollout of revision {sus.revision}"
+        if decisive:
+            reasons.append(make_reason(ReasonCode.SUSPECT_ROLLOUT, Decision.ROLLBACK,
+                                       f"{summary} is suspect #{sus.rank} of the page on {s} "
+                                       f"(score {sus.score:.2f} >= {cfg.suspect_rollback_score:.2f})", **figures))
         else:
-            reasons.append(_reason(ReasonCode.STALE, Decision.HOLD,
-                                   f"{s}: stale data, failing closed: {stale_reason}", series=s,
-                                   processed_age_s=processed_age, evaluated_age_s=evaluated_age,
-                                   stale_after_s=cfg.stale_after_s, fail_open="false"))
-
-    # 3. A firing page, and whether the rollout asked about is to blame.
-    if _firing(st, Severity.PAGE):
-        cond = _strongest(st, Severity.PAGE)
-        what = _describe(cond) if cond else _burns(st)
-        reasons.append(_reason(ReasonCode.PAGE_FIRING, Decision.HOLD, f"page alert firing on {s}: {what}",
-                               series=s, slo=st.slo, condition=None if cond is None else str(cond.get("windows")),
-                               long_burn=None if cond is None else _num(cond.get("long_burn")),
-                               short_burn=None if cond is None else _num(cond.get("short_burn")),
-                               factor=None if cond is None else _num(cond.get("factor")),
-                               error_budget_remaining=st.budget_remaining))
-        dk = c.dedup_key(s, str(Severity.PAGE))
-        for sus in suspects.get(dk, ()):
-            if not _points_at_rollout(sus, service=service, cluster=cluster, revision=revision):
-                continue
-            score = _score(sus)
-            decisive = score >= cfg.suspect_rollback_score
-            pointing.append(_compact_suspect(sus, alert=dk, series=s, decisive=decisive))
-            figures: dict[str, Figure] = {
-                "series": s, "alert": dk, "score": score, "threshold": cfg.suspect_rollback_score,
-                "rank": sus["rank"] if isinstance(sus.get("rank"), int) else None,
-                "revision": str(sus.get("revision")), "deployment": str(sus.get("deployment")),
-                "cluster": str(sus.get("cluster")), "phase": str(sus.get("phase")),
-            }
-            summary = str(sus.get("summary") or f"rollout of revision {sus.get('revision')}")
-            if decisive:
-                reasons.append(_reason(ReasonCode.SUSPECT_ROLLOUT, Decision.ROLLBACK,
-                                       f"{summary} is suspect #{sus.get('rank', '?')} of the page on {s} "
-                                       f"(score {score:.2f} >= {cfg.suspect_rollback_score:.2f})", **figures))
-            else:
-                reasons.append(_reason(ReasonCode.SUSPECT_BELOW_THRESHOLD, Decision.HOLD,
+            reasons.append(make_reason(ReasonCode.SUSPECT_BELOW_THRESHOLD, Decision.HOLD,
                                        f"{summary} is a suspect of the page on {s}, but its score "
-                                       f"{score:.2f} < {cfg.suspect_rollback_score:.2f}: not rolling back",
+                                       f"{sus.score:.2f} < {cfg.suspect_rollback_score:.2f}: not rolling back",
                                        **figures))
+    return reasons, pointing
 
-    # 4. A firing ticket.
-    if _firing(st, Severity.TICKET):
-        cond = _strongest(st, Severity.TICKET)
-        what = _describe(cond) if cond else _burns(st)
-        reasons.append(_reason(ReasonCode.TICKET_FIRING, Decision.HOLD, f"ticket alert firing on {s}: {what}",
-                               series=s, slo=st.slo, condition=None if cond is None else str(cond.get("windows")),
-                               long_burn=None if cond is None else _num(cond.get("long_burn")),
-                               error_budget_remaining=st.budget_remaining))
 
-    # 5. A burn on too few events to alert.
-    low = [x for x in st.conditions if x.get("insufficient_data") is True and x.get("met") is not True]
+def _ticket_low_traffic_budget(st: Status, cfg: GateConfig) -> list[Reason]:
+    """4. A firing ticket; 5. a burn on too few events to alert; 6. the budget."""
+    s = st.series
+    reasons = []
+    if st.firing(Severity.TICKET):
+        cond = st.strongest(Severity.TICKET)
+        what = cond.describe() if cond else _burns(st)
+        reasons.append(make_reason(ReasonCode.TICKET_FIRING, Decision.HOLD, f"ticket alert firing on {s}: {what}",
+                                   series=s, slo=st.slo, condition=None if cond is None else cond.windows,
+                                   long_burn=None if cond is None else cond.long_burn,
+                                   error_budget_remaining=st.error_budget_remaining))
+    low = [x for x in st.conditions if x.insufficient_data and not x.met]
     if low:
-        top = max(low, key=lambda x: _num(x.get("long_burn")))
+        top = max(low, key=lambda x: x.long_burn)
         decision = Decision.HOLD if cfg.hold_on_insufficient_data else Decision.PROCEED
         tail = "holding until the events suffice or the burn stops" if cfg.hold_on_insufficient_data \
             else "not holding (hold_on_insufficient_data is off)"
-        reasons.append(_reason(ReasonCode.INSUFFICIENT_DATA, decision,
-                               f"{s}: {_describe(top)} on too few events to alert; {tail}",
-                               series=s, condition=str(top.get("windows")), severity=str(top.get("severity")),
-                               long_burn=_num(top.get("long_burn")), short_burn=_num(top.get("short_burn")),
-                               factor=_num(top.get("factor"))))
+        reasons.append(make_reason(ReasonCode.INSUFFICIENT_DATA, decision,
+                                   f"{s}: {top.describe()} on too few events to alert; {tail}",
+                                   series=s, condition=top.windows, severity=str(top.severity),
+                                   long_burn=top.long_burn, short_burn=top.short_burn, factor=top.factor))
+    if st.error_budget_remaining < cfg.budget_floor:
+        reasons.append(make_reason(ReasonCode.BUDGET_BELOW_FLOOR, Decision.HOLD,
+                                   f"{s}: {st.error_budget_remaining:.1%} of the error budget left, below the "
+                                   f"{cfg.budget_floor:.0%} floor", series=s, slo=st.slo,
+                                   error_budget_remaining=st.error_budget_remaining, budget_floor=cfg.budget_floor))
+    return reasons
 
-    # 6. The budget.
-    if st.budget_remaining < cfg.budget_floor:
-        reasons.append(_reason(ReasonCode.BUDGET_BELOW_FLOOR, Decision.HOLD,
-                               f"{s}: {st.budget_remaining:.1%} of the error budget left, below the "
-                               f"{cfg.budget_floor:.0%} floor", series=s, slo=st.slo,
-                               error_budget_remaining=st.budget_remaining, budget_floor=cfg.budget_floor))
 
+@dataclass(frozen=True)
+class _Asked:
+    service: str
+    cluster: str | None
+    revision: str | None
+
+
+def _judge_series(st: Status, cfg: GateConfig, q: _Asked, suspects: Mapping[str, Sequence[Suspect]], now: float
+                  ) -> tuple[SeriesView, list[Reason], list[GateSuspect]]:
+    stale_reason, reasons = _freshness(st, cfg, now)
+    pointing: list[GateSuspect] = []
+    if st.firing(Severity.PAGE):
+        page, pointing = _page(st, cfg, q, suspects.get(c.dedup_key(st.series, str(Severity.PAGE)), ()))
+        reasons += page
+    reasons += _ticket_low_traffic_budget(st, cfg)
     view = SeriesView(
-        series=s, slo=st.slo, dimensions=st.dimensions, decision=worst(r.decision for r in reasons),
-        burn_rates=st.burn_rates, error_budget_remaining=st.budget_remaining, budget_floor=cfg.budget_floor,
-        alerts=MappingProxyType({str(sev): "firing" if _firing(st, sev) else "ok"
+        series=st.series, slo=st.slo, dimensions=MappingProxyType(st.dimensions.to_json()),
+        decision=worst(r.decision for r in reasons), burn_rates=st.burn_rates,
+        error_budget_remaining=st.error_budget_remaining, budget_floor=cfg.budget_floor,
+        alerts=MappingProxyType({str(sev): "firing" if st.firing(sev) else "ok"
                                  for sev in (Severity.PAGE, Severity.TICKET)}),
-        evaluated_at=st.evaluated_at, processed_age_s=processed_age, evaluated_age_s=evaluated_age,
-        newest_event_age_s=newest_age, stale=stale_reason is not None, stale_reason=stale_reason,
+        evaluated_at=float(st.evaluated_at), processed_age_s=now - st.processed_at,
+        evaluated_age_s=now - st.evaluated_at,
+        newest_event_age_s=None if st.newest_event_ts is None else now - st.newest_event_ts,
+        stale=stale_reason is not None, stale_reason=stale_reason,
     )
     return view, reasons, pointing
+
+
+def _no_data(service: str, cluster: str | None, platform: str | None, ours: Sequence[Status]) -> Reason:
+    where = " ".join(f"{k}={v}" for k, v in (("cluster", cluster), ("platform", platform)) if v)
+    if ours:
+        elsewhere = len({s.series for s in ours})
+        msg = f"no SLO series of {service} matches {where} ({elsewhere} series elsewhere): cannot tell"
+    else:
+        msg = f"no slo.status for {service}: no SLO covers it, or none of its events was evaluated yet"
+    return make_reason(ReasonCode.NO_DATA, Decision.UNKNOWN, msg, series_of_service=len(ours))
+
+
+def _healthy(views: Sequence[SeriesView]) -> Reason:
+    low = min(views, key=lambda v: v.error_budget_remaining)
+    rates = [(v.burn_rates[w], w, v.series) for v in views for w in v.burn_rates]
+    top = max(rates, default=None)
+    return make_reason(
+        ReasonCode.HEALTHY, Decision.PROCEED,
+        f"{len(views)} series healthy: no alert firing, lowest budget left {low.error_budget_remaining:.1%} "
+        f"({low.series})" + (f", highest burn {top[0]:.2f}x over {top[1]}" if top else ""),
+        series_count=len(views), min_error_budget_remaining=low.error_budget_remaining,
+        max_burn_rate=None if top is None else top[0], max_burn_window=None if top is None else top[1],
+        max_processed_age_s=max(v.processed_age_s for v in views))
 
 
 def decide(
@@ -631,81 +587,48 @@ def decide(
     cluster: str | None = None,
     platform: str | None = None,
     revision: str | None = None,
-    statuses: Sequence[Mapping[str, Any]],
-    suspects: Mapping[str, Sequence[Mapping[str, Any]]] = _EMPTY,
+    statuses: Sequence[Status],
+    suspects: Mapping[str, Sequence[Suspect]] = _EMPTY,
     now: float,
     configs: Mapping[str, GateConfig] | None = None,
     default: GateConfig = DEFAULT_GATE_CONFIG,
 ) -> GateDecision:
     """Decide whether a rollout of ``service`` may go on (rules in the module docstring).
 
-    ``statuses``: ``slo.status`` values (``Engine.status_record``, possibly with ``"stale": true``);
-    any service's, any number per series (the newest ``processed_at`` wins). ``suspects``: the
-    ranked suspects of each *firing* alert, keyed by the alert's dedup key (the ``slo.alerts`` key;
-    ``conventions.dedup_key(series, "page")``), as ``correlate`` returns them. ``now``: wall clock,
-    epoch seconds. ``configs``: per SLO name; others get ``default``. ``revision``: any name of the
-    revision being rolled out (Deployment revision, pod-template-hash, image or image tag).
+    ``statuses``: the latest status of each series (any service's; for one series the newest
+    ``processed_at`` wins), marked stale where the worker says so. ``suspects``: the ranked suspects
+    of each *firing* alert, keyed by the alert's dedup key (``conventions.dedup_key(series, "page")``).
+    ``now``: wall clock, epoch seconds. ``configs``: per SLO name; others get ``default``.
+    ``revision``: any name of the revision being rolled out (Deployment revision, pod-template-hash,
+    image or image tag).
     """
-    ours = [s for s in statuses if s.get("service") == service]
-    latest: dict[str, Mapping[str, Any]] = {}
-    invalid: list[Reason] = []
-    for raw in ours:
-        dims = _dimensions(raw)
-        if not (_matches(dims.get("cluster"), cluster) and _matches(dims.get("platform"), platform)):
+    ours = [s for s in statuses if s.service == service]
+    latest: dict[str, Status] = {}
+    for st in ours:
+        if not (_matches(st.dimensions.cluster, cluster) and _matches(st.dimensions.platform, platform)):
             continue
-        key = str(raw.get("series"))
-        have = latest.get(key)
-        if have is None or _num(raw.get("processed_at")) >= _num(have.get("processed_at")):
-            latest[key] = raw
-
+        have = latest.get(st.series)
+        if have is None or st.processed_at >= have.processed_at:
+            latest[st.series] = st
     if not latest:
-        where = " ".join(f"{k}={v}" for k, v in (("cluster", cluster), ("platform", platform)) if v)
-        if ours:
-            msg = (f"no SLO series of {service} matches {where} ({len({str(s.get('series')) for s in ours})} "
-                   f"series elsewhere): cannot tell")
-        else:
-            msg = f"no slo.status for {service}: no SLO covers it, or none of its events was evaluated yet"
-        return GateDecision(decision=Decision.UNKNOWN, service=service, at=now, cluster=cluster,
-                            platform=platform, revision=revision,
-                            reasons=(_reason(ReasonCode.NO_DATA, Decision.UNKNOWN, msg,
-                                             series_of_service=len(ours)),))
-
+        return GateDecision(decision=Decision.UNKNOWN, service=service, at=now, cluster=cluster, platform=platform,
+                            revision=revision, reasons=(_no_data(service, cluster, platform, ours),))
     views: list[SeriesView] = []
     reasons: list[Reason] = []
-    pointing: list[dict[str, Any]] = []
+    pointing: list[GateSuspect] = []
+    q = _Asked(service, cluster, revision)
     for key in sorted(latest):
-        raw = latest[key]
-        try:
-            st = _parse_status(raw)
-        except ValueError as exc:
-            invalid.append(_reason(ReasonCode.INVALID_STATUS, Decision.HOLD,
-                                   f"{key}: unreadable slo.status record ({exc}); failing closed", series=key))
-            continue
-        cfg = (configs or {}).get(st.slo, default)
-        view, rs, ps = _judge_series(st, cfg, service=service, cluster=cluster, revision=revision,
-                                     suspects=suspects, now=now)
+        st = latest[key]
+        view, rs, ps = _judge_series(st, (configs or {}).get(st.slo, default), q, suspects, now)
         views.append(view)
         reasons.extend(rs)
         pointing.extend(ps)
-    reasons.extend(invalid)
-
-    if not any(r.decision.severity > Decision.PROCEED.severity for r in reasons) and views:
-        low = min(views, key=lambda v: v.error_budget_remaining)
-        rates = [(v.burn_rates[w], w, v.series) for v in views for w in v.burn_rates]
-        top = max(rates, default=None)
-        reasons.append(_reason(
-            ReasonCode.HEALTHY, Decision.PROCEED,
-            f"{len(views)} series healthy: no alert firing, lowest budget left {low.error_budget_remaining:.1%} "
-            f"({low.series})" + (f", highest burn {top[0]:.2f}x over {top[1]}" if top else ""),
-            series_count=len(views), min_error_budget_remaining=low.error_budget_remaining,
-            max_burn_rate=None if top is None else top[0], max_burn_window=None if top is None else top[1],
-            max_processed_age_s=max(v.processed_age_s for v in views)))
-
+    if not any(r.decision.severity > Decision.PROCEED.severity for r in reasons):
+        reasons.append(_healthy(views))
     ordered = _order(reasons)
-    return GateDecision(decision=worst(r.decision for r in ordered), service=service, at=now,
-                        cluster=cluster, platform=platform, revision=revision,
-                        reasons=ordered, series=tuple(views),
-                        suspects=tuple(MappingProxyType(p) for p in pointing))
+    return GateDecision(decision=worst(r.decision for r in ordered), service=service, at=now, cluster=cluster,
+                        platform=platform, revision=revision, reasons=ordered, series=tuple(views),
+                        suspects=tuple(pointing))
 
 
 def _order(reasons: Iterable[Reason]) -> tuple[Reason, ...]:
@@ -770,24 +693,24 @@ def decide_migration(
     if not cmp.enough_data:
         short = [name for name, p in (("kubernetes", kubernetes), ("legacy", legacy))
                  if p.total < cfg.migration_min_events]
-        reason = _reason(ReasonCode.MIGRATION_NOT_ENOUGH_DATA, Decision.HOLD,
+        reason = make_reason(ReasonCode.MIGRATION_NOT_ENOUGH_DATA, Decision.HOLD,
                          f"not enough data on {' and '.join(short)}: {sides}; need "
                          f"{cfg.migration_min_events} events on each side", **figures)
     elif cmp.significant and cmp.practically_worse:
-        reason = _reason(ReasonCode.MIGRATION_KUBERNETES_WORSE, Decision.ROLLBACK,
+        reason = make_reason(ReasonCode.MIGRATION_KUBERNETES_WORSE, Decision.ROLLBACK,
                          f"kubernetes is worse: {sides}; {p_text} < alpha {cfg.migration_alpha:g} {z_text}; "
                          f"{_ratio_x(cmp.ratio_x)} and {cmp.difference * 100:+.3f} points (rollback from "
                          f"{cfg.migration_min_ratio_x:g}x and {cfg.migration_min_difference * 100:+.3f})",
                          **figures)
     elif cmp.significant:
-        reason = _reason(ReasonCode.MIGRATION_WITHIN_TOLERANCE, Decision.PROCEED,
+        reason = make_reason(ReasonCode.MIGRATION_WITHIN_TOLERANCE, Decision.PROCEED,
                          f"kubernetes is slightly worse, within tolerance: {sides}; {p_text} < alpha "
                          f"{cfg.migration_alpha:g} {z_text}; "
                          f"{_ratio_x(cmp.ratio_x)} and {cmp.difference * 100:+.3f} points (rollback from "
                          f"{cfg.migration_min_ratio_x:g}x and {cfg.migration_min_difference * 100:+.3f})",
                          **figures)
     else:
-        reason = _reason(ReasonCode.MIGRATION_NOT_SIGNIFICANTLY_WORSE, Decision.PROCEED,
+        reason = make_reason(ReasonCode.MIGRATION_NOT_SIGNIFICANTLY_WORSE, Decision.PROCEED,
                          f"kubernetes is not significantly worse: {sides}; {p_text} >= alpha "
                          f"{cfg.migration_alpha:g} {z_text}",
                          **figures)
@@ -811,11 +734,11 @@ def combine(*decisions: GateDecision) -> GateDecision:
     for d in decisions:
         for v in d.series:
             series.setdefault(v.series, v)
-    suspects: list[Mapping[str, Any]] = []
-    seen: set[tuple[Any, ...]] = set()
+    suspects: list[GateSuspect] = []
+    seen: set[tuple[str, str, str, str]] = set()
     for d in decisions:
         for s in d.suspects:
-            k = (s.get("alert"), s.get("cluster"), s.get("deployment"), s.get("revision"))
+            k = s.identity
             if k not in seen:
                 seen.add(k)
                 suspects.append(s)
@@ -836,24 +759,6 @@ def combine(*decisions: GateDecision) -> GateDecision:
         suspects=tuple(suspects),
         migration=first(d.migration for d in decisions),
     )
-
-
-def decide_freeze(*, service: str, freezes: Sequence[Mapping[str, Any]], cluster: str | None,
-                  now: float) -> GateDecision:
-    """``hold`` while a change freeze applies: one for the whole service, or for the cluster asked
-    (a freeze of one cluster holds a question about the whole service too). ``freezes``: the active
-    ones, ``{"cluster": str | None, "reason": str, "until": epoch seconds}``."""
-    applies = [f for f in freezes if cluster is None or f.get("cluster") in (None, cluster)]
-    if not applies:
-        return GateDecision(Decision.PROCEED, service, (), at=now, cluster=cluster)
-    reasons = []
-    for f in applies:
-        where = f" in {f['cluster']}" if f.get("cluster") else ""
-        left = max(0.0, float(f["until"]) - now)
-        reasons.append(_reason(ReasonCode.CHANGE_FREEZE, Decision.HOLD,
-                               f"change freeze{where} for {format_duration(int(left))} more: {f['reason']}",
-                               until=float(f["until"]), cluster=f.get("cluster"), reason=str(f["reason"])))
-    return GateDecision(Decision.HOLD, service, tuple(reasons), at=now, cluster=cluster)
 
 
 class FlaggerHook(StrEnum):

@@ -6,6 +6,9 @@ Contract (../shared/DESIGN.md, "Contracts we must honour"): ``routing_key``, ``e
 ``payload.severity`` (critical | error | warning | info), ``timestamp``, ``component``, ``group``,
 ``class``, ``custom_details``, ``links``. 202 accepted; 400 invalid, never retried; 429 and 5xx
 retried with backoff; 512 KB per event.
+
+Records come typed (:mod:`streams.core.wire.alert`, :mod:`streams.core.wire.rollout`): the notifier
+decodes them at the edge and dead-letters what does not decode.
 """
 
 from __future__ import annotations
@@ -17,24 +20,22 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from streams.core.errors import RecordError
+from streams.core.wire.alert import MAX_DEDUP_KEY, Alert, AlertState
+from streams.core.wire.rollout import RolloutRecord
+
 PD_SEVERITIES = frozenset({"critical", "error", "warning", "info"})
-MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
 MAX_EVENT_BYTES = 512 * 1024
-# Rollout phases that become Change Events; "progressing" would be one per replica step.
-CHANGE_PHASES = frozenset({"started", "completed", "failed", "paused", "rolled_back"})
 
 
-class NotifyError(ValueError):
+class NotifyError(RecordError):
     """A record that cannot become a PagerDuty event (dead-lettered with this reason)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
+class SendOutcome(Enum):
+    """What to do after one HTTP answer of PagerDuty."""
 
-class Verdict(Enum):
     ACCEPTED = "accepted"
     RETRY = "retry"
     REJECTED = "rejected"
@@ -75,32 +76,17 @@ class Delivered:
         self.max_keys = max_keys
         self._last: dict[str, tuple[float, str]] = {}
 
-    @staticmethod
-    def _key(alert: Mapping[str, Any]) -> tuple[str, float, str] | None:
-        dk, ts, state = alert.get("dedup_key"), alert.get("ts"), alert.get("state")
-        if not isinstance(dk, str) or not isinstance(state, str):
-            return None
-        if not isinstance(ts, int | float) or isinstance(ts, bool) or ts != ts:
-            return None
-        return dk, float(ts), state
-
-    def is_repeat(self, alert: Mapping[str, Any]) -> bool:
+    def is_repeat(self, alert: Alert) -> bool:
         """True when a change at the same or a later event time was already delivered for this
-        dedup key (and, at the same time, in the same state). Records without a usable dedup key,
-        ``ts`` or ``state`` are never repeats: they go on to be delivered or dead-lettered."""
-        k = self._key(alert)
-        if k is None:
-            return False
-        last = self._last.get(k[0])
+        dedup key (and, at the same time, in the same state)."""
+        last = self._last.get(alert.dedup_key)
         if last is None:
             return False
-        return k[1] < last[0] or (k[1] == last[0] and k[2] == last[1])
+        return alert.ts < last[0] or (alert.ts == last[0] and str(alert.state) == last[1])
 
-    def note(self, alert: Mapping[str, Any]) -> None:
+    def note(self, alert: Alert) -> None:
         """Remember a delivered (or, read back at start-up, already handled) alert change."""
-        k = self._key(alert)
-        if k is None:
-            return
+        k = (alert.dedup_key, float(alert.ts), str(alert.state))
         last = self._last.pop(k[0], None)
         self._last[k[0]] = (k[1], k[2]) if last is None or k[1] >= last[0] else last
         while len(self._last) > self.max_keys:
@@ -118,89 +104,68 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f}%"
 
 
-def _require(rec: Mapping[str, Any], name: str, kind: Any) -> Any:
-    v = rec.get(name)
-    if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
-        raise NotifyError("bad_alert", f"field {name!r} missing or not {getattr(kind, '__name__', kind)}")
-    return v
-
-
-def top_suspect(alert: Mapping[str, Any]) -> str | None:
-    suspects = alert.get("suspects") or []
-    if not suspects or not isinstance(suspects[0], Mapping):
+def top_suspect(alert: Alert) -> str | None:
+    """The first suspect (they are ranked), with its score."""
+    if not alert.suspects:
         return None
-    s = suspects[0]
-    what = s.get("summary") or s.get("kind") or "suspect"
-    score = s.get("score")
-    return f"{what} (score {score:.2f})" if isinstance(score, int | float) else str(what)
+    s = alert.suspects[0]
+    return f"{s.summary or s.kind or 'suspect'} (score {s.score:.2f})"
 
 
-def summary(alert: Mapping[str, Any]) -> str:
+def summary(alert: Alert) -> str:
     """One line a person reads at 3 a.m.: what, where, how fast, how much budget, the top suspect."""
-    dims = alert.get("dimensions") or {}
-    where = "/".join(str(dims.get(d, "*")) for d in ("cluster", "region", "platform"))
-    rates = alert.get("burn_rates") or {}
-    cond = str(alert.get("condition", ""))
+    d = alert.dimensions
+    where = f"{d.cluster}/{d.region}/{d.platform}"
+    cond = alert.condition
     long_w = cond.split("+", 1)[0] if "+" in cond else None
-    burn = rates.get(long_w) if long_w else None
-    burn_txt = f" burning {burn:.1f}x over {long_w}" if isinstance(burn, int | float) else ""
-    budget = alert.get("error_budget_remaining")
-    budget_txt = f", budget left {_pct(budget)}" if isinstance(budget, int | float) else ""
-    state = str(alert.get("state", "")).upper()
+    burn = alert.burn_rates.get(long_w) if long_w else None
+    burn_txt = f" burning {burn:.1f}x over {long_w}" if burn is not None else ""
     suspect = top_suspect(alert)
     suspect_txt = f"; top suspect: {suspect}" if suspect else "; no suspect"
-    line = (f"[{str(alert.get('severity', '')).upper()} {state}] {alert.get('slo')} in {where}"
-            f"{burn_txt} ({cond}){budget_txt}{suspect_txt}")
+    line = (f"[{str(alert.severity).upper()} {str(alert.state).upper()}] {alert.slo} in {where}"
+            f"{burn_txt} ({cond}), budget left {_pct(alert.error_budget_remaining)}{suspect_txt}")
     return line if len(line) <= MAX_SUMMARY else line[: MAX_SUMMARY - 1] + "…"
 
 
-def alert_event(alert: Mapping[str, Any], routing: Routing) -> tuple[str, dict[str, Any]]:
+def alert_event(alert: Alert, routing: Routing) -> tuple[str, dict[str, Any]]:
     """The Events API v2 body for one `slo.alerts` record, and the routing kind it used."""
-    dedup = _require(alert, "dedup_key", str)
+    dedup, severity = alert.dedup_key, str(alert.severity)
     if not dedup or len(dedup) > MAX_DEDUP_KEY:
         raise NotifyError("bad_alert", f"dedup_key must be 1..{MAX_DEDUP_KEY} characters")
-    severity = _require(alert, "severity", str)
-    state = _require(alert, "state", str)
-    if state not in ("firing", "resolved"):
-        raise NotifyError("bad_alert", f"state {state!r} is neither firing nor resolved")
     pd_severity = routing.severity.get(severity)
     if pd_severity not in PD_SEVERITIES:
         raise NotifyError("bad_alert", f"severity {severity!r} has no PagerDuty severity")
-    slo_name = alert.get("slo") if isinstance(alert.get("slo"), str) else None
-    key = routing.key_for(severity, slo_name)
+    key = routing.key_for(severity, alert.slo)
     if not key:
         raise NotifyError("no_routing_key", f"no routing key configured for severity {severity!r}")
-    if state == "resolved":
+    if alert.state is AlertState.RESOLVED:
         return severity, {"routing_key": key, "event_action": "resolve", "dedup_key": dedup}
-    slo = _require(alert, "slo", str)
-    ts = _require(alert, "ts", int | float)
-    dims = alert.get("dimensions") or {}
+    dims = alert.dimensions.to_json()
     details = {
-        "slo": slo,
-        "service": alert.get("service"),
+        "slo": alert.slo,
+        "service": alert.service,
         "dimensions": dims,
-        "condition": alert.get("condition"),
-        "threshold": alert.get("threshold"),
-        "burn_rates": alert.get("burn_rates"),
-        "error_budget_remaining": alert.get("error_budget_remaining"),
-        "objective": alert.get("objective"),
-        "started_at": _iso(alert["started_at"]) if isinstance(alert.get("started_at"), int | float) else None,
-        "suspects": alert.get("suspects") or [],
+        "condition": alert.condition,
+        "threshold": alert.threshold,
+        "burn_rates": dict(alert.burn_rates),
+        "error_budget_remaining": alert.error_budget_remaining,
+        "objective": alert.objective,
+        "started_at": _iso(alert.started_at),
+        "suspects": [s.to_json() for s in alert.suspects],
     }
-    links = [{"href": href, "text": name.capitalize()}
-             for name, href in sorted((alert.get("links") or {}).items()) if isinstance(href, str) and href]
+    links = [{"href": href, "text": name.capitalize()} for name, href in sorted(alert.links.items()) if href]
     body: dict[str, Any] = {
         "routing_key": key,
         "event_action": "trigger",
         "dedup_key": dedup,
         "payload": {
             "summary": summary(alert),
-            "source": f"slo-stream/{dims.get('cluster', '*')}",
+            "source": f"slo-stream/{dims['cluster']}",
             "severity": pd_severity,
-            "timestamp": _iso(ts),
-            "component": alert.get("service") or slo,
-            "group": str(dims.get("cluster", "*")),
-            "class": slo,
+            "timestamp": _iso(alert.ts),
+            "component": alert.service or alert.slo,
+            "group": dims["cluster"],
+            "class": alert.slo,
             "custom_details": details,
         },
         "client": "slo-stream",
@@ -210,39 +175,31 @@ def alert_event(alert: Mapping[str, Any], routing: Routing) -> tuple[str, dict[s
     return severity, _fit(body)
 
 
-def change_event(rollout: Mapping[str, Any], routing: Routing) -> dict[str, Any] | None:
-    """The Change Events body for one `k8s.rollouts` record; None for phases we do not announce."""
-    phase = rollout.get("phase")
-    if phase not in CHANGE_PHASES:
+def change_event(rollout: RolloutRecord, routing: Routing) -> dict[str, Any] | None:
+    """The Change Events body for one `k8s.rollouts` record; None for phases we do not announce
+    (:attr:`Phase.announced`) or without a routing key for changes."""
+    if not rollout.phase.announced:
         return None
     key = routing.key_for("change")
     if not key:
         return None
-    for name in ("cluster", "namespace", "deployment"):
-        if not isinstance(rollout.get(name), str) or not rollout[name]:
-            raise NotifyError("bad_rollout", f"field {name!r} missing or not a string")
-    ts = rollout.get("ts")
-    if not isinstance(ts, int | float) or isinstance(ts, bool):
-        raise NotifyError("bad_rollout", "field 'ts' missing or not a number")
-    what = f"{rollout['namespace']}/{rollout['deployment']}"
-    rev = rollout.get("revision")
-    prev = rollout.get("previous_revision")
-    revs = f" revision {prev} -> {rev}" if prev is not None and rev is not None else (
-        f" revision {rev}" if rev is not None else "")
-    migration = rollout.get("migration")
+    w = rollout.workload
+    prev, rev = rollout.previous_revision, rollout.revision
+    revs = f" revision {prev} -> {rev}" if prev is not None else f" revision {rev}"
     mig = ""
-    if isinstance(migration, Mapping) and migration.get("to"):
-        mig = f", migration {migration.get('from', '?')} -> {migration['to']}"
-        if migration.get("traffic_percent") is not None:
-            mig += f" at {migration['traffic_percent']}%"
-    text = f"Rollout {str(phase).replace('_', ' ')}: {what} in {rollout['cluster']}{revs}{mig}"
+    m = rollout.migration
+    if m is not None and m.target:
+        mig = f", migration {m.source or '?'} -> {m.target}"
+        if m.traffic_percent is not None:
+            mig += f" at {m.traffic_percent}%"
+    text = f"Rollout {str(rollout.phase).replace('_', ' ')}: {w.namespace}/{w.name} in {w.cluster}{revs}{mig}"
     return _fit({
         "routing_key": key,
         "payload": {
             "summary": text[:MAX_SUMMARY],
-            "source": f"slo-stream/{rollout['cluster']}",
-            "timestamp": _iso(ts),
-            "custom_details": {k: v for k, v in rollout.items() if k != "schema_version"},
+            "source": f"slo-stream/{w.cluster}",
+            "timestamp": _iso(rollout.ts),
+            "custom_details": {k: v for k, v in rollout.to_json().items() if k != "schema_version"},
         },
     })
 
@@ -256,25 +213,14 @@ def _fit(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def verdict(status: int | None) -> Verdict:
+def send_outcome(status: int | None) -> SendOutcome:
     """None: no HTTP answer (timeout, connection refused). 2xx accepted; 400, 413 and 422 are the
     event's fault and never retried; anything else (429, 5xx, 401/403/404 of a misconfiguration
     being fixed) is retried, so a page waits instead of being lost."""
     if status is None:
-        return Verdict.RETRY
+        return SendOutcome.RETRY
     if 200 <= status < 300:
-        return Verdict.ACCEPTED
+        return SendOutcome.ACCEPTED
     if status in (400, 413, 422):
-        return Verdict.REJECTED
-    return Verdict.RETRY
-
-
-def backoff_s(attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0, jitter: float = 0.0,
-              retry_after_s: float | None = None) -> float:
-    """Wait before retry ``attempt`` (1-based): exponential from ``base_s`` up to ``cap_s``, times
-    (1 + jitter) with ``jitter`` in [0, 1) supplied by the caller; a server's Retry-After wins when
-    longer."""
-    wait = min(cap_s, base_s * 2.0 ** max(0, attempt - 1)) * (1.0 + jitter)
-    if retry_after_s is not None and retry_after_s > wait:
-        wait = min(retry_after_s, 300.0)
-    return wait
+        return SendOutcome.REJECTED
+    return SendOutcome.RETRY

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.core.correlation import service_of_event, warning_key
-from streams.core.kube import normalise_event
+from streams.core.changes import ServiceChanges, service_of_event, warning_key
+from streams.core.wire.k8s_event import decode_event
+from streams.core.wire.rollout import decode_rollout
 from streams.demo.scenario import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce
 from streams.settings import Settings
 
@@ -32,23 +32,24 @@ class ChangelogWatcher:
         tps = [TopicPartition(self.topic, p) for p in range(settings.partitions)]
         self.consumer.assign(tps)
         self.consumer.seek_to_beginning(*tps)
-        self.latest: dict[str, Any] = {}
+        self.latest: dict[str, ServiceChanges] = {}
 
     def poll(self) -> None:
         for msg in self.consumer:
             if msg.value is not None:
-                self.latest[orjson.loads(msg.key)] = orjson.loads(msg.value)
+                self.latest[orjson.loads(msg.key)] = ServiceChanges.from_bytes(msg.value)
 
     def has_rollout(self, service: str, cluster: str, revision: str, ts: float = 0.0) -> bool:
         """The table holds this revision's rollout, merged up to the record of time ``ts`` (a later
         phase of the same revision moves its ``phase_ts``)."""
-        state = self.latest.get(service) or {}
-        return any(r.get("cluster") == cluster and str(r.get("revision")) == revision
-                   and float(r.get("phase_ts") or 0) >= ts for r in (state.get("r") or {}).values())
+        state = self.latest.get(service)
+        return state is not None and any(r.cluster == cluster and r.revision == revision and r.phase_ts >= ts
+                                         for r in state.rollouts.values())
 
     def has_warning(self, service: str, key: str, count: int) -> bool:
-        w = ((self.latest.get(service) or {}).get("w") or {}).get(key)
-        return w is not None and sum(w["uids"].values()) >= count
+        state = self.latest.get(service)
+        w = state.warnings.get(key) if state is not None else None
+        return w is not None and sum(w.uids.values()) >= count
 
     def wait_for_warnings(self, wanted: list[tuple[str, str, int]], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -125,18 +126,18 @@ class Player:
             if item.topic == PLAYBACK:
                 self.stats.records += item.value.count(b'"total"')
             elif item.topic == EVENTS and self.watcher is not None and self.services is not None:
-                ev = normalise_event(orjson.loads(item.value), default_cluster=None)
+                ev = decode_event(orjson.loads(item.value), default_cluster=None)
                 service = service_of_event(ev, self.services)
-                if service is not None and ev["type"] == "Warning":
-                    warnings.append((service, warning_key(ev), ev["count"]))
+                if service is not None and ev.warning:
+                    warnings.append((service, warning_key(ev), ev.count))
             elif item.topic == ROLLOUTS and self.watcher is not None:
                 self.producer.flush()
-                r = orjson.loads(item.value)
-                if self.services is not None and r["service"] not in self.services:
+                r = decode_rollout(orjson.loads(item.value))
+                if r.service is None or (self.services is not None and r.service not in self.services):
                     continue
-                if not self.watcher.wait_for_rollout(r["service"], r["cluster"], str(r["revision"]),
-                                                     self.sync_timeout_s, ts=float(r["ts"])):
-                    self.stats.rollouts_unseen.append(f"{r['service']}@{r['revision']} {r['phase']}")
+                if not self.watcher.wait_for_rollout(r.service, r.workload.cluster, r.revision, self.sync_timeout_s,
+                                                     ts=r.ts):
+                    self.stats.rollouts_unseen.append(f"{r.service}@{r.revision} {r.phase}")
         self.producer.flush()
         return self.stats
 

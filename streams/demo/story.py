@@ -31,6 +31,7 @@ from streams.adapters.processes import free_port, stop_group
 from streams.adapters.specfiles import load_specs
 from streams.adapters.topics import ensure_topics
 from streams.core.model import format_duration
+from streams.core.wire.alert import Alert, decode_alert_bytes
 from streams.demo.pagerduty_receiver import PagerDutyReceiver
 from streams.demo.player import Player
 from streams.demo.scenario import Checkpoint, Scenario, parse_scenario, summary, timeline
@@ -63,7 +64,7 @@ class GateAnswer:
 class DemoResult:
     """What the demo saw; the summary it prints, and what the end-to-end test asserts."""
 
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     gate: list[GateAnswer] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)  # what the PagerDuty receiver accepted
     chart: str | None = None
@@ -252,7 +253,7 @@ def _wait_delivered(result: DemoResult, receiver: PagerDutyReceiver | None, *, t
     """Wait (at most ``timeout_s``) until the receiver accepted every alert seen so far."""
     settle = time.time() + timeout_s
     while time.time() < settle:
-        fired = {(a["dedup_key"], a["state"]) for a in result.alerts}
+        fired = {(a.dedup_key, str(a.state)) for a in result.alerts}
         delivered = {(e.get("dedup_key"), "firing" if e.get("event_action") == "trigger" else "resolved")
                      for e in receiver.accepted()} if receiver else fired
         if fired <= delivered:
@@ -369,16 +370,15 @@ def _follow_alerts(bootstrap: str, s: settings_mod.Settings, result: DemoResult,
     try:
         while not stop.is_set():
             for msg in consumer:
-                a = orjson.loads(msg.value)
+                a = decode_alert_bytes(msg.value)
                 result.alerts.append(a)
-                dims = "/".join(v for v in a["dimensions"].values() if v != "*")
-                rates = " ".join(f"{w}={a['burn_rates'][w]:.1f}x" for w in ("5m", "1h", "6h") if w in a["burn_rates"])
-                say("ALERT", f"{a['state'].upper():8} {a['severity']:6} {a['slo']} {dims} at +"
-                             f"{format_duration(int(a['ts'] - start_ts) // 10 * 10)}  {a['condition']}  {rates}  "
-                             f"budget left {a['error_budget_remaining']:.1%}")
-                if a["state"] == "firing":
-                    top = (a.get("suspects") or [None])[0]
-                    say("suspect", f"{top['summary']} (score {top['score']:.2f})" if top else
+                rates = " ".join(f"{w}={a.burn_rates[w]:.1f}x" for w in ("5m", "1h", "6h") if w in a.burn_rates)
+                say("ALERT", f"{str(a.state).upper():8} {a.severity:6} {a.slo} {_where(a)} at +"
+                             f"{format_duration(int(a.ts - start_ts) // 10 * 10)}  {a.condition}  {rates}  "
+                             f"budget left {a.error_budget_remaining:.1%}")
+                if a.firing:
+                    top = a.suspects[0] if a.suspects else None
+                    say("suspect", f"{top.summary} (score {top.score:.2f})" if top else
                         "no suspect: no rollout or Kubernetes warning of this service explains the burn")
     finally:
         consumer.close()
@@ -448,14 +448,14 @@ def _chart(path: str, sc: Any, start_ts: int, statuses: list[dict[str, Any]], re
                             color="tab:purple")
         fired: dict[str, float] = {}
         for a in result.alerts:
-            if a["slo"] != slo or a["dimensions"].get("cluster") != cluster:
+            if a.slo != slo or a.dimensions.cluster != cluster:
                 continue
-            if a["state"] == "firing":
-                fired[a["dedup_key"]] = a["ts"]
-            elif a["dedup_key"] in fired:
-                t0 = fired.pop(a["dedup_key"])
-                ax.axvspan((t0 - start_ts) / 3600, (a["ts"] - start_ts) / 3600, alpha=0.15,
-                           color="red" if a["severity"] == "page" else "gold")
+            if a.firing:
+                fired[a.dedup_key] = a.ts
+            elif a.dedup_key in fired:
+                t0 = fired.pop(a.dedup_key)
+                ax.axvspan((t0 - start_ts) / 3600, (a.ts - start_ts) / 3600, alpha=0.15,
+                           color="red" if a.severity == "page" else "gold")
         for dk, t0 in fired.items():
             ax.axvspan((t0 - start_ts) / 3600, sc.duration_s / 3600, alpha=0.15,
                        color="red" if "/page/" in dk else "gold")
@@ -470,21 +470,25 @@ def _chart(path: str, sc: Any, start_ts: int, statuses: list[dict[str, Any]], re
     return path
 
 
+def _where(a: Alert) -> str:
+    """``eu-west-1/eu-west/kubernetes``, without the dimensions the SLO groups away."""
+    return "/".join(v for v in a.dimensions.to_json().values() if v != "*")
+
+
 def _summary(result: DemoResult, say: Any, start_ts: int, local_pd: bool) -> None:
-    pages = [a for a in result.alerts if a["severity"] == "page"]
-    tickets = [a for a in result.alerts if a["severity"] == "ticket"]
-    say("summary", f"{sum(a['state'] == 'firing' for a in pages)} page(s) raised, "
-                   f"{sum(a['state'] == 'resolved' for a in pages)} resolved; "
-                   f"{sum(a['state'] == 'firing' for a in tickets)} ticket(s) raised, "
-                   f"{sum(a['state'] == 'resolved' for a in tickets)} resolved")
+    pages = [a for a in result.alerts if a.severity == "page"]
+    tickets = [a for a in result.alerts if a.severity == "ticket"]
+    say("summary", f"{sum(a.firing for a in pages)} page(s) raised, "
+                   f"{sum(not a.firing for a in pages)} resolved; "
+                   f"{sum(a.firing for a in tickets)} ticket(s) raised, "
+                   f"{sum(not a.firing for a in tickets)} resolved")
     for a in result.alerts:
-        if a["state"] != "firing":
+        if not a.firing:
             continue
-        top = (a.get("suspects") or [None])[0]
-        where = "/".join(v for v in a["dimensions"].values() if v != "*")
-        blame = f"blamed on {top['summary'].split(', started')[0]}" if top else "no suspect"
-        at = format_duration(int(a["ts"] - start_ts) // 10 * 10)
-        say("summary", f"  {a['severity']:6} {a['slo']} {where} at +{at}: {blame}")
+        top = a.suspects[0] if a.suspects else None
+        blame = f"blamed on {top.summary.split(', started')[0]}" if top else "no suspect"
+        at = format_duration(int(a.ts - start_ts) // 10 * 10)
+        say("summary", f"  {a.severity:6} {a.slo} {_where(a)} at +{at}: {blame}")
     for g in result.gate:
         say("summary", f"  gate {g.when:6} {g.checkpoint}: {g.decision}")
     if local_pd:

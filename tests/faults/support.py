@@ -382,7 +382,7 @@ class Uninterrupted:
                 out.alerts += [a.to_json() for a in res.alerts]
                 engine.commit(res)
                 last.update(res.statuses)
-        out.statuses = {series: engine.status_record(ev, now=now) for series, ev in last.items()}
+        out.statuses = {series: engine.read.status(ev, now=now).to_json() for series, ev in last.items()}
         return out
 
 

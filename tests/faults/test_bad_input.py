@@ -48,7 +48,7 @@ from streams.adapters.processes import free_port
 from streams.adapters.specfiles import load_specs
 from streams.core import conventions as c
 from streams.core.model import SliKind, Slo
-from streams.core.records import MAX_COUNT
+from streams.core.wire.playback import MAX_COUNT
 from tests.faults.helpers_input import alive, child_pid, generate, produce, report, scrape, total, wait_until
 from tests.integration.harness import ROOT, Deployment
 

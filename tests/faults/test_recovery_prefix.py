@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from streams.core.engine import META_PREFIX, TRACK_PREFIX, Engine, EngineConfig
+from streams.core.engine import Engine, EngineConfig
+from streams.core.tracks import TRACK_PREFIX
+from streams.core.watermarks import META_PREFIX
 from tests.faults.support import burn_scenario, chains, run_seed, scenario_messages, specs
 
 P = 0
@@ -84,9 +86,9 @@ def play(e: Engine, msgs: list[tuple[bytes, bytes, int]], sizes: list[int], stor
     # The latest evaluation of every series: made in this run, or (a replay that crossed no further
     # step) the one the recovered state stands at.
     for series in sorted(e.counters.all_series()):
-        ev = e.current_status(series)
+        ev = e.read.current_status(series)
         if ev is not None:
-            run.statuses[series] = e.status_record(ev, now=NOW)
+            run.statuses[series] = e.read.status(ev, now=NOW).to_json()
     return run
 
 
@@ -233,13 +235,15 @@ def _assert_replay_matches(clean: Run, published: list[dict[str, Any]], replay: 
     in flight, never a new incident), the notifier's rule leaves exactly the uninterrupted sequence,
     and the final counts and alert states are the uninterrupted ones."""
     from streams.core.notify import Delivered
+    from streams.core.wire.alert import decode_alert
 
     assert all(a in clean.alerts for a in replay.alerts), (where, [a for a in replay.alerts if a not in clean.alerts])
     sent = Delivered()
     out = []
     for a in published + replay.alerts:
-        if not sent.is_repeat(a):
-            sent.note(a)
+        alert = decode_alert(a)
+        if not sent.is_repeat(alert):
+            sent.note(alert)
             out.append(a)
     assert chains(out) == chains(clean.alerts), where
     for series, status in clean.statuses.items():

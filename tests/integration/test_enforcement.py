@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,13 @@ import pytest
 import yaml
 
 from streams.adapters.enforcer import enforcer_group
-from streams.adapters.kube_bridge import KubeBridge, load_api_client
+from streams.adapters.kube_bridge import KubeBridge
 from streams.adapters.processes import stop_group
 from tests.fake_kube import Controller, FakeKube, Grant, rules_of
 from tests.integration.harness import ROOT, Deployment, committed_offsets
-from tests.integration.test_kube_bridge import Reader
+from tests.integration.test_kube_bridge import Reader, reading
+from tests.integration.test_kube_bridge import running as bridge_running
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,9 +80,7 @@ def kube() -> Iterator[FakeKube]:
 
 @pytest.fixture
 def gates(dep: Deployment) -> Iterator[Reader]:
-    r = Reader(dep.bootstrap, dep.settings.topic_rollout_gates, dep.settings.partitions)
-    yield r
-    r.close()
+    yield from reading(dep, dep.settings.topic_rollout_gates)
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
@@ -147,30 +146,13 @@ class Alerts:
 
 
 def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    wait_for(cond, what, timeout_s, every_s=0.05)
 
 
-@contextlib.contextmanager
 def running(dep: Deployment, kube: FakeKube, tmp_path: Path, *, token: str = ENFORCER,
-            **settings: Any) -> Iterator[KubeBridge]:
+            **settings: Any) -> contextlib.AbstractContextManager[KubeBridge]:
     """The bridge's loops (and its enforcer, when on) in a thread, until the block ends."""
-    s = replace(dep.settings, kube_backoff_max_s=1.0, **settings)
-    api = load_api_client(kubeconfig=kube.kubeconfig(tmp_path / f"kubeconfig-{token}", token=token), environ={})
-    bridge = KubeBridge(s, cluster=CLUSTER, api_client=api, namespaces=[NS])
-    thread = threading.Thread(target=bridge.run, name="kube-bridge", daemon=True)
-    thread.start()
-    try:
-        assert bridge.ready.wait(30), "the initial lists were not published"
-        yield bridge
-    finally:
-        bridge.stop()
-        thread.join(30)
-        api.close()
-        assert not thread.is_alive(), "the bridge did not stop"
+    return bridge_running(dep, kube, tmp_path, token=token, namespaces=[NS], **settings)
 
 
 @contextlib.contextmanager

@@ -25,15 +25,24 @@ from kafka import KafkaConsumer, TopicPartition
 
 from streams.adapters.kube_bridge import KubeBridge, load_api_client
 from streams.adapters.processes import stop_group
-from streams.core.kube import normalise_event, parse_rollout
+from streams.core.wire.k8s_event import decode_event
+from streams.core.wire.rollout import decode_rollout
 from tests.fake_kube import Controller, FakeKube, core_event, now_iso, template_hash
 from tests.integration.harness import ROOT, Deployment
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 CLUSTER = "eu-west-1"
 NS = "playback"
 TOKEN = "s3cr3t-bearer-token-4f9a"
+
+
+def reading(dep: Deployment, topic: str) -> Iterator[Reader]:
+    """A :class:`Reader` of one of the deployment's topics, closed after use (for fixtures)."""
+    r = Reader(dep.bootstrap, topic, dep.settings.partitions)
+    yield r
+    r.close()
 
 
 class Reader:
@@ -88,24 +97,22 @@ def kube() -> Iterator[FakeKube]:
 
 @pytest.fixture
 def rollouts(dep: Deployment) -> Iterator[Reader]:
-    r = Reader(dep.bootstrap, dep.settings.topic_k8s_rollouts, dep.settings.partitions)
-    yield r
-    r.close()
+    yield from reading(dep, dep.settings.topic_k8s_rollouts)
 
 
 @pytest.fixture
 def events(dep: Deployment) -> Iterator[Reader]:
-    r = Reader(dep.bootstrap, dep.settings.topic_k8s_events, dep.settings.partitions)
-    yield r
-    r.close()
+    yield from reading(dep, dep.settings.topic_k8s_events)
 
 
 @contextlib.contextmanager
-def running(dep: Deployment, kube: FakeKube, tmp_path: Path, **settings: Any) -> Iterator[KubeBridge]:
-    """The bridge's loop in a thread, until the block ends (then stopped and joined)."""
+def running(dep: Deployment, kube: FakeKube, tmp_path: Path, *, token: str | None = None,
+            namespaces: list[str] | None = None, **settings: Any) -> Iterator[KubeBridge]:
+    """The bridge's loops (and its enforcer, when on) in a thread, until the block ends (then stopped
+    and joined); ``token``: the bearer token of its kubeconfig (default: the fake server's)."""
     s = replace(dep.settings, kube_backoff_max_s=1.0, **settings)
-    api = load_api_client(kubeconfig=kube.kubeconfig(tmp_path / "kubeconfig"), environ={})
-    bridge = KubeBridge(s, cluster=CLUSTER, api_client=api)
+    api = load_api_client(kubeconfig=kube.kubeconfig(tmp_path / f"kubeconfig-{token}", token=token), environ={})
+    bridge = KubeBridge(s, cluster=CLUSTER, api_client=api, namespaces=namespaces or ())
     thread = threading.Thread(target=bridge.run, name="kube-bridge", daemon=True)
     thread.start()
     try:
@@ -133,11 +140,7 @@ def in_step(ctl: Controller, bridge: KubeBridge, timeout_s: float = 20.0) -> Non
 
 
 def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    wait_for(cond, what, timeout_s, every_s=0.01)
 
 
 # ---- the process ----------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ def test_the_kube_bridge_process_publishes_a_rollout_that_starts_progresses_and_
     assert started["images"] == ["registry.example/playback-api:2.0"]
     assert started["template_hash"] in (new_hash, None), "known once the ReplicaSet's watch delivered it"
     assert completed["replicas"] == {"desired": 3, "updated": 3, "ready": 3, "available": 3}
-    assert all(parse_rollout(v) == v for v in got)
+    assert all(decode_rollout(v).to_json() == v for v in got)
     prefixes = tuple(f"{api}/namespaces/{NS}/" for api in ("/api/v1", "/apis/apps/v1", "/apis/events.k8s.io/v1"))
     assert all(r.path.startswith(prefixes) or r.path.rstrip("/") in ("/apis", "/api") for r in kube.requests), \
         "namespaced requests only"
@@ -276,7 +279,7 @@ def test_an_event_is_published_again_each_time_its_count_grows(
         assert {r.resource for r in kube.requests if r.resource in ("events", "events.k8s.io")} == {wanted}, \
             "one Events API only: each Event is published once per occurrence"
         assert bridge.events_api == ("events.k8s.io/v1" if events_v1 else "core/v1")
-    assert [normalise_event(v, default_cluster=None)["count"] for v in got] == [1, 2, 3]
+    assert [decode_event(v, default_cluster=None).count for v in got] == [1, 2, 3]
     assert {k for k, _ in events.messages} == {f"{CLUSTER}/{NS}/Pod/playback-api-7d9f8-x2k4q"}
     assert all(v["cluster"] == CLUSTER and v["involvedObject"]["name"] == "playback-api-7d9f8-x2k4q"
                and v["reason"] == "BackOff" and "managedFields" not in v["metadata"] for v in got)

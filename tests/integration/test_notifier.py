@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.adapters.processes import free_port, stop_group
 from streams.demo.pagerduty_receiver import PagerDutyReceiver
+from tests import waiting
 from tests.integration.harness import ROOT, Deployment, committed_offsets
 
 pytestmark = pytest.mark.integration
@@ -71,12 +72,7 @@ def notifier(dep: Deployment, receiver: PagerDutyReceiver, log: Path,
 
 
 def wait_for(cond: Any, timeout_s: float, what: str) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    waiting.wait_for(cond, what, timeout_s, every_s=0.1)
 
 
 def test_notifier_delivers_retries_dead_letters_and_never_logs_the_key(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -8,10 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.adapters.changes import classify
 from streams.core import conventions as c
-from streams.core.alerting import Alert
-from streams.core.correlation import BurnContext, ServiceChanges, correlate
+from streams.core.changes import KEEP, ServiceChanges, classify
+from streams.core.correlation import BurnContext, correlate
+from streams.core.wire.alert import decode_alert
+from streams.core.wire.change import decode_change, encode_change
+from streams.core.wire.k8s_event import KubeEvent
+from tests.factories import alert
 from tests.unit.test_correlation import ONSET, rollout, warning
 
 NOW = ONSET + 3600.0
@@ -31,15 +34,15 @@ def event(**changes: Any) -> bytes:
 
 
 def judge(value: bytes, *, rollouts: bool = False) -> str:
-    return classify(value, rollouts=rollouts, services=SERVICES, now=NOW, max_future_s=300)[0]
+    return classify(value, rollouts=rollouts, services=SERVICES, now=NOW, max_future_s=300).outcome
 
 
 @pytest.mark.parametrize(("value", "rollouts", "outcome"), [
     (event(), False, "keep"),
     (event(type=["Warning"]), False, c.REASON_BAD_FIELD),
     (event(type={"a": 1}), False, c.REASON_BAD_FIELD),
-    (orjson.dumps(rollout(ONSET, phase={"x": 1})), True, c.REASON_BAD_FIELD),  # type: ignore[arg-type]
-    (orjson.dumps(rollout(NOW + 86400 * 365)), True, c.REASON_FUTURE),
+    (orjson.dumps({**rollout(ONSET).to_json(), "phase": {"x": 1}}), True, c.REASON_BAD_FIELD),
+    (rollout(NOW + 86400 * 365).encode(), True, c.REASON_FUTURE),
     (event(lastTimestamp="9999-12-31T00:00:00Z"), False, c.REASON_FUTURE),
     (orjson.dumps([1, 2]), False, c.REASON_BAD_JSON),
     (b"\xff\xfe", False, c.REASON_BAD_JSON),
@@ -51,9 +54,10 @@ def test_k8s_records_are_kept_or_dead_lettered_never_raised(value: bytes, rollou
 
 
 def test_a_huge_event_count_is_clamped_so_an_alert_carrying_it_still_encodes() -> None:
-    outcome, fwd, _ = classify(event(count=2**64 - 1), rollouts=False, services=SERVICES, now=NOW, max_future_s=300)
-    assert outcome == "keep" and fwd is not None
-    assert fwd["record"]["count"] == 2**31 - 1
+    got = classify(event(count=2**64 - 1), rollouts=False, services=SERVICES, now=NOW, max_future_s=300)
+    assert got.outcome == KEEP and got.change is not None and isinstance(got.change.what, KubeEvent)
+    assert got.change.what.count == 2**31 - 1
+    assert decode_change(encode_change(got.change)) == got.change, "the forwarded record encodes and reads back"
     sc = ServiceChanges()
     sc.apply_rollout(rollout(ONSET - 300))
     for i in range(3):
@@ -61,7 +65,6 @@ def test_a_huge_event_count_is_clamped_so_an_alert_carrying_it_still_encodes() -
     ctx = BurnContext(service="playback-api", cluster="eu-west-1", platform="kubernetes", onset_ts=ONSET,
                       at=ONSET + 60)
     suspects = correlate(ctx, sc, lambda cluster, start, end: {})
-    alert = Alert(dedup_key="k", slo="s", service="playback-api", severity="page", state="firing",  # type: ignore[arg-type]
-                  ts=1, started_at=1, dimensions={}, burn_rates={}, condition="", threshold=1.0,
-                  error_budget_remaining=0.0, objective=0.999, suspects=tuple(suspects))
-    assert orjson.loads(orjson.dumps(alert.to_json()))["suspects"][0]["evidence"]
+    page = alert(suspects=tuple(suspects))
+    assert orjson.loads(page.encode())["suspects"][0]["evidence"]
+    assert decode_alert(orjson.loads(page.encode())) == page

@@ -9,47 +9,36 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.core.changes import DEFAULT_LIMITS, ServiceChanges, service_of_event
 from streams.core.correlation import (
     DEFAULT_CONFIG,
     BurnContext,
     RevisionCounts,
-    ServiceChanges,
     correlate,
-    revision_aliases,
-    service_of_event,
     time_strength,
     workload_of,
 )
 from streams.core.engine import Engine, EngineConfig
 from streams.core.model import HOUR, Severity
-from tests.factories import batch, record, slo
+from streams.core.wire import suspect as w
+from streams.core.wire.k8s_event import KubeEvent
+from streams.core.wire.rollout import Phase, RolloutRecord, revision_aliases
+from tests.factories import batch, kube_event, record, rollout_record, slo
 
 T0 = 1_700_000_000 // 3600 * 3600
 ONSET = T0 + 5 * HOUR
 
 
-def rollout(ts: float, phase: str = "started", **changes: Any) -> dict[str, Any]:
-    r: dict[str, Any] = {
-        "schema_version": 1, "ts": ts, "cluster": "eu-west-1", "namespace": "playback",
-        "deployment": "playback-api", "service": "playback-api", "revision": "42", "previous_revision": "41",
-        "template_hash": "7d9f8c6b5", "previous_template_hash": "5c4b3a291",
-        "images": ["registry.example.com/playback-api:1.8.0"],
-        "previous_images": ["registry.example.com/playback-api:1.7.3"], "phase": phase,
-        "replicas": {"desired": 6, "updated": 0, "ready": 6, "available": 6}, "migration": None,
-    }
-    r.update(changes)
-    return r
+def rollout(ts: float, phase: str = "started", **changes: Any) -> RolloutRecord:
+    """playback/playback-api in eu-west-1, revision 41 -> 42 (``cluster=``, ``deployment=`` vary the workload)."""
+    return rollout_record(ts=float(ts), phase=Phase(phase), **changes)
 
 
 def warning(ts: float, reason: str = "BackOff", name: str = "playback-api-7d9f8c6b5-x2x9q", count: int = 1,
-            **changes: Any) -> dict[str, Any]:
-    w: dict[str, Any] = {
-        "cluster": "eu-west-1", "namespace": "playback", "kind": "Pod", "name": name, "uid": f"uid-{name}-{reason}",
-        "reason": reason, "message": "Back-off restarting failed container", "type": "Warning", "count": count,
-        "first_ts": ts, "last_ts": ts, "labels": {}, "owner_kind": None, "owner_name": None,
-    }
-    w.update(changes)
-    return w
+            **changes: Any) -> KubeEvent:
+    """A Warning event on a pod (one uid per pod and reason) seen once at ``ts`` (a float, as decoded)."""
+    return kube_event(first_ts=float(ts), last_ts=float(ts), reason=reason, name=name, count=count,
+                      uid=f"uid-{name}-{reason}", **changes)
 
 
 def ctx(**changes: Any) -> BurnContext:
@@ -59,14 +48,19 @@ def ctx(**changes: Any) -> BurnContext:
     return BurnContext(**base)
 
 
-def changes_of(*records: dict[str, Any]) -> ServiceChanges:
+def changes_of(*records: RolloutRecord | KubeEvent) -> ServiceChanges:
     sc = ServiceChanges()
     for r in records:
-        if "deployment" in r:
+        if isinstance(r, RolloutRecord):
             sc.apply_rollout(r)
         else:
             sc.apply_warning(r)
     return sc
+
+
+def rollouts_only(suspects: list[w.RolloutSuspect | w.WarningSuspect]) -> list[w.RolloutSuspect]:
+    assert all(isinstance(s, w.RolloutSuspect) for s in suspects), suspects
+    return [s for s in suspects if isinstance(s, w.RolloutSuspect)]
 
 
 def no_revisions(cluster: str, start: float, end: float) -> RevisionCounts:
@@ -78,15 +72,15 @@ def test_a_rollout_of_the_service_in_the_burning_cluster_is_blamed_first() -> No
         rollout(ONSET - 180, cluster="us-east-1", deployment="playback-api", revision="7", previous_revision="6"),
         rollout(ONSET - 240),
     )
-    got = correlate(ctx(), sc, no_revisions)
-    assert [(s["cluster"], s["revision"]) for s in got] == [("eu-west-1", "42"), ("us-east-1", "7")]
-    assert got[0]["rank"] == 1 and got[0]["score"] > got[1]["score"]
-    assert got[0]["summary"].startswith("rollout of playback/playback-api to revision 42 (playback-api:1.8.0) "
-                                        "in eu-west-1, started 4m00s before the burn began")
-    timing = got[0]["evidence"][0]
-    assert timing == {"type": "timing", "detail": "rollout started 4m00s before the burn began",
-                      "seconds_before_onset": 240.0, "strength": round(time_strength(240), 3)}
-    assert any(e["type"] == "other_cluster" for e in got[1]["evidence"])
+    got = rollouts_only(correlate(ctx(), sc, no_revisions))
+    assert [(s.cluster, s.revision) for s in got] == [("eu-west-1", "42"), ("us-east-1", "7")]
+    assert got[0].rank == 1 and got[0].score > got[1].score
+    assert got[0].summary.startswith("rollout of playback/playback-api to revision 42 (playback-api:1.8.0) "
+                                     "in eu-west-1, started 4m00s before the burn began")
+    timing = got[0].evidence[0]
+    assert timing == w.Timing(detail="rollout started 4m00s before the burn began", seconds_before_onset=240.0,
+                            strength=round(time_strength(240), 3))
+    assert any(e.type == "other_cluster" for e in got[1].evidence)
 
 
 def test_an_outage_with_no_rollout_and_no_warning_has_no_suspect() -> None:
@@ -110,7 +104,7 @@ def test_a_rollout_older_than_the_lookback_is_not_a_suspect_unless_still_in_prog
     assert correlate(ctx(), done, no_revisions) == []
     stuck = changes_of(rollout(old), rollout(old + 300, phase="progressing"))
     got = correlate(ctx(), stuck, no_revisions)
-    assert len(got) == 1 and any(e["type"] == "in_progress" for e in got[0]["evidence"])
+    assert len(got) == 1 and any(e.type == "in_progress" for e in got[0].evidence)
 
 
 def test_the_new_revision_carrying_the_errors_is_shown_as_evidence_and_raises_the_score() -> None:
@@ -121,19 +115,20 @@ def test_the_new_revision_carrying_the_errors_is_shown_as_evidence_and_raises_th
 
     with_rev = correlate(ctx(), sc, revisions)[0]
     without = correlate(ctx(), sc, no_revisions)[0]
-    assert with_rev["score"] > without["score"] >= 0.3
-    ev = next(e for e in with_rev["evidence"] if e["type"] == "revision_error_ratio")
-    assert ev["new"] == {"revision": "42", "errors": 180, "total": 1000, "ratio": 0.18}
-    assert ev["old"]["errors"] == 2 and ev["old"]["total"] == 3000
-    assert ev["test"] == "one-sided two-proportion z-test" and ev["z"] > 10 and ev["p_value"] < 1e-9
-    assert "revision 42 errors 18.0% vs 0.1% on revision 41" in with_rev["summary"]
+    assert with_rev.score > without.score >= 0.3
+    ev = next(e for e in with_rev.evidence if isinstance(e, w.RevisionErrorRatio))
+    assert ev.new == w.RevisionSide(revision="42", errors=180, total=1000, ratio=0.18)
+    assert ev.old is not None and ev.old.errors == 2 and ev.old.total == 3000
+    assert ev.test == "one-sided two-proportion z-test" and ev.z > 10 and ev.p_value < 1e-9
+    assert "revision 42 errors 18.0% vs 0.1% on revision 41" in with_rev.summary
 
 
 def test_image_tags_and_template_hashes_in_playback_records_match_the_rollout() -> None:
     r = rollout(ONSET)
     assert {"42", "7d9f8c6b5", "1.8.0", "registry.example.com/playback-api:1.8.0"} <= revision_aliases(
-        r, previous=False)
-    assert {"41", "5c4b3a291", "1.7.3"} <= revision_aliases(r, previous=True)
+        r.revision, r.template_hash, r.images)
+    assert {"41", "5c4b3a291", "1.7.3"} <= revision_aliases(r.previous_revision, r.previous_template_hash,
+                                                            r.previous_images)
 
 
 def test_a_rollout_whose_previous_revision_fails_as_much_is_exonerated() -> None:
@@ -144,9 +139,9 @@ def test_a_rollout_whose_previous_revision_fails_as_much_is_exonerated() -> None
 
     blip = correlate(ctx(), sc, revisions)
     plain = correlate(ctx(), sc, no_revisions)
-    assert blip[0]["score"] == pytest.approx(plain[0]["score"] * DEFAULT_CONFIG.exonerated_weight, abs=1e-3)
-    ev = next(e for e in blip[0]["evidence"] if e["type"] == "revision_error_ratio")
-    assert "does not explain the burn" in ev["detail"]
+    assert blip[0].score == pytest.approx(plain[0].score * DEFAULT_CONFIG.exonerated_weight, abs=1e-3)
+    ev = next(e for e in blip[0].evidence if isinstance(e, w.RevisionErrorRatio))
+    assert "does not explain the burn" in ev.detail
 
 
 def test_a_crashloop_storm_of_the_new_pods_is_attached_to_the_rollout_as_evidence() -> None:
@@ -155,13 +150,13 @@ def test_a_crashloop_storm_of_the_new_pods_is_attached_to_the_rollout_as_evidenc
     sc = changes_of(rollout(ONSET - 300), *storm)
     got = correlate(ctx(at=ONSET + 120), sc, no_revisions)
     assert len(got) == 1, "the warnings are explained by the rollout, not separate suspects"
-    ev = got[0]["evidence"]
-    summary = next(e for e in ev if e["type"] == "k8s_warnings")
-    assert summary["count"] == sum(3 + i % 4 for i in range(30))
-    assert [e["reason"] for e in ev if e["type"] == "k8s_warning"] == ["BackOff"] * 5
-    assert "warnings (BackOff)" in got[0]["summary"]
+    ev = got[0].evidence
+    summary = next(e for e in ev if isinstance(e, w.WarningCount))
+    assert summary.count == sum(3 + i % 4 for i in range(30))
+    assert [e.reason for e in ev if isinstance(e, w.WarningSeen)] == ["BackOff"] * 5
+    assert "warnings (BackOff)" in got[0].summary
     plain = correlate(ctx(at=ONSET + 120), changes_of(rollout(ONSET - 300)), no_revisions)[0]
-    assert got[0]["score"] > plain["score"]
+    assert got[0].score > plain.score
 
 
 def test_warnings_without_a_rollout_are_one_suspect_per_workload_and_reason() -> None:
@@ -169,14 +164,15 @@ def test_warnings_without_a_rollout_are_one_suspect_per_workload_and_reason() ->
                       for i in range(12)])
     got = correlate(ctx(), sc, no_revisions)
     assert len(got) == 1
-    assert got[0]["kind"] == "k8s_warning" and got[0]["count"] == 12
-    assert got[0]["summary"] == "12x FailedScheduling on 12 objects of playback/playback-api in eu-west-1"
+    (ws,) = got
+    assert isinstance(ws, w.WarningSuspect) and ws.kind == "k8s_warning" and ws.count == 12
+    assert ws.summary == "12x FailedScheduling on 12 objects of playback/playback-api in eu-west-1"
 
 
 def test_a_repeated_event_keeps_its_highest_count_and_redelivery_changes_nothing() -> None:
     sc = changes_of(warning(ONSET, count=3), warning(ONSET + 30, count=7), warning(ONSET + 30, count=7))
-    (w,) = sc.warnings.values()
-    assert w["uids"] == {"uid-playback-api-7d9f8c6b5-x2x9q-BackOff": 7}
+    (tracked,) = sc.warnings.values()
+    assert tracked.uids == {"uid-playback-api-7d9f8c6b5-x2x9q-BackOff": 7}
     again = ServiceChanges.from_bytes(sc.to_bytes())
     again.apply_warning(warning(ONSET + 30, count=7))
     assert again.to_bytes() == sc.to_bytes()
@@ -187,21 +183,22 @@ def test_state_is_bounded_per_service() -> None:
     for i in range(200):
         sc.apply_rollout(rollout(ONSET + i, revision=str(i)))
         sc.apply_warning(warning(ONSET + i, name=f"p-{i}"))
-    assert len(sc.rollouts) == DEFAULT_CONFIG.max_rollouts and len(sc.warnings) == DEFAULT_CONFIG.max_warnings
-    assert min(int(r["revision"]) for r in sc.rollouts.values()) == 200 - DEFAULT_CONFIG.max_rollouts
+    assert len(sc.rollouts) == DEFAULT_LIMITS.max_rollouts and len(sc.warnings) == DEFAULT_LIMITS.max_warnings
+    assert min(int(r.revision) for r in sc.rollouts.values()) == 200 - DEFAULT_LIMITS.max_rollouts
 
 
 @pytest.mark.parametrize(("event", "expected"), [
-    ({"service": "playback-api", "name": "x"}, "playback-api"),
+    ({"owner_kind": "ReplicaSet", "owner_name": "search-api-5c4b3a291", "name": "x"}, "search-api"),
     ({"labels": {"app.kubernetes.io/name": "search-api"}, "name": "x"}, "search-api"),
     ({"labels": {"app": "playback-api"}, "name": "x"}, "playback-api"),
     ({"name": "playback-api-edge-6f7d-abcde", "kind": "Pod"}, "playback-api-edge"),
     ({"name": "playback-api-7d9f8c6b5-abcde", "kind": "Pod"}, "playback-api"),
     ({"name": "unrelated-7d9f8c6b5-abcde", "kind": "Pod"}, None),
-], ids=["the bridge's service field", "app.kubernetes.io/name label", "app label",
+], ids=["the owning workload's name", "app.kubernetes.io/name label", "app label",
         "the longest matching service name", "a pod of a deployment", "an object of no known service"])
 def test_which_service_an_event_belongs_to(event: dict[str, Any], expected: str | None) -> None:
-    assert service_of_event(event, ["playback-api", "playback-api-edge", "search-api"]) == expected
+    ev = kube_event(**event)
+    assert service_of_event(ev, ["playback-api", "playback-api-edge", "search-api"]) == expected
 
 
 def test_workload_names_from_kubernetes_naming() -> None:
@@ -228,7 +225,7 @@ def test_score_is_monotone_in_time_proximity(a: int, b: int, cluster: str, phase
         if phase != "started":
             recs.append(rollout(start + 1, phase=phase, cluster=cluster))
         got = correlate(ctx(), changes_of(*recs), no_revisions)
-        return float(got[0]["score"]) if got else 0.0
+        return float(got[0].score) if got else 0.0
 
     assert score(near) >= score(far)
 
@@ -246,9 +243,9 @@ def test_another_services_rollout_is_never_blamed(services: list[str], offsets: 
     def revisions(cluster: str, start: float, end: float) -> RevisionCounts:
         return {str(i): (500, 1000) for i in range(6)} if with_revisions else {}
 
-    assert all(s.get("service") == "playback-api" for s in correlate(ctx(), sc, revisions)
-               if s["kind"] == "rollout")
-    assert [s for s in correlate(ctx(), sc, revisions) if s["kind"] == "rollout"] == []
+    assert all(s.service == "playback-api" for s in correlate(ctx(), sc, revisions)
+               if isinstance(s, w.RolloutSuspect))
+    assert [s for s in correlate(ctx(), sc, revisions) if s.kind == "rollout"] == []
 
 
 # ---- the engine attaches suspects to the alerts it fires -------------------------------------------
@@ -286,16 +283,17 @@ def test_the_engine_fires_a_page_naming_the_rollout_with_revision_evidence() -> 
     page = next(a for a in alerts if a.severity is Severity.PAGE)
     assert page.burn_onset == T0 + 2 * 3600
     top = page.suspects[0]
-    assert top["deployment"] == "playback-api" and top["revision"] == "42"
-    rev = next(e for e in top["evidence"] if e["type"] == "revision_error_ratio")
-    assert rev["new"]["ratio"] == pytest.approx(0.75, abs=0.01) and rev["old"]["ratio"] == 0.0
-    assert all(s.get("deployment") != "search-api" for s in page.suspects)
+    assert isinstance(top, w.RolloutSuspect) and top.ref.name == "playback-api" and top.revision == "42"
+    rev = next(e for e in top.evidence if isinstance(e, w.RevisionErrorRatio))
+    assert rev.new.ratio == pytest.approx(0.75, abs=0.01) and rev.old is not None and rev.old.ratio == 0.0
+    assert all(not (isinstance(s, w.RolloutSuspect) and s.ref.name == "search-api") for s in page.suspects)
     body = page.to_json()
     assert body["suspects"][0]["rank"] == 1 and body["burn_onset"] == page.burn_onset
     # The suspects are committed with the alert track: a restarted worker still knows them.
     restarted = Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes)
     restarted.assign({0})
-    assert restarted.suspects(page.dedup_key)[0]["revision"] == "42"
+    again = restarted.tracks.suspects(page.dedup_key)[0]
+    assert isinstance(again, w.RolloutSuspect) and again.revision == "42"
     assert orjson.loads(store["~rev|playback-api|eu-west-1"])["o"] == len(msgs) - 1
 
 
@@ -309,7 +307,7 @@ def test_revision_counts_are_not_doubled_by_a_replay_after_a_crash() -> None:
     again = Engine([slo()], store, EngineConfig(allowed_lateness_s=0))
     again.assign({0})
     again.commit(again.process(0, [(k, v, i) for i, (k, v) in enumerate(msgs)], now=T0 + 86400))
-    assert again.revision_counts("playback-api", "eu-west-1", T0, T0 + 3600) == {"a": (60, 120)}
+    assert again.revisions.counts("playback-api", "eu-west-1", T0, T0 + 3600) == {"a": (60, 120)}
 
 
 def test_a_series_gone_quiet_is_evaluated_at_its_partitions_step_not_left_behind() -> None:
@@ -327,6 +325,7 @@ def test_a_series_gone_quiet_is_evaluated_at_its_partitions_step_not_left_behind
     legacy = "playback-api-availability|dc-ams|eu-west|legacy"
     at = engine.meta(0).evaluated_to
     # No data in any short window (6 h here) for a series that is not firing: the step skips it.
-    assert engine.last_status[legacy].at < at - 3600, "the step skips a quiet series"
-    assert engine.current_status(legacy).at == at
-    assert engine.current_status(legacy).burn_rates["5m"] == 0.0
+    assert engine.read.last_status[legacy].at < at - 3600, "the step skips a quiet series"
+    current = engine.read.current_status(legacy)
+    assert current is not None and current.at == at
+    assert current.burn_rates["5m"] == 0.0

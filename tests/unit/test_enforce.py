@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -16,20 +17,25 @@ from hypothesis import strategies as st
 from streams import settings as settings_mod
 from streams.adapters.enforcer import ApiCallError, Enforcer, Stopping
 from streams.core import conventions as c
-from streams.core.correlation import BurnContext, RevisionCounts, ServiceChanges, correlate
+from streams.core.changes import ServiceChanges
+from streams.core.correlation import BurnContext, RevisionCounts, correlate
 from streams.core.enforce import (
     DEFAULT_ENFORCE_CONFIG,
+    Action,
     EnforceConfig,
     Ledger,
     Outcome,
     Skip,
-    Target,
+    Verdict,
     decide,
     gate_record,
     pause_patch,
     recheck,
 )
-from streams.core.errors import ConfigError
+from streams.core.errors import ConfigError, RecordError
+from streams.core.wire.alert import Alert, decode_alert
+from streams.core.wire.rollout import RolloutRef, Workload, decode_rollout
+from streams.core.wire.suspect import OpaqueSuspect, RolloutSuspect, Suspect, decode_suspect, evidence_lines
 
 NOW = 1_800_000_000.0
 CLUSTER = "eu-west-1"
@@ -41,7 +47,7 @@ KEY = "eu-west-1/playback/playback-api@7"
 
 
 def suspect(**changes: Any) -> dict[str, Any]:
-    """A rollout suspect as correlation.correlate returns it."""
+    """A rollout suspect as ``RolloutSuspect.to_json()`` writes it (correlation.correlate ranks them)."""
     s: dict[str, Any] = {
         "kind": "rollout", "score": 0.93, "rank": 1,
         "summary": "rollout of playback/playback-api to revision 7 (playback-api:1.8.0) in eu-west-1, started "
@@ -54,8 +60,11 @@ def suspect(**changes: Any) -> dict[str, Any]:
             {"type": "timing", "detail": "rollout started 4m10s before the burn began", "strength": 0.52},
             {"type": "in_progress", "detail": "the rollout was still in progress when the burn began",
              "strength": 0.3},
-            {"type": "revision_error_ratio", "detail": "new revision 7 fails 12.00% of requests during the burn, "
-                                                       "previous 6 0.10% during the burn", "strength": 0.9},
+            {"type": "revision_error_ratio",
+             "new": {"revision": "7", "errors": 120, "total": 1000, "ratio": 0.12, "when": "during the burn"},
+             "old": {"revision": "6", "errors": 1, "total": 1000, "ratio": 0.001, "when": "during the burn"},
+             "test": "one-sided two-proportion z-test", "z": 10.54, "p_value": 2.8e-26, "strength": 0.9,
+             "detail": "new revision 7 fails 12.00% of requests during the burn, previous 6 0.10% during the burn"},
         ],
     }
     s.update(changes)
@@ -63,10 +72,12 @@ def suspect(**changes: Any) -> dict[str, Any]:
 
 
 def warning_suspect(**changes: Any) -> dict[str, Any]:
+    """A Warning-events suspect as ``WarningSuspect.to_json()`` writes it."""
     s: dict[str, Any] = {"kind": "k8s_warning", "score": 0.95, "rank": 1, "cluster": CLUSTER,
                          "namespace": "playback", "workload": "playback-api", "reason": "CrashLoopBackOff",
                          "summary": "40x CrashLoopBackOff on 6 objects of playback/playback-api in eu-west-1",
-                         "evidence": []}
+                         "count": 40, "objects": ["Pod/playback-api-7d9f8c6b5-x2x7k"], "first_seen": NOW - 500,
+                         "last_seen": NOW - 140, "same_cluster": True, "evidence": []}
     s.update(changes)
     return s
 
@@ -101,26 +112,44 @@ def deployment(*, revision: str = "7", paused: bool = False, updated: int = 1, d
     }
 
 
-def act(a: dict[str, Any], **kw: Any) -> Any:
+def act(a: Alert | dict[str, Any], **kw: Any) -> Verdict:
+    """:func:`decide` on an alert; one given as JSON is read through the ``slo.alerts`` decoder first,
+    as the kube bridge does."""
     kw.setdefault("cluster", CLUSTER)
     kw.setdefault("now", NOW)
-    return decide(a, **kw)
+    return decide(a if isinstance(a, Alert) else decode_alert(a), **kw)
+
+
+def read_or_refuse(value: Any) -> Alert | None:
+    """The decoder's answer to any JSON value: an Alert, or None for a RecordError (the kube bridge
+    skips it as ``bad_record``); any other exception fails the test."""
+    try:
+        return decode_alert(value)
+    except RecordError as exc:
+        assert exc.reason and exc.detail
+        return None
 
 
 # ---- acting ----------------------------------------------------------------------------------------
 
 
 def test_a_firing_page_blaming_a_rollout_in_progress_here_with_high_confidence_pauses_it() -> None:
-    v = act(alert())
+    record = decode_alert(alert())
+    assert isinstance(record.top_suspect, RolloutSuspect), "the factory's suspect reads as a rollout"
+    assert decode_alert(orjson.loads(record.encode())) == record
+    v = act(record)
     assert v.skip is None and v.action is not None
     a = v.action
-    assert a.target == Target(cluster=CLUSTER, namespace="playback", deployment="playback-api", revision="7")
+    assert a.target == RolloutRef(Workload(CLUSTER, "playback", "playback-api"), "7")
+    assert (a.target.cluster, a.target.namespace, a.target.name, a.target.revision) == (
+        CLUSTER, "playback", "playback-api", "7")
     assert a.target.key == KEY
     assert (a.alert, a.service, a.slo, a.score, a.rank, a.phase) == (
         DEDUP, "playback-api", "playback-api-availability", 0.93, 1, "progressing")
     assert a.patch == {"spec": {"paused": True}} == pause_patch(), "nothing but spec.paused"
     assert "revision 7 errors 12.0%" in a.summary
     assert a.evidence[0] == "rollout started 4m10s before the burn began" and len(a.evidence) == 3
+    assert a.evidence == evidence_lines(decode_suspect(suspect()))
     assert any("score 0.93 >= 0.80" in r for r in a.reasons) and any("1h+5m > 14.4" in r for r in a.reasons)
 
 
@@ -174,15 +203,8 @@ NO_PAUSE = [
     ("a rollback is the remedy, never paused", alert(suspect(rollback=True)), Skip.ROLLBACK),
     ("no suspect, nothing to pause", alert(suspects=[]), Skip.NO_SUSPECT),
     ("an alert from an old replay is not acted on", alert(ts=int(NOW) - 3600), Skip.STALE_ALERT),
-    ("a namespace that is not a name never reaches the API path", alert(suspect(namespace="../kube-system")),
-     Skip.BAD_RECORD),
-    ("a deployment that is not a name never reaches the API path", alert(suspect(deployment="a/b")),
-     Skip.BAD_RECORD),
-    ("a score that is not a number", alert(suspect(score="high")), Skip.BAD_RECORD),
-    ("a score that is true", alert(suspect(score=True)), Skip.BAD_RECORD),
-    ("a score that is NaN", alert(suspect(score=math.nan)), Skip.BAD_RECORD),
-    ("a value that is not an object", ["not", "an", "alert"], Skip.BAD_RECORD),
-    ("an alert without a dedup key", alert(dedup_key=None), Skip.BAD_RECORD),
+    ("a revision that is not a plain revision is never compared with the live one",
+     alert(suspect(revision="7; kubectl delete ns playback")), Skip.BAD_RECORD),
 ]
 
 
@@ -190,6 +212,63 @@ NO_PAUSE = [
 def test_no_pause(value: Any, skip: Skip) -> None:
     v = act(value)
     assert v.action is None and v.skip is skip and v.message
+
+
+# Malformed suspects used to make decide() answer bad_record. They are refused by the suspect decoder
+# now (naming the field); inside an alert such a suspect travels on opaque, so the page still reaches
+# PagerDuty, and enforcement never acts on it: its top suspect is not a rollout.
+MALFORMED_SUSPECTS = [
+    ("a namespace that is not a name never reaches the API path", {"namespace": "../kube-system"}, "namespace"),
+    ("a deployment that is not a name never reaches the API path", {"deployment": "a/b"}, "deployment"),
+    ("a score that is not a number", {"score": "high"}, "score"),
+    ("a score that is true", {"score": True}, "score"),
+    ("a score that is NaN", {"score": math.nan}, "score"),
+]
+
+
+@pytest.mark.parametrize(("changes", "field"), [(ch, f) for _, ch, f in MALFORMED_SUSPECTS],
+                         ids=[i for i, _, _ in MALFORMED_SUSPECTS])
+def test_a_malformed_suspect_is_refused_by_its_decoder_and_never_paused(changes: dict[str, Any],
+                                                                       field: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        decode_suspect(suspect(**changes))
+    assert exc.value.reason in (c.REASON_BAD_FIELD, c.REASON_MISSING_FIELD)
+    assert f"{field}=" in exc.value.detail
+    a = decode_alert(alert(suspect(**changes)))
+    assert isinstance(a.top_suspect, OpaqueSuspect)
+    v = act(a)
+    assert v.action is None and v.skip is Skip.TOP_SUSPECT_NOT_A_ROLLOUT and v.message and v.target is None
+
+
+@pytest.mark.parametrize("changes", [{"phase": []}, {"phase": {"a": 1}}],
+                         ids=["a phase that is a list", "a phase that is an object"])
+def test_a_suspect_field_of_the_wrong_json_type_is_refused_by_its_decoder_not_a_crash(changes: dict[str, Any]) -> None:
+    with pytest.raises(RecordError):
+        decode_suspect(suspect(**changes))
+    v = act(alert(suspect(**changes)))
+    assert v.skip is Skip.TOP_SUSPECT_NOT_A_ROLLOUT and "could not be read" in v.message
+
+
+def test_an_evidence_item_of_the_wrong_shape_leaves_the_rollout_suspect_actionable() -> None:
+    """Evidence is for people: one unreadable item is kept as it came, the suspect is still a rollout."""
+    v = act(alert(suspect(evidence=[{"type": ["timing"], "detail": "x"}])))
+    assert v.action is not None
+
+
+# Malformed alert records used to make decide() answer bad_record: the alert decoder refuses them now,
+# naming the field (and the kube bridge skips them as bad_record: see the enforcer tests below).
+MALFORMED_ALERTS = [
+    ("a value that is not an object", ["not", "an", "alert"], "alert"),
+    ("an alert without a dedup key", alert(dedup_key=None), "dedup_key"),
+]
+
+
+@pytest.mark.parametrize(("value", "field"), [(v, f) for _, v, f in MALFORMED_ALERTS],
+                         ids=[i for i, _, _ in MALFORMED_ALERTS])
+def test_a_malformed_alert_is_refused_by_its_decoder(value: Any, field: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        decode_alert(value)
+    assert exc.value.detail.startswith(field)
 
 
 def test_a_rollout_already_acted_on_is_never_acted_on_again() -> None:
@@ -209,10 +288,10 @@ def test_the_verdict_names_the_rollout_even_when_it_does_not_act() -> None:
 ONSET = NOW - 400
 
 
-def correlated(*, revision_evidence: bool, migration: bool = True) -> list[dict[str, Any]]:
+def correlated(*, revision_evidence: bool, migration: bool = True) -> Sequence[Suspect]:
     """The suspects correlation ranks for a rollout in progress that started right at the onset."""
     sc = ServiceChanges()
-    sc.apply_rollout({
+    sc.apply_rollout(decode_rollout({
         "schema_version": 1, "ts": ONSET, "cluster": CLUSTER, "namespace": "playback",
         "deployment": "playback-api", "service": "playback-api", "revision": "7", "previous_revision": "6",
         "template_hash": "7d9f8c6b5", "previous_template_hash": "5c4b3a291",
@@ -221,7 +300,7 @@ def correlated(*, revision_evidence: bool, migration: bool = True) -> list[dict[
         "replicas": {"desired": 6, "updated": 1, "ready": 6, "available": 6},
         "migration": {"from": "legacy", "to": "kubernetes", "traffic_percent": 10, "step": None, "reason": None}
         if migration else None,
-    })
+    }))
 
     def revisions(cluster: str, start: float, end: float) -> RevisionCounts:
         if not revision_evidence:
@@ -233,15 +312,23 @@ def correlated(*, revision_evidence: bool, migration: bool = True) -> list[dict[
     return correlate(ctx, sc, revisions)
 
 
+def on_the_wire(suspects: Sequence[Suspect]) -> list[dict[str, Any]]:
+    """Suspects as an ``slo.alerts`` record carries them; each reads back as it was written."""
+    out = [s.to_json() for s in suspects]
+    assert [decode_suspect(orjson.loads(orjson.dumps(x))) for x in out] == list(suspects)
+    return out
+
+
 def test_timing_in_progress_and_a_migration_step_alone_never_reach_the_default_score() -> None:
     suspects = correlated(revision_evidence=False)
-    assert suspects[0]["kind"] == "rollout" and 0.7 < suspects[0]["score"] < DEFAULT_ENFORCE_CONFIG.min_score
-    assert act(alert(*suspects)).skip is Skip.BELOW_SCORE
+    top = suspects[0]
+    assert isinstance(top, RolloutSuspect) and 0.7 < top.score < DEFAULT_ENFORCE_CONFIG.min_score
+    assert act(alert(*on_the_wire(suspects))).skip is Skip.BELOW_SCORE
 
 
 def test_the_new_revisions_own_error_ratio_makes_it_confident_enough_to_pause() -> None:
     suspects = correlated(revision_evidence=True)
-    v = act(alert(*suspects))
+    v = act(alert(*on_the_wire(suspects)))
     assert v.action is not None and v.action.score >= 0.9
     assert any("new revision 7 fails 12.00%" in e for e in v.action.evidence)
 
@@ -249,7 +336,7 @@ def test_the_new_revisions_own_error_ratio_makes_it_confident_enough_to_pause() 
 # ---- the live Deployment, just before acting ----------------------------------------------------------
 
 
-def the_action() -> Any:
+def the_action() -> Action:
     v = act(alert())
     assert v.action is not None
     return v.action
@@ -334,8 +421,19 @@ def test_enforcement_is_off_by_default_and_its_settings_are_checked() -> None:
 # ---- properties -------------------------------------------------------------------------------------------
 
 clusters = st.sampled_from([CLUSTER, "us-east-1", "ap-south-1"])
+
+
+def some_suspect(kind: str, **changes: Any) -> dict[str, Any]:
+    """A rollout suspect, or (for ``k8s_warning``) a Warning-events suspect with the same score, rank and
+    cluster (it carries the rollout fields too: they are ignored)."""
+    if kind == "k8s_warning":
+        return {**suspect(**changes), **warning_suspect(score=changes["score"], rank=changes["rank"],
+                                                        cluster=changes["cluster"])}
+    return suspect(**changes)
+
+
 suspects_st = st.builds(
-    suspect,
+    some_suspect,
     kind=st.sampled_from(["rollout", "rollout", "k8s_warning"]),
     score=st.floats(0.0, 1.0),
     rank=st.integers(1, 5),
@@ -405,9 +503,17 @@ json_values = st.recursive(
 
 @given(value=json_values, suspect_value=json_values)
 def test_any_json_gets_a_verdict_never_an_exception(value: Any, suspect_value: Any) -> None:
-    assert act(value).action is None
-    v = act(alert(suspects=[suspect_value]))
-    assert v.action is None and v.skip is not None
+    """Any JSON is an Alert or the decoder's RecordError (the bridge's ``bad_record``), never another
+    exception; an alert whatever its suspect is gets a verdict and no pause. A suspect that is an
+    object never costs the alert it belongs to."""
+    a = read_or_refuse(value)
+    assert a is None or act(a).action is None
+    a = read_or_refuse(alert(suspects=[suspect_value]))
+    if isinstance(suspect_value, dict):
+        assert a is not None
+    if a is not None:
+        v = act(a)
+        assert v.action is None and v.skip is not None
 
 
 # ---- the enforcer carrying a decision out (a scripted API, no cluster, no broker) ----------------------
@@ -440,13 +546,27 @@ class ScriptedApi:
         self.live["spec"]["paused"] = True
 
 
-def enforcer_with(api: ScriptedApi) -> tuple[Enforcer, list[tuple[str, str, Any]], threading.Event]:
+def enforcer_with(api: ScriptedApi, counted: list[str] | None = None
+                  ) -> tuple[Enforcer, list[tuple[str, str, Any]], threading.Event]:
     published: list[tuple[str, str, Any]] = []
     stopping = threading.Event()
     s = replace(settings_mod.load({}), kube_backoff_max_s=0.1)
     e = Enforcer(s, cluster=CLUSTER, deployments=api, publish=published.extend,
-                 config=DEFAULT_ENFORCE_CONFIG, stopping=stopping, clock=lambda: NOW)
+                 config=DEFAULT_ENFORCE_CONFIG, stopping=stopping, clock=lambda: NOW,
+                 count=(counted if counted is not None else []).append)
     return e, published, stopping
+
+
+@pytest.mark.parametrize("value", [b"{not json", orjson.dumps(["not", "an", "alert"]),
+                                   orjson.dumps(alert(dedup_key=None))],
+                         ids=["not JSON", "not an object", "no dedup key"])
+def test_a_record_that_does_not_decode_is_skipped_as_a_bad_record(value: bytes) -> None:
+    api = ScriptedApi(deployment())
+    counted: list[str] = []
+    e, published, _ = enforcer_with(api, counted)
+    e.handle(value)
+    assert counted == ["enforce_alerts", "enforce_ignored_bad_record"]
+    assert api.calls == [] and published == []
 
 
 def test_the_enforcer_re_reads_then_patches_once_and_records_it() -> None:

@@ -8,9 +8,10 @@ import orjson
 import pytest
 
 from streams.core import conventions as c
-from streams.core.alerting import AlertState
 from streams.core.engine import Engine, EngineConfig
 from streams.core.model import HOUR, Severity
+from streams.core.wire.alert import AlertState, decode_alert
+from streams.core.wire.status import decode_status
 from tests.factories import batch, record, slo
 
 T0 = 1_700_000_000 // 3600 * 3600
@@ -53,6 +54,8 @@ def test_a_full_outage_after_steady_traffic_pages_after_about_52_seconds_not_ear
     assert pages[0].burn_rates["1h"] > 14.4 and pages[0].burn_rates["5m"] > 14.4
     assert pages[0].condition == "1h+5m > 14.4"
     assert pages[0].state is AlertState.FIRING
+    # An alert the engine makes is exactly what travels on slo.alerts: it reads back equal.
+    assert [decode_alert(orjson.loads(a.encode())) for a in alerts] == alerts
 
 
 def test_replay_speed_does_not_change_alert_times() -> None:
@@ -122,7 +125,7 @@ def test_late_records_are_dead_lettered_and_out_of_order_ones_within_lateness_co
 
 
 def test_a_late_or_future_record_of_a_batch_is_dead_lettered_as_parsed_with_its_position_not_its_message() -> None:
-    from streams.adapters.pipeline import dead_letter_value
+    from streams.core.wire.deadletter import decode_dead_letter, refused
 
     engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=60))
     ahead = batch([record(T0 + 1000), record(NOW + 3600)])
@@ -133,7 +136,10 @@ def test_a_late_or_future_record_of_a_batch_is_dead_lettered_as_parsed_with_its_
     res = feed(engine, [batch([record(T0 + 1000)]), late])
     assert [(r.reason, r.offset, r.index) for r in res.rejected] == [(c.REASON_LATE, 1, 3)]
     assert res.records == 5
-    letter = orjson.loads(dead_letter_value(res.rejected[0], topic="playback.events", partition=0, original=late[1]))
+    dead = refused(res.rejected[0], topic="playback.events", partition=0, original=late[1])
+    letter = orjson.loads(dead.encode())
+    # It reads back as it was made, less the message: a record's letter does not carry its whole batch.
+    assert decode_dead_letter(letter) == replace(dead, original=None)
     assert letter["index"] == 3 and letter["record"]["ts"] == T0 + 900 and letter["record"]["index"] == 3
     assert "value" not in letter and "original_size" not in letter  # not 500 copies of a 500-record message
 
@@ -247,11 +253,12 @@ def test_low_traffic_does_not_page_and_says_not_enough_data() -> None:
     msgs = [batch([record(T0 + 300 * i, errors=1 if i == 73 else 0)]) for i in range(75)]
     alerts = run(engine, msgs)
     assert not [a for a in alerts if a.severity is Severity.PAGE]
-    (ev,) = engine.last_status.values()
+    (ev,) = engine.read.last_status.values()
     flagged = [cr.window.name for cr in ev.conditions if cr.insufficient_data]
     assert "1h+5m" in flagged and "6h+30m" in flagged
-    record_ = engine.status_record(ev, now=NOW)
-    assert any(cond["insufficient_data"] for cond in record_["conditions"])
+    status = engine.read.status(ev, now=NOW)
+    assert any(cond.insufficient_data for cond in status.conditions)
+    assert decode_status(orjson.loads(status.encode())) == status
 
 
 def test_a_message_without_a_key_is_rejected_because_its_partition_is_arbitrary() -> None:

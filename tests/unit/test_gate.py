@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from streams.core import conventions as c
 from streams.core.engine import Engine, EngineConfig
+from streams.core.errors import RecordError
+from streams.core.freezes import Freeze, decide_freeze
 from streams.core.gate import (
     DEFAULT_GATE_CONFIG,
     Decision,
@@ -26,6 +28,8 @@ from streams.core.gate import (
     flagger_accepts,
 )
 from streams.core.stats import Proportion
+from streams.core.wire.status import Status, decode_status
+from streams.core.wire.suspect import RolloutSuspect, Suspect, WarningSuspect, decode_suspect
 from tests.factories import batch, record, slo
 
 NOW = 1_700_000_000.0
@@ -40,7 +44,7 @@ def series_key(cluster: str = "eu-west-1", platform: str = "kubernetes", slo_nam
     return c.series_key(slo_name, cluster, "eu-west", platform)
 
 
-def status(
+def status_json(
     *,
     cluster: str = "eu-west-1",
     platform: str = "kubernetes",
@@ -53,7 +57,7 @@ def status(
     evaluation_lag: float = 130.0,
     **extra: Any,
 ) -> dict[str, Any]:
-    """An ``slo.status`` value shaped like ``Engine.status_record``'s."""
+    """An ``slo.status`` value shaped like ``Status.to_json()``'s (what the engine's read model builds)."""
     def cond(sev: str, windows: str, factor: float, burning: bool, enough: bool = True) -> dict[str, Any]:
         burn = factor * 2 if burning else factor / 10
         return {"severity": sev, "windows": windows, "factor": factor, "long_burn": burn,
@@ -85,8 +89,13 @@ def status(
     return body
 
 
-def suspect(**changes: Any) -> dict[str, Any]:
-    """A rollout suspect shaped like ``correlation.correlate``'s."""
+def status(**options: Any) -> Status:
+    """:func:`status_json`, read as the gate gets it: through the ``slo.status`` decoder."""
+    return decode_status(status_json(**options))
+
+
+def suspect_json(**changes: Any) -> dict[str, Any]:
+    """A rollout suspect shaped like ``RolloutSuspect.to_json()``'s (what ``correlation.correlate`` ranks)."""
     s: dict[str, Any] = {
         "kind": "rollout", "score": 0.82, "rank": 1,
         "summary": "rollout of playback/playback-api to revision 7 (playback-api:1.8.0) in eu-west-1, "
@@ -103,11 +112,31 @@ def suspect(**changes: Any) -> dict[str, Any]:
     return s
 
 
-def page_suspects(*suspects: dict[str, Any], cluster: str = "eu-west-1") -> dict[str, list[dict[str, Any]]]:
+def suspect(**changes: Any) -> RolloutSuspect:
+    """:func:`suspect_json`, read through the suspect decoder."""
+    s = decode_suspect(suspect_json(**changes))
+    assert isinstance(s, RolloutSuspect)
+    return s
+
+
+def warning_suspect() -> WarningSuspect:
+    """Warning events of the same workload in the same cluster, not explained by a rollout."""
+    s = decode_suspect({
+        "kind": "k8s_warning", "score": 0.82, "rank": 1,
+        "summary": "40x CrashLoopBackOff on 6 objects of playback/playback-api in eu-west-1",
+        "cluster": "eu-west-1", "namespace": "playback", "workload": "playback-api", "reason": "CrashLoopBackOff",
+        "count": 40, "objects": ["Pod/playback-api-7d9f8c6b5-x2x7k"], "first_seen": NOW - 900,
+        "last_seen": NOW - 60, "same_cluster": True, "evidence": [],
+    })
+    assert isinstance(s, WarningSuspect)
+    return s
+
+
+def page_suspects(*suspects: Suspect, cluster: str = "eu-west-1") -> dict[str, list[Suspect]]:
     return {c.dedup_key(series_key(cluster), "page"): list(suspects)}
 
 
-def gate(statuses: Sequence[Mapping[str, Any]], **kw: Any) -> GateDecision:
+def gate(statuses: Sequence[Status], **kw: Any) -> GateDecision:
     kw.setdefault("service", SERVICE)
     kw.setdefault("now", NOW)
     return decide(statuses=statuses, **kw)
@@ -142,7 +171,7 @@ def codes(d: GateDecision) -> list[str]:
         pytest.param([status(page=True)], {"suspects": page_suspects(suspect(phase="completed"))},
                      Decision.HOLD, ["page_firing"],
                      id="with no revision asked a completed rollout is not blamed"),
-        pytest.param([status(page=True)], {"revision": "7", "suspects": page_suspects(suspect(kind="k8s_warning"))},
+        pytest.param([status(page=True)], {"revision": "7", "suspects": page_suspects(warning_suspect())},
                      Decision.HOLD, ["page_firing"], id="a warning suspect is not a rollout to roll back"),
         pytest.param([status(page=True)], {"revision": "7", "suspects": page_suspects(suspect(service="billing"))},
                      Decision.HOLD, ["page_firing"], id="another service's rollout is never blamed"),
@@ -183,7 +212,7 @@ def codes(d: GateDecision) -> list[str]:
                      ["page_firing", "budget_below_floor"], id="every series' reasons are given"),
     ],
 )
-def test_decision(statuses: list[dict[str, Any]], kwargs: dict[str, Any], decision: Decision,
+def test_decision(statuses: list[Status], kwargs: dict[str, Any], decision: Decision,
                   reason_codes: list[str]) -> None:
     d = gate(statuses, **kwargs)
     assert d.decision is decision
@@ -198,10 +227,12 @@ def test_a_rollback_names_the_suspect_and_its_figures() -> None:
     assert "revision 7" in top.message and "score 0.82 >= 0.50" in top.message
     assert top.figures["score"] == 0.82 and top.figures["threshold"] == 0.5
     assert top.figures["alert"] == c.dedup_key(series_key(), "page")
-    assert [s["revision"] for s in d.suspects] == ["7"]
-    assert d.suspects[0]["decisive"] is True
-    assert d.suspects[0]["evidence"] == ["rollout started 4m10s before the burn began",
-                                         "the rollout was still in progress when the burn began"]
+    assert [s.suspect.revision for s in d.suspects] == ["7"]
+    assert d.suspects[0].decisive is True
+    body = d.suspects[0].to_json()
+    assert (body["revision"], body["decisive"], body["alert"]) == ("7", True, c.dedup_key(series_key(), "page"))
+    assert body["evidence"] == ["rollout started 4m10s before the burn began",
+                                "the rollout was still in progress when the burn began"]
     assert d.summary.startswith("rollback playback-api cluster=eu-west-1 revision=7: rollout of playback/")
 
 
@@ -280,13 +311,28 @@ def test_the_newest_status_of_a_series_wins_whatever_the_order() -> None:
     assert gate([new, old]).decision is Decision.PROCEED
 
 
-def test_an_unreadable_status_fails_closed_and_names_the_field() -> None:
-    broken = status()
-    del broken["error_budget_remaining"]
-    d = gate([broken, status(cluster="us-east-1")])
-    assert d.decision is Decision.HOLD
-    assert codes(d) == ["invalid_status"]
-    assert "missing field error_budget_remaining" in d.reasons[0].message
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        pytest.param("error_budget_remaining", None, c.REASON_MISSING_FIELD, id="a status without its budget"),
+        pytest.param("processed_at", "five seconds ago", c.REASON_BAD_FIELD, id="a build time that is not a number"),
+        pytest.param("series", "playback-api-availability", c.REASON_BAD_FIELD, id="a series that is not a key"),
+    ],
+)
+def test_an_unreadable_status_is_refused_at_the_edge_and_names_the_field(field: str, value: Any,
+                                                                          reason: str) -> None:
+    """The gate used to fail closed on an unreadable status (reason ``invalid_status``). Statuses are
+    decoded at the edge now, so an unreadable one never reaches the gate: ``decode_status`` refuses
+    it with a RecordError that names the field."""
+    broken = status_json()
+    if value is None:
+        del broken[field]
+    else:
+        broken[field] = value
+    with pytest.raises(RecordError) as exc:
+        decode_status(broken)
+    assert exc.value.reason == reason
+    assert field in exc.value.detail
 
 
 def test_unknown_says_whether_the_service_exists_elsewhere() -> None:
@@ -300,7 +346,7 @@ def test_unknown_says_whether_the_service_exists_elsewhere() -> None:
 # ---- the contract with the engine and with Argo Rollouts / Flagger --------------------------------
 
 
-def _engine_statuses(outage_s: int) -> tuple[list[dict[str, Any]], float]:
+def _engine_statuses(outage_s: int) -> tuple[list[Status], float]:
     t0 = 1_700_000_000 // 3600 * 3600
     engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=0))
     msgs = [batch([record(t0 + s + i / 5, errors=1 if s >= 7200 else 0) for i in range(5)])
@@ -309,7 +355,11 @@ def _engine_statuses(outage_s: int) -> tuple[list[dict[str, Any]], float]:
     for i in range(0, len(msgs), 1000):
         res = engine.process(0, [(k, v, i + j) for j, (k, v) in enumerate(msgs[i:i + 1000])], now=now)
         engine.commit(res)
-    return [engine.status_record(ev, now=now) for ev in engine.last_status.values()], now
+    statuses = [engine.read.status(ev, now=now) for ev in engine.read.last_status.values()]
+    for built in statuses:  # the read model's current status of each series is that same evaluation
+        ev = engine.read.current_status(built.series)
+        assert ev is not None and engine.read.status(ev, now=now) == built
+    return statuses, now
 
 
 @pytest.mark.parametrize(
@@ -321,6 +371,8 @@ def _engine_statuses(outage_s: int) -> tuple[list[dict[str, Any]], float]:
 )
 def test_statuses_built_by_the_engine(outage_s: int, decision: Decision, first_code: str) -> None:
     statuses, now = _engine_statuses(outage_s)
+    # What the engine builds is what travels on slo.status: it reads back equal.
+    assert [decode_status(json.loads(s.encode())) for s in statuses] == statuses
     d = decide(service=SERVICE, statuses=statuses, now=now)
     assert d.decision is decision
     assert codes(d)[0] == first_code
@@ -534,8 +586,12 @@ def test_decisions_are_worst_of_reasons_and_do_not_depend_on_order(
 ) -> None:
     statuses = [status(**o) for o in options]
     # One status per series (several per series is the "newest wins" test).
-    statuses = list({s["series"]: s for s in statuses}.values())
-    sus = {c.dedup_key(s["series"], "page"): [suspect(cluster=s["dimensions"]["cluster"])] for s in statuses}
+    statuses = list({s.series: s for s in statuses}.values())
+    # A rollout is in one cluster: the suspect of a series grouped over clusters rolls out in eu-west-1.
+    sus: dict[str, list[Suspect]] = {
+        c.dedup_key(s.series, "page"): [suspect(cluster="eu-west-1" if s.dimensions.cluster == c.ANY
+                                                else s.dimensions.cluster)]
+        for s in statuses}
     d = gate(statuses, cluster=cluster, revision=revision, suspects=sus)
     shuffled = statuses[:]
     rnd.shuffle(shuffled)
@@ -552,8 +608,8 @@ def test_a_firing_page_or_staleness_never_makes_a_decision_better(options: list[
     i %= len(statuses)
     before = gate(statuses).decision
     for change in ({"page": True}, {"stale": True}):
-        worse = [dict(s) for s in statuses]
-        worse[i] = status(**{**options[i], **change}) if "page" in change else {**worse[i], **change}
+        worse = list(statuses)
+        worse[i] = status(**{**options[i], **change})
         assert gate(worse).decision.severity >= before.severity
 
 
@@ -562,3 +618,19 @@ def test_a_config_out_of_range_is_refused() -> None:
         GateConfig(migration_alpha=0.0)
     with pytest.raises(ValueError, match="suspect_rollback_score"):
         GateConfig(suspect_rollback_score=1.5)
+
+
+# ---- change freezes -----------------------------------------------------------------------------
+
+
+def test_a_freeze_holds_its_cluster_and_the_whole_service_but_not_another_cluster() -> None:
+    frozen = Freeze(cluster="eu-west-1", reason="black friday", ts=NOW - 60, until=NOW + 3600)
+    here = decide_freeze(service=SERVICE, freezes=[frozen], cluster="eu-west-1", now=NOW)
+    assert here.decision is Decision.HOLD and codes(here) == ["change_freeze"]
+    assert here.reasons[0].message == "change freeze in eu-west-1 for 1h more: black friday"
+    assert decide_freeze(service=SERVICE, freezes=[frozen], cluster=None, now=NOW).decision is Decision.HOLD
+    assert decide_freeze(service=SERVICE, freezes=[frozen], cluster="us-east-1", now=NOW).decision \
+        is Decision.PROCEED
+    everywhere = replace(frozen, cluster=None)
+    assert decide_freeze(service=SERVICE, freezes=[everywhere], cluster="us-east-1", now=NOW).decision \
+        is Decision.HOLD

@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core import conventions as c
-from streams.core.kube import KubeObjectError, normalise_event, parse_rollout
-from streams.core.records import Playback, RecordParser, Rejected
+from streams.core.errors import RecordError
+from streams.core.wire.k8s_event import decode_event
+from streams.core.wire.playback import Playback, RecordParser, Rejected
+from streams.core.wire.rollout import decode_rollout
 
 GOOD = {"ts": 1_790_000_000.5, "service": "playback-api", "cluster": "eu-west-1", "region": "eu-west",
         "platform": "kubernetes", "total": 10, "errors": 1, "latency_ms": 120.0}
@@ -81,8 +83,8 @@ def test_a_batch_item_of_any_shape_is_counted_or_refused_alone(item: Any, field:
 @settings(max_examples=200, deadline=None)
 @given(doc=json_values)
 def test_k8s_records_of_any_shape_are_refused_with_a_reason_never_an_exception(doc: Any) -> None:
-    for read in (parse_rollout, lambda d: normalise_event(d, default_cluster="eu-west-1")):
+    for read in (decode_rollout, lambda d: decode_event(d, default_cluster="eu-west-1")):
         try:
             read(doc)
-        except KubeObjectError as exc:
+        except RecordError as exc:
             assert exc.reason and exc.detail

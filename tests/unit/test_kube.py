@@ -1,4 +1,4 @@
-"""Rollout derivation and event normalisation (streams.core.kube), decided purely.
+"""Rollout derivation (streams.core.kube) and event reading (streams.core.wire.k8s_event), decided purely.
 
 Objects come from tests/fake_kube.py's Controller, which writes Deployments and ReplicaSets in the
 order the real deployment controller does; here its change log is fed straight to the tracker (no
@@ -12,17 +12,10 @@ from typing import Any
 
 import pytest
 
-from streams.core import kube
-from streams.core.kube import (
-    EventDeduper,
-    KubeObjectError,
-    RolloutTracker,
-    event_key,
-    event_record,
-    normalise_event,
-    parse_migration,
-    parse_rollout,
-)
+from streams.core.errors import RecordError
+from streams.core.kube import EventDeduper, RolloutTracker, parse_migration
+from streams.core.wire.k8s_event import KubeEvent, decode_event, event_record
+from streams.core.wire.rollout import Migration, Replicas, RolloutRecord, decode_rollout
 from tests.fake_kube import Controller, FakeKube, core_event, template_hash, to_events_v1
 
 NOW = 1_800_000_000.0
@@ -53,7 +46,7 @@ class Sim:
             changes.sort(key=lambda e: (e[1] != "replicasets", e[0]))
         elif order == "deployments-first":
             changes.sort(key=lambda e: (e[1] != "deployments", e[0]))
-        records: list[Any] = []
+        records: list[RolloutRecord] = []
         for _, resource, kind, obj in changes:
             self.now += 1
             if kind == "DELETED":
@@ -65,8 +58,13 @@ class Sim:
             else:
                 records += self.tracker.apply_replicaset(obj, now=self.now)
         for r in records:
-            assert parse_rollout(r) == r, "every record the tracker makes is a valid k8s.rollouts value"
-        return [dict(r) for r in records]
+            assert decode_rollout(r.to_json()) == r, "every record the tracker makes is a valid k8s.rollouts value"
+        return as_json(records)
+
+
+def as_json(records: list[RolloutRecord]) -> list[dict[str, Any]]:
+    """The records as they travel on k8s.rollouts."""
+    return [r.to_json() for r in records]
 
 
 def phases(records: list[dict[str, Any]]) -> list[str]:
@@ -94,10 +92,11 @@ def test_first_sight_of_a_deployment_mid_rollout_publishes_progressing() -> None
     s.ctl.create("playback-api", "registry.example/playback-api:1.0")
     s.ctl.set_image("playback-api", "registry.example/playback-api:2.0")
     # the bridge starts now: it lists the current objects only
-    records: list[Any] = []
+    made: list[RolloutRecord] = []
     for rs in s.ctl.replicasets("playback-api"):
-        records += s.tracker.apply_replicaset(rs, now=NOW)
-    records += s.tracker.apply_deployment(s.ctl.deployment("playback-api"), now=NOW)
+        made += s.tracker.apply_replicaset(rs, now=NOW)
+    made += s.tracker.apply_deployment(s.ctl.deployment("playback-api"), now=NOW)
+    records = as_json(made)
     assert phases(records) == ["progressing"]
     r = records[0]
     assert r["revision"] == "2" and r["previous_revision"] == "1", "the previous revision comes from the old ReplicaSet"
@@ -284,7 +283,7 @@ def test_an_unpublished_observation_is_derived_again() -> None:
     dep = s.ctl.deployment("playback-api")
     first = s.tracker.observe_deployment(dep, now=NOW)  # publishing failed: not committed
     again = s.tracker.observe_deployment(dep, now=NOW)
-    assert phases([dict(r) for r in first.records]) == ["started"] and again.records == first.records
+    assert phases(as_json(first.records)) == ["started"] and again.records == first.records
     s.tracker.commit(again)
     assert s.tracker.observe_deployment(dep, now=NOW).records == []
 
@@ -328,7 +327,7 @@ def test_the_service_of_a_rollout(labels: dict[str, str], service: str) -> None:
     dep["spec"]["template"]["metadata"]["labels"] = {}
     dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "7"
     (rec,) = s.tracker.apply_deployment(dep, now=NOW + 50)
-    assert rec["service"] == service
+    assert rec.service == service
 
 
 @pytest.mark.parametrize(("field", "value"), [
@@ -341,13 +340,13 @@ def test_the_service_of_a_rollout(labels: dict[str, str], service: str) -> None:
 def test_objects_whose_names_cannot_be_keys_are_refused_with_a_reason(sim: Sim, field: str, value: Any) -> None:
     dep = sim.ctl.deployment("playback-api")
     dep["metadata"][field] = value
-    with pytest.raises(KubeObjectError) as exc:
+    with pytest.raises(RecordError) as exc:
         sim.tracker.observe_deployment(dep, now=NOW)
     assert exc.value.reason in ("bad_field", "missing_field") and f"metadata.{field}" in exc.value.detail
 
 
 def test_an_invalid_cluster_name_is_refused() -> None:
-    with pytest.raises(KubeObjectError):
+    with pytest.raises(RecordError):
         RolloutTracker(cluster="eu west 1")
 
 
@@ -357,32 +356,33 @@ MIGRATION = {"slo-stream.io/migration-from": "legacy", "slo-stream.io/migration-
 
 @pytest.mark.parametrize(("annotations", "expected"), [
     ({}, None),
-    (MIGRATION, {"from": "legacy", "to": "kubernetes", "traffic_percent": 25, "step": "canary 2 of 5",
-                 "reason": None}),
+    (MIGRATION, Migration(source="legacy", target="kubernetes", traffic_percent=25, step="canary 2 of 5")),
     ({**MIGRATION, "slo-stream.io/traffic-percent": "12.5%"},
-     {"from": "legacy", "to": "kubernetes", "traffic_percent": 12.5, "step": "canary 2 of 5", "reason": None}),
-    ({"slo-stream.io/migration-to": "kubernetes"},
-     {"from": None, "to": "kubernetes", "traffic_percent": None, "step": None, "reason": None}),
+     Migration(source="legacy", target="kubernetes", traffic_percent=12.5, step="canary 2 of 5")),
+    ({"slo-stream.io/migration-to": "kubernetes"}, Migration(target="kubernetes")),
     ({**MIGRATION, "slo-stream.io/traffic-percent": "150"},
-     {"from": "legacy", "to": "kubernetes", "traffic_percent": None, "step": "canary 2 of 5",
-      "reason": "slo-stream.io/traffic-percent='150' is not a number in 0..100"}),
+     Migration(source="legacy", target="kubernetes", step="canary 2 of 5",
+               reason="slo-stream.io/traffic-percent='150' is not a number in 0..100")),
     ({**MIGRATION, "slo-stream.io/traffic-percent": "nan", "slo-stream.io/migration-from": "Legacy DC"},
-     {"from": None, "to": "kubernetes", "traffic_percent": None, "step": "canary 2 of 5",
-      "reason": "slo-stream.io/migration-from='Legacy DC' is not a lowercase DNS label; "
-                "slo-stream.io/traffic-percent='nan' is not a number in 0..100"}),
+     Migration(target="kubernetes", step="canary 2 of 5",
+               reason="slo-stream.io/migration-from='Legacy DC' is not a lowercase DNS label; "
+                      "slo-stream.io/traffic-percent='nan' is not a number in 0..100")),
     ({**MIGRATION, "slo-stream.io/migration-step": "line one\nline two"},
-     {"from": "legacy", "to": "kubernetes", "traffic_percent": 25, "step": "line one line two", "reason": None}),
+     Migration(source="legacy", target="kubernetes", traffic_percent=25, step="line one line two")),
 ], ids=["no migration annotation: no migration", "a full migration step", "a fractional percent with a % sign",
         "only the target", "a percent above 100 is dropped with a reason",
         "every bad value is dropped and explained", "the step is one line"])
-def test_migration_annotations(annotations: dict[str, str], expected: dict[str, Any] | None) -> None:
-    assert parse_migration(annotations) == expected
+def test_migration_annotations(annotations: dict[str, str], expected: Migration | None) -> None:
+    got = parse_migration(annotations)
+    assert got == expected
+    if got is not None:
+        assert Migration.from_json(got.to_json()) == got, "it travels on k8s.rollouts as it was parsed"
 
 
 def test_a_too_long_migration_step_is_cut_with_a_reason() -> None:
     m = parse_migration({"slo-stream.io/migration-step": "x" * 1000})
-    assert m is not None and m["step"] == "x" * 256
-    assert m["reason"] == "slo-stream.io/migration-step cut to 256 characters"
+    assert m is not None and m.step == "x" * 256
+    assert m.reason == "slo-stream.io/migration-step cut to 256 characters"
 
 
 def test_a_migration_step_rides_on_rollout_records_and_a_traffic_shift_alone_publishes_one(sim: Sim) -> None:
@@ -395,7 +395,9 @@ def test_a_migration_step_rides_on_rollout_records_and_a_traffic_shift_alone_pub
     records = sim.feed()
     assert phases(records) == ["completed", "started", "completed", "completed"]
     first = records[0]
-    assert first["reason"] == "MigrationStepChanged" and first["migration"] == parse_migration(MIGRATION)
+    migration = parse_migration(MIGRATION)
+    assert migration is not None
+    assert first["reason"] == "MigrationStepChanged" and first["migration"] == migration.to_json()
     assert records[1]["migration"]["traffic_percent"] == 25
     shift = records[-1]
     assert shift["reason"] == "MigrationStepChanged" and shift["migration"]["traffic_percent"] == 50
@@ -418,17 +420,17 @@ def rollout(**over: Any) -> dict[str, Any]:
 
 
 def test_a_rollout_record_parses_to_itself() -> None:
-    assert parse_rollout(rollout()) == rollout()
+    assert decode_rollout(rollout()).to_json() == rollout()
 
 
 def test_an_older_writers_record_with_integer_revisions_and_fewer_fields_is_read() -> None:
     older = {"schema_version": 1, "ts": 60, "cluster": "eu-west-1", "namespace": "playback",
              "deployment": "playback-api", "service": "playback-api", "revision": 42, "previous_revision": 41,
              "images": ["registry.example/playback-api:42"], "phase": "completed"}
-    parsed = parse_rollout(older)
-    assert parsed["revision"] == "42" and parsed["previous_revision"] == "41" and parsed["ts"] == 60.0
-    assert parsed["replicas"] == {"desired": 0, "updated": 0, "ready": 0, "available": 0}
-    assert parsed["migration"] is None and parsed["template_hash"] is None
+    parsed = decode_rollout(older)
+    assert parsed.revision == "42" and parsed.previous_revision == "41" and parsed.ts == 60.0
+    assert parsed.replicas == Replicas(desired=0, updated=0, ready=0, available=0)
+    assert parsed.migration is None and parsed.template_hash is None
 
 
 @pytest.mark.parametrize(("over", "reason", "field"), [
@@ -456,8 +458,8 @@ def test_an_older_writers_record_with_integer_revisions_and_fewer_fields_is_read
         "a revision that is a list", "images that are not a list", "a negative replica count",
         "a migration percent above 100", "a migration that is not an object"])
 def test_an_invalid_rollout_record_is_refused_naming_the_field(over: dict[str, Any], reason: str, field: str) -> None:
-    with pytest.raises(KubeObjectError) as exc:
-        parse_rollout(rollout(**over))
+    with pytest.raises(RecordError) as exc:
+        decode_rollout(rollout(**over))
     assert exc.value.reason == reason and field in exc.value.detail
     assert isinstance(exc.value, ValueError)
 
@@ -516,7 +518,7 @@ def test_a_core_v1_event_is_published_whole_without_managed_fields_keyed_by_its_
     assert value["cluster"] == "eu-west-1" and value["schema_version"] == 1
     assert {k: v for k, v in value.items() if k not in ("metadata", "cluster", "schema_version")} == \
         {k: v for k, v in ev.items() if k != "metadata"}, "otherwise the Event as the API served it"
-    assert norm["count"] == 3 and norm["last_ts"] == at("2027-01-15T08:05:00Z")
+    assert norm.count == 3 and norm.last_ts == at("2027-01-15T08:05:00Z")
 
 
 def test_an_events_k8s_io_v1_event_also_carries_the_core_v1_names() -> None:
@@ -539,36 +541,36 @@ def test_every_writers_event_normalises_to_the_same_shape(writer: str) -> None:
         "a raw events.k8s.io/v1 Event": lambda: to_events_v1(backoff()),
         "kubernetes-event-exporter": exporter_record,
     }[writer]()
-    n = normalise_event(doc, default_cluster="eu-west-1")
-    assert n["cluster"] == ("us-east-2" if writer == "kubernetes-event-exporter" else "eu-west-1")
-    assert (n["namespace"], n["kind"], n["name"]) == (NS, "Pod", "playback-api-7d9f8-x2k4q")
-    assert (n["uid"], n["reason"], n["type"], n["count"]) == ("e-uid-1", "BackOff", "Warning", 3)
-    assert n["message"] == "Back-off restarting failed container"
-    assert n["last_ts"] - n["first_ts"] == 300.0
-    assert n["source"] == "kubelet" and n["resource_version"] == "501"
-    assert n["api"] == ("events.k8s.io/v1" if "events.k8s.io" in writer else "core/v1")
+    n = decode_event(doc, default_cluster="eu-west-1")
+    assert n.cluster == ("us-east-2" if writer == "kubernetes-event-exporter" else "eu-west-1")
+    assert (n.namespace, n.kind, n.name) == (NS, "Pod", "playback-api-7d9f8-x2k4q")
+    assert (n.uid, n.reason, n.type, n.count) == ("e-uid-1", "BackOff", "Warning", 3)
+    assert n.message == "Back-off restarting failed container"
+    assert n.last_ts - n.first_ts == 300.0
+    assert n.source == "kubelet" and n.resource_version == "501"
+    assert n.api == ("events.k8s.io/v1" if "events.k8s.io" in writer else "core/v1")
 
 
 def test_the_exporters_labels_and_owner_reach_the_normalised_event() -> None:
-    n = normalise_event(exporter_record(), default_cluster=None)
-    assert n["labels"] == {"app.kubernetes.io/name": "playback-api", "pod-template-hash": "7d9f8"}
-    assert (n["owner_kind"], n["owner_name"]) == ("ReplicaSet", "playback-api-7d9f8")
-    assert event_key(n) == "us-east-2/playback/Pod/playback-api-7d9f8-x2k4q"
+    n = decode_event(exporter_record(), default_cluster=None)
+    assert dict(n.labels) == {"app.kubernetes.io/name": "playback-api", "pod-template-hash": "7d9f8"}
+    assert (n.owner_kind, n.owner_name) == ("ReplicaSet", "playback-api-7d9f8")
+    assert n.key == "us-east-2/playback/Pod/playback-api-7d9f8-x2k4q"
 
 
 def test_an_events_k8s_io_v1_series_gives_count_and_last_time() -> None:
-    n = normalise_event(events_v1(), default_cluster="eu-west-1")
-    assert n["count"] == 7 and n["api"] == "events.k8s.io/v1"
-    assert n["first_ts"] == at("2027-01-15T08:00:00.123456Z"), "eventTime"
-    assert n["last_ts"] == at("2027-01-15T08:09:00.500000Z"), "series.lastObservedTime"
-    assert n["message"].startswith("Liveness probe failed") and n["labels"] == {} and n["owner_kind"] is None
+    n = decode_event(events_v1(), default_cluster="eu-west-1")
+    assert n.count == 7 and n.api == "events.k8s.io/v1"
+    assert n.first_ts == at("2027-01-15T08:00:00.123456Z"), "eventTime"
+    assert n.last_ts == at("2027-01-15T08:09:00.500000Z"), "series.lastObservedTime"
+    assert n.message.startswith("Liveness probe failed") and dict(n.labels) == {} and n.owner_kind is None
 
 
 def test_a_core_event_written_through_the_new_api_gets_count_and_last_timestamp() -> None:
     ev = backoff(count=None, firstTimestamp=None, lastTimestamp=None, eventTime="2027-01-15T08:00:00.250000Z",
                  series={"count": 4, "lastObservedTime": "2027-01-15T08:01:00.000000Z"})
     _, value, norm = event_record(ev, cluster="c1")
-    assert value["count"] == 4 and norm["count"] == 4
+    assert value["count"] == 4 and norm.count == 4
     assert value["firstTimestamp"] == "2027-01-15T08:00:00Z" and value["lastTimestamp"] == "2027-01-15T08:01:00Z"
 
 
@@ -576,7 +578,7 @@ def test_an_event_about_a_cluster_scoped_object_has_an_empty_namespace_in_its_ke
     ev = backoff()
     ev["involvedObject"] = {"kind": "Node", "name": "ip-10-0-0-1.eu-west-1.compute.internal", "uid": "n"}
     key, _, norm = event_record(ev, cluster="c1")
-    assert key == "c1//Node/ip-10-0-0-1.eu-west-1.compute.internal" and norm["namespace"] == ""
+    assert key == "c1//Node/ip-10-0-0-1.eu-west-1.compute.internal" and norm.namespace == ""
 
 
 @pytest.mark.parametrize(("mutate", "reason", "field"), [
@@ -596,26 +598,26 @@ def test_an_event_about_a_cluster_scoped_object_has_an_empty_namespace_in_its_ke
 def test_an_unusable_event_is_refused_with_the_reason(mutate: Any, reason: str, field: str) -> None:
     ev = backoff()
     mutate(ev)
-    with pytest.raises(KubeObjectError) as exc:
-        normalise_event(ev, default_cluster="c1")
+    with pytest.raises(RecordError) as exc:
+        decode_event(ev, default_cluster="c1")
     assert exc.value.reason == reason and field in exc.value.detail
 
 
 def test_an_event_without_any_cluster_is_refused() -> None:
     with pytest.raises(ValueError, match="cluster is missing"):
-        normalise_event(backoff(), default_cluster=None)
+        decode_event(backoff(), default_cluster=None)
 
 
 def test_a_value_that_is_not_an_object_is_refused() -> None:
-    with pytest.raises(KubeObjectError, match="JSON object"):
-        normalise_event(["not", "an", "event"], default_cluster="c1")
+    with pytest.raises(RecordError, match="JSON object"):
+        decode_event(["not", "an", "event"], default_cluster="c1")
 
 
 # ---- event dedup -------------------------------------------------------------------------------------
 
 
-def norm(ev: dict[str, Any]) -> kube.NormalisedEvent:
-    return normalise_event(ev, default_cluster="c1")
+def norm(ev: dict[str, Any]) -> KubeEvent:
+    return decode_event(ev, default_cluster="c1")
 
 
 def test_an_event_is_new_until_published_and_again_each_time_it_repeats() -> None:

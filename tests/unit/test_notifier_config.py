@@ -3,13 +3,16 @@ line and field, and no key in any message."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from streams.adapters.notifier import load_routing
 from streams.core.errors import ConfigError
+from streams.core.model import Severity
 from streams.core.notify import alert_event
+from streams.core.wire.alert import decode_alert
 from streams.settings import Settings
 
 
@@ -37,10 +40,13 @@ def test_per_slo_routes_override_the_severity_keys(tmp_path: Path) -> None:
                    f"playback-api-availability:\n  page: {write(tmp_path / 'pa', 'k-playback-page')}\n")
     r = load_routing(Settings(), {"SLO_STREAM_PAGERDUTY_ROUTING_KEY": "k-default",
                                   "SLO_STREAM_PAGERDUTY_ROUTES_FILE": routes})
-    alert = {"dedup_key": "d", "slo": "playback-api-availability", "severity": "page", "state": "firing", "ts": 0}
+    alert = decode_alert({"dedup_key": "d", "slo": "playback-api-availability", "service": "playback-api",
+                          "severity": "page", "state": "firing", "ts": 0,
+                          "dimensions": {"cluster": "eu-west-1", "region": "eu-west", "platform": "kubernetes"},
+                          "error_budget_remaining": 0.5, "objective": 0.999})
     assert alert_event(alert, r)[1]["routing_key"] == "k-playback-page"
-    assert alert_event({**alert, "severity": "ticket"}, r)[1]["routing_key"] == "k-default"
-    assert alert_event({**alert, "slo": "other"}, r)[1]["routing_key"] == "k-default"
+    assert alert_event(replace(alert, severity=Severity.TICKET), r)[1]["routing_key"] == "k-default"
+    assert alert_event(replace(alert, slo="other"), r)[1]["routing_key"] == "k-default"
 
 
 @pytest.mark.parametrize(("text", "message"), [

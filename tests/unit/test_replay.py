@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from streams.core.errors import SpecError
-from streams.core.kube import normalise_event, parse_rollout
-from streams.core.records import RecordParser
+from streams.core.wire.k8s_event import decode_event
+from streams.core.wire.playback import RecordParser
+from streams.core.wire.rollout import decode_rollout
 from streams.demo.scenario import EVENTS, PLAYBACK, ROLLOUTS, Checkpoint, Produce, parse_scenario, timeline
 
 STORY = Path(__file__).resolve().parents[2] / "streams" / "demo" / "scenarios" / "migration.yaml"
@@ -45,12 +46,12 @@ def test_every_record_honours_its_topic_contract_and_time_only_moves_forward() -
             parser.parse(x.key, x.value, i, good, bad)
             assert good and not bad, bad
         elif x.topic == ROLLOUTS:
-            r = parse_rollout(orjson.loads(x.value))
-            assert x.key.decode() == f"{r['cluster']}/{r['namespace']}/{r['deployment']}"
+            r = decode_rollout(orjson.loads(x.value))
+            assert x.key.decode() == f"{r.workload.cluster}/{r.workload.namespace}/{r.workload.name}" == r.key
         else:
             assert x.topic == EVENTS
-            ev = normalise_event(orjson.loads(x.value), default_cluster=None)
-            assert ev["type"] == "Warning" and ev["reason"] == "BackOff"
+            ev = decode_event(orjson.loads(x.value), default_cluster=None)
+            assert ev.type == "Warning" and ev.reason == "BackOff"
     cps = [x for x in items if isinstance(x, Checkpoint)]
     assert [(c.when, c.describe()) for c in cps[:2]] == [
         ("before", "migration step: stream-router in us-east to 25% on kubernetes"),

@@ -1,4 +1,4 @@
-"""Engine.sli_totals: cumulative (bad, total) per SLO series since the worker started, the source of
+"""Engine.series.sli_totals: cumulative (bad, total) per SLO series since the worker started, the source of
 the Prometheus counters slo_stream_sli_events_total / slo_stream_sli_bad_events_total."""
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ def test_totals_add_up_every_counted_record_across_batches_and_evaluation_steps(
     for i in range(0, len(messages), 37):
         feed(e, messages[i:i + 37], first_offset=i)
     seconds = range(0, 1800, 5)
-    assert e.sli_totals[AVAIL] == [sum(s % 3 for s in seconds) + 2 * len(seconds), 16 * len(seconds)]
+    assert e.series.sli_totals[AVAIL] == [sum(s % 3 for s in seconds) + 2 * len(seconds), 16 * len(seconds)]
     slow = sum(10 for s in seconds if 100.0 + s > 500) + 2 * len(seconds)
-    assert e.sli_totals[LATENCY] == [slow, 12 * len(seconds)]
+    assert e.series.sli_totals[LATENCY] == [slow, 12 * len(seconds)]
 
 
 def test_series_are_kept_apart_and_grouped_away_dimensions_are_aggregated() -> None:
@@ -48,7 +48,7 @@ def test_series_are_kept_apart_and_grouped_away_dimensions_are_aggregated() -> N
     feed(e, [batch([record(T0, total=5, errors=1),
                     record(T0 + 1, cluster="eu-west-2", total=7, errors=3),
                     record(T0 + 2, cluster="us-east-1", region="us-east", total=11, errors=0)])], 0)
-    assert e.sli_totals == {
+    assert e.series.sli_totals == {
         AVAIL: [1, 5],
         c.series_key("playback-api-availability", "eu-west-2", "eu-west", "kubernetes"): [3, 7],
         c.series_key("playback-api-availability", "us-east-1", "us-east", "kubernetes"): [0, 11],
@@ -64,8 +64,8 @@ def test_late_rejected_and_already_committed_records_are_not_counted() -> None:
     feed(e, [batch([record(T0, total=100, errors=100)]),
              batch([record(T0 + 600, total=1, errors=2)])], 1)
     feed(e, [batch([record(T0 + 600, total=3, errors=1)])], 0)
-    assert e.sli_totals[AVAIL] == [1, 3]
-    assert LATENCY not in e.sli_totals  # no record with a latency yet
+    assert e.series.sli_totals[AVAIL] == [1, 3]
+    assert LATENCY not in e.series.sli_totals  # no record with a latency yet
 
 
 def test_totals_survive_a_partition_leaving_the_worker() -> None:
@@ -73,6 +73,7 @@ def test_totals_survive_a_partition_leaving_the_worker() -> None:
     feed(e, [batch([record(T0, total=9, errors=2, latency_ms=800.0)])], 0, partition=1)
     e.revoke({1})
     feed(e, [batch([record(T0 + 5, cluster="us-east-1", total=4, errors=1)])], 0, partition=0)
-    assert e.sli_totals[AVAIL] == [2, 9]
-    assert e.sli_totals[LATENCY] == [9, 9]
-    assert e.sli_totals[c.series_key("playback-api-availability", "us-east-1", "eu-west", "kubernetes")] == [1, 4]
+    assert e.series.sli_totals[AVAIL] == [2, 9]
+    assert e.series.sli_totals[LATENCY] == [9, 9]
+    us_east = c.series_key("playback-api-availability", "us-east-1", "eu-west", "kubernetes")
+    assert e.series.sli_totals[us_east] == [1, 4]

@@ -1,4 +1,4 @@
-"""Parse and validate `playback.events` messages into records, or say exactly why not.
+"""``playback.events``: parse and validate messages into records, or say exactly why not.
 
 The wire format (DESIGN.md, "Topic contracts"): one JSON object per record, or a batch
 ``{"schema_version": 1, "records": [...]}``.
