@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +68,21 @@ def _inject(i: int, key: bytes, ts: float) -> list[tuple[bytes | None, bytes]]:
 
 
 class Story:
-    """Plays the story; :meth:`lines` yields one JSON line per output."""
+    """Plays the story; :meth:`lines` yields one JSON line per output. ``store`` and ``changes`` are the
+    engine's state store and the changes table (dicts by default); ``after_flush`` is called after each
+    batch is committed, with the story and the number of batches so far (a test may replace the
+    engine there, as a worker that restarts would be)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, store: MutableMapping[str, bytes] | None = None,
+                 changes: MutableMapping[str, bytes] | None = None,
+                 after_flush: Callable[[Story, int], None] | None = None) -> None:
         self.slos = load_specs(SPECS)
         self.services = sorted({s.service for s in self.slos})
         self.partition = {svc: i % PARTITIONS for i, svc in enumerate(self.services)}
-        self.store: dict[str, bytes] = {}
-        self.changes: dict[str, bytes] = {}
+        self.store: MutableMapping[str, bytes] = {} if store is None else store
+        self.changes: MutableMapping[str, bytes] = {} if changes is None else changes
+        self.after_flush = after_flush
+        self.flushes = 0
         self.engine = Engine(self.slos, self.store, EngineConfig(), changes=self.changes)
         self.engine.assign(set(range(PARTITIONS)))
         self.offsets = dict.fromkeys(range(PARTITIONS), 0)
@@ -116,6 +123,9 @@ class Story:
                 d["sha256"].update(raw)
                 d["last"] = raw.decode()
             self.last_batch_wall[p] = self.now
+        if self.pending and self.after_flush is not None:
+            self.flushes += 1
+            self.after_flush(self, self.flushes)
         self.pending.clear()
 
     def _alert(self, a: Alert) -> Iterator[dict[str, Any]]:

@@ -75,7 +75,9 @@ class Counters:
         # (bad, total) of whole stored chunks, computed on first read, dropped when a chunk changes:
         # long windows read mostly whole chunks, so an evaluation touches few buckets one by one.
         self._chunk_sums: dict[str, tuple[int, int]] = {}
-        self._last_data: dict[str, int] = {}  # event time of each series' newest bucket (an upper bound)
+        # Event time of each series' newest 10 s bucket with events (after a recovery from coarser
+        # levels only, an upper bound).
+        self._last_data: dict[str, int] = {}
         self.applied_offset: dict[int, int] = {}
 
     # ---- recovery -------------------------------------------------------------------------
@@ -91,6 +93,7 @@ class Counters:
             self._forget(s)
         self._chunk_sums.clear()
         n = 0
+        last_seen: dict[str, dict[int, int]] = {}  # series -> level -> newest bucket's time
         for key, value in list(self.store.items()):
             if key.startswith("~"):  # engine records (meta, alert tracks) share the store
                 continue
@@ -100,13 +103,18 @@ class Counters:
                 continue
             series, level, chunk = _split_key(key)
             self._chunk_ids(series)[level].add(chunk)
-            end = (chunk + 1) * self.levels[level].chunk_s
-            if end > self._last_data.get(series, 0):
-                self._last_data[series] = end
+            newest = _newest_bucket(head, self.levels[level], chunk)
+            seen = last_seen.setdefault(series, {})
+            if newest > seen.get(level, 0):
+                seen[level] = newest
             self._own(series, p)
             if off > self.applied_offset.get(p, -1):
                 self.applied_offset[p] = off
             n += 1
+        for series, by_level in last_seen.items():
+            # The finest level that still holds the series says it best (a coarser bucket's upper
+            # bound can be an hour late).
+            self._last_data[series] = by_level[min(by_level)]
         return n
 
     def release(self, partitions: set[int]) -> None:
@@ -327,3 +335,14 @@ def _key(series: str, level: int, chunk: int) -> str:
 def _split_key(key: str) -> tuple[str, int, int]:
     series, level, chunk = key.rsplit("|", 2)
     return series, int(level), int(chunk)
+
+
+def _newest_bucket(arr: memoryview, level: Level, chunk: int) -> int:
+    """The event time :meth:`Counters.last_data` keeps for the newest bucket with events in a stored
+    chunk: the start of that 10 s bucket at level 0 (as when it was counted); at a coarser level the
+    start of its last 10 s bucket (an upper bound: a series is never taken for quiet too early)."""
+    for i in range(level.chunk_len - 1, -1, -1):
+        if arr[3 + 2 * i]:  # total of bucket i
+            start = (chunk * level.chunk_len + i) * level.width_s
+            return start + level.width_s - L0_WIDTH
+    return 0
