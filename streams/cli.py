@@ -7,8 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from streams import __version__
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 DESCRIPTION = """\
 slo-stream: SLO error budgets and multi-window multi-burn-rate alerts computed from the playback
@@ -191,12 +195,11 @@ def _run(args: argparse.Namespace) -> int:
         s = settings_mod.load()
         if not s.bootstrap:
             return _no_kafka()
-        from streams.adapters.topics import ensure_topics
-
-        ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
-        for name, n in s.topics.items():
-            print(f"{name}: {n} partitions")
-        return 0
+        code = _ensure_topics(s, holds_state=True)
+        for t in s.topics.values():
+            configs = " ".join(f"{k}={v}" for k, v in t.configs().items())
+            print(f"{t.name}: {t.partitions} partitions, {configs}")
+        return code
     if args.command == "worker":
         return _worker(args)
     if args.command == "notifier":
@@ -256,7 +259,6 @@ def _worker(args: argparse.Namespace) -> int:
     from streams import settings as settings_mod
     from streams.adapters.pipeline import Pipeline
     from streams.adapters.specfiles import load_specs
-    from streams.adapters.topics import ensure_topics
     from streams.app import build_app
 
     # At debug level these log every produced message (kilobytes each, per table write).
@@ -279,7 +281,9 @@ def _worker(args: argparse.Namespace) -> int:
         s = replace(s, bootstrap=broker.bootstrap)
         print(f"embedded broker: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
     try:
-        ensure_topics(s.bootstrap or "", s.topics, replication_factor=s.replication_factor)
+        code = _ensure_topics(s, holds_state=True)
+        if code:
+            return code
         app = build_app(s)
         pipeline = Pipeline(app, s, slos)
         from streams.adapters.http_api import Api, Tokens, default_gate_config
@@ -302,6 +306,22 @@ def _log(level: str, *, quiet: Sequence[str], floor: int = logging.WARNING) -> N
         logging.getLogger(name).setLevel(max(floor, logging.getLogger().level))
 
 
+def _ensure_topics(s: Settings, *, holds_state: bool) -> int:
+    """Create every topic (with its configs) and report those that exist with configs their semantics
+    cannot live with; 2 when a state changelog would delete state and this command holds state (the
+    worker, ``topics``), unless SLO_STREAM_ALLOW_STATE_DELETION is set."""
+    from streams.adapters.topics import ensure_topics
+
+    problems = ensure_topics(s.bootstrap or "", s.topics, replication_factor=s.replication_factor)
+    refuse = holds_state and not s.allow_state_deletion
+    for p in problems:
+        stop = p.fatal and refuse
+        print(f"{'error' if stop else 'warning'}: {p.message}. Fix: {p.fix}"
+              + (" (or set SLO_STREAM_ALLOW_STATE_DELETION=true to start anyway)" if stop else ""),
+              file=sys.stderr)
+    return 2 if refuse and any(p.fatal for p in problems) else 0
+
+
 def _no_kafka() -> int:
     print("error: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
     return 2
@@ -313,14 +333,13 @@ def _notifier(args: argparse.Namespace) -> int:
 
     from streams import settings as settings_mod
     from streams.adapters.notifier import Notifier, load_routing
-    from streams.adapters.topics import ensure_topics
 
     _log(args.loglevel, quiet=("aiokafka", "kafka"))
     s = settings_mod.load()
     if not s.bootstrap:
         return _no_kafka()
     routing = load_routing(s)
-    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+    _ensure_topics(s, holds_state=False)
     notifier = Notifier(s, routing)
     if s.notifier_metrics_port:
         from streams.adapters.metrics import NotifierMetrics
@@ -342,7 +361,6 @@ def _kube_bridge(args: argparse.Namespace) -> int:
     import signal
 
     from streams import settings as settings_mod
-    from streams.adapters.topics import ensure_topics
     from streams.core.errors import RecordError
     from streams.core.wire.fields import check_cluster
 
@@ -365,7 +383,7 @@ def _kube_bridge(args: argparse.Namespace) -> int:
     from streams.adapters import kube_bridge as bridge_mod  # the only path to the kubernetes package
 
     api = bridge_mod.load_api_client(kubeconfig=args.kubeconfig, context=args.context)
-    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+    _ensure_topics(s, holds_state=False)
     bridge = bridge_mod.KubeBridge(s, cluster=cluster, api_client=api, namespaces=namespaces,
                                    events_api=args.events_api or s.kube_events_api)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -411,10 +429,9 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"error: --start {args.start!r} is neither epoch seconds nor RFC 3339", file=sys.stderr)
             return 2
     from streams.adapters.specfiles import load_specs
-    from streams.adapters.topics import ensure_topics
     from streams.demo.player import Player
 
-    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+    _ensure_topics(s, holds_state=False)
     services = None
     if not args.no_sync:
         try:

@@ -17,6 +17,7 @@ from streams.core import conventions as c
 from streams.core import enforce
 from streams.core.errors import ConfigError
 from streams.core.model import parse_duration
+from streams.core.topology import TopicSpec, latest_per_key, stream
 
 ENV_PREFIX = "SLO_STREAM_"
 
@@ -35,6 +36,9 @@ class Settings:
     topic_dead_letter: str = c.TOPIC_DEAD_LETTER
     topic_rollout_gates: str = c.TOPIC_ROLLOUT_GATES
     replication_factor: int = 1
+    # A worker refuses to start on a state changelog that deletes instead of compacting (its state
+    # would be lost after the topic's retention); true: start anyway (docs/semantics.md).
+    allow_state_deletion: bool = False
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 3.0
     # SLO specs
@@ -85,21 +89,19 @@ class Settings:
         return f"{self.app_id}-changes-by-service"
 
     @property
-    def topics(self) -> dict[str, int]:
-        """Every topic the product uses, with its partition count (created up front)."""
+    def topics(self) -> dict[str, TopicSpec]:
+        """Every topic the product uses, with its partition count and configs (created up front; the
+        retentions are docs/semantics.md's "How long state lives")."""
         p = self.partitions
-        return {
-            self.topic_playback: p,
-            self.topic_k8s_events: p,
-            self.topic_k8s_rollouts: p,
-            self.topic_alerts: p,
-            self.topic_status: p,
-            self.topic_dead_letter: p,
-            self.topic_rollout_gates: p,
-            f"{self.app_id}-state-changelog": p,
-            self.topic_changes: p,
-            f"{self.app_id}-changes-changelog": p,
-        }
+        specs = (
+            stream(self.topic_playback, p, 7), stream(self.topic_k8s_events, p, 7),
+            stream(self.topic_k8s_rollouts, p, 7), stream(self.topic_alerts, p, 30),
+            stream(self.topic_dead_letter, p, 14), stream(self.topic_changes, p, 7),
+            latest_per_key(self.topic_status, p), latest_per_key(self.topic_rollout_gates, p),
+            latest_per_key(f"{self.app_id}-state-changelog", p, holds_state=True),
+            latest_per_key(f"{self.app_id}-changes-changelog", p, holds_state=True),
+        )
+        return {t.name: t for t in specs}
 
 
 _ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}
@@ -128,6 +130,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                 values[f.name] = int(raw)
             elif f.type in ("float",):
                 values[f.name] = float(raw)
+            elif f.type in ("bool",):
+                values[f.name] = _boolean(raw)
             else:
                 values[f.name] = raw
         except ValueError as exc:
@@ -135,6 +139,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     s = Settings(**values)  # type: ignore[arg-type]
     _check(s)
     return s
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
 
 
 _TOPIC_RE = re.compile(r"^(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,249}\Z")

@@ -1,8 +1,12 @@
-"""Kafka topic administration: wait for a broker, create topics up front with their partition counts.
+"""Kafka topic administration: wait for a broker, create topics up front with their partition counts
+and configs, and read the configs of those that exist.
 
 Every topic must exist with its intended partition count *before* any producer or Faust worker touches
 it: a producer that auto-creates a topic gets the broker's default (4 partitions on Tansu), and a Faust
-table whose source topic and changelog topic disagree crash-loops with ``PartitionsMismatch``.
+table whose source topic and changelog topic disagree crash-loops with ``PartitionsMismatch``. The
+configs (:mod:`streams.core.topology`: compaction for every "latest per key" topic, retention for the
+streams) are set at creation; for a topic that already exists they are read back (DescribeConfigs)
+and what is wrong is returned, since this client never changes an existing topic's configs.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+
+from streams.core.topology import TopicProblem, TopicSpec, check
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +64,18 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 30) -> None:
 
 def ensure_topics(
     bootstrap: str,
-    topics: Mapping[str, int],
+    topics: Mapping[str, int | TopicSpec],
     *,
     timeout_s: float = 30,
     replication_factor: int = 1,
-) -> None:
-    """Make sure each topic in ``topics`` (name -> partition count) exists with that partition count.
+) -> list[TopicProblem]:
+    """Make sure each topic in ``topics`` (name -> spec, or a bare partition count) exists with that
+    partition count; return what is wrong with the configs of those that already existed.
 
-    Missing topics are created (a concurrent creation by someone else is tolerated); existing topics are
-    left alone. Afterwards the broker's metadata is checked until every topic is visible with the
-    expected number of partitions, each with a leader. Idempotent.
+    Missing topics are created with their configs (a concurrent creation by someone else is
+    tolerated); existing topics are left alone, their configs read back and checked
+    (:func:`streams.core.topology.check`). Afterwards the broker's metadata is checked until every topic
+    is visible with the expected number of partitions, each with a leader. Idempotent.
 
     Raises :class:`TopicError` (``retryable=False``) if a topic exists with a different partition count,
     :class:`TopicError` (``retryable=True``) if the topics are not visible before the deadline, and
@@ -74,35 +83,44 @@ def ensure_topics(
     """
     wanted = _validate(topics, replication_factor)
     if not wanted:
-        return
+        return []
     deadline = time.monotonic() + timeout_s
     with _admin_client(bootstrap, timeout_s) as admin:
         try:
             existing = _describe(admin, list(wanted))
         except KafkaError as exc:
             raise TopicError(f"reading topic metadata failed: {exc}", retryable=bool(exc.retriable)) from exc
-        _check_partition_counts(existing, wanted)
+        _check_partition_counts(existing, {n: t.partitions for n, t in wanted.items()})
         missing = [name for name in wanted if name not in existing]
         if missing:
             _create(admin, {n: wanted[n] for n in missing}, replication_factor, deadline)
-        _wait_visible(admin, wanted, deadline)
+        _wait_visible(admin, {n: t.partitions for n, t in wanted.items()}, deadline)
+        return _config_problems(admin, [wanted[n] for n in wanted if n in existing], bootstrap)
+
+
+def topic_configs(bootstrap: str, names: list[str], *, timeout_s: float = 30) -> dict[str, dict[str, str]]:
+    """The configs of topics as the broker describes them (all, defaults included; a broker may leave
+    out what it does not track)."""
+    with _admin_client(bootstrap, timeout_s) as admin:
+        return _read_configs(admin, names)
 
 
 # -- internals -------------------------------------------------------------------------------------------
 
 
-def _validate(topics: Mapping[str, int], replication_factor: int) -> dict[str, int]:
+def _validate(topics: Mapping[str, int | TopicSpec], replication_factor: int) -> dict[str, TopicSpec]:
     if isinstance(replication_factor, bool) or not isinstance(replication_factor, int):
         raise ValueError(f"replication_factor must be an int, got {replication_factor!r}")
     if replication_factor < 1:
         raise ValueError(f"replication_factor must be >= 1, got {replication_factor}")
-    wanted: dict[str, int] = {}
-    for name, partitions in topics.items():
+    wanted: dict[str, TopicSpec] = {}
+    for name, spec in topics.items():
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"topic names must be non-empty strings, got {name!r}")
+        partitions = spec.partitions if isinstance(spec, TopicSpec) else spec
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ValueError(f"topic {name!r}: partition count must be an int >= 1, got {partitions!r}")
-        wanted[name] = partitions
+        wanted[name] = spec if isinstance(spec, TopicSpec) else TopicSpec(name, partitions)
     return wanted
 
 
@@ -206,11 +224,11 @@ def _check_partition_counts(existing: Mapping[str, Mapping[str, Any]], wanted: M
 
 
 def _create(
-    admin: KafkaAdminClient, missing: Mapping[str, int], replication_factor: int, deadline: float
+    admin: KafkaAdminClient, missing: Mapping[str, TopicSpec], replication_factor: int, deadline: float
 ) -> None:
     request = {
-        name: {"num_partitions": partitions, "replication_factor": replication_factor}
-        for name, partitions in missing.items()
+        name: {"num_partitions": spec.partitions, "replication_factor": replication_factor, "configs": spec.configs()}
+        for name, spec in missing.items()
     }
     timeout_ms = max(1000, int((deadline - time.monotonic()) * 1000))
     try:
@@ -225,7 +243,9 @@ def _create(
         code = result.get("error_code", 0)
         if code in (0, TopicAlreadyExistsError.errno):
             if code == 0:
-                log.info("created topic %s (%d partitions)", result.get("name"), missing[result["name"]])
+                spec = missing[result["name"]]
+                log.info("created topic %s (%d partitions, %s)", spec.name, spec.partitions,
+                         ", ".join(f"{k}={v}" for k, v in spec.configs().items()) or "broker defaults")
             continue
         err = for_code(code)
         retryable = retryable and bool(getattr(err, "retriable", False))
@@ -257,3 +277,24 @@ def _wait_visible(admin: KafkaAdminClient, wanted: Mapping[str, int], deadline: 
                 retryable=True,
             )
         time.sleep(_POLL_S)
+
+
+def _read_configs(admin: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    got = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names], config_filter="all")
+    return {name: {k: str(v.get("value")) for k, v in configs.items() if v.get("value") is not None}
+            for name, configs in (got.get("topic") or {}).items()}
+
+
+def _config_problems(admin: KafkaAdminClient, specs: list[TopicSpec], bootstrap: str) -> list[TopicProblem]:
+    """What is wrong with the configs of existing topics. A broker that does not answer DescribeConfigs
+    leaves them unchecked (logged): nothing is invented."""
+    try:
+        configs = _read_configs(admin, [s.name for s in specs])
+    except KafkaError as exc:
+        log.warning("could not read the configs of topics %s (%s): their cleanup policy is not checked",
+                    sorted(s.name for s in specs), exc)
+        return []
+    problems = [check(s, configs.get(s.name, {}), bootstrap=bootstrap) for s in specs]
+    return [p for p in problems if p is not None]

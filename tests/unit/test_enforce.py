@@ -406,7 +406,7 @@ def test_a_config_out_of_range_is_refused(changes: dict[str, Any]) -> None:
 def test_enforcement_is_off_by_default_and_its_settings_are_checked() -> None:
     s = settings_mod.load({})
     assert (s.enforce, s.enforce_min_score, s.topic_rollout_gates) == ("off", 0.8, c.TOPIC_ROLLOUT_GATES)
-    assert s.topics[s.topic_rollout_gates] == s.partitions, "created up front with the others"
+    assert s.topics[s.topic_rollout_gates].partitions == s.partitions, "created up front with the others"
     s = settings_mod.load({"SLO_STREAM_ENFORCE": "pause", "SLO_STREAM_ENFORCE_MIN_SCORE": "0.9",
                            "SLO_STREAM_ENFORCE_NAMESPACES": "playback, checkout",
                            "SLO_STREAM_ENFORCE_MAX_ALERT_AGE": "10m"})
