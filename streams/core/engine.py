@@ -247,7 +247,7 @@ class Engine:
             rev = r.revision
             if rev is not None:
                 st = rev_states.get((service, cluster)) or load_revs((service, cluster), partition)
-                if offset > st.offset:
+                if offset > st.committed:
                     rkey = (service, cluster, rev, int(ts // REV_BUCKET_S))
                     rcell = rev_agg.get(rkey)
                     if rcell is None:

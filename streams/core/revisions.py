@@ -24,11 +24,14 @@ Aggregate = dict[tuple[str, str, str, int], list[int]]
 
 @dataclass
 class RevState:
-    """One service and cluster: the counts per revision and minute, and the highest offset applied."""
+    """One service and cluster: the counts per revision and minute, and the highest offset applied.
+    ``committed`` is that offset as last written to the store: a replay skips records up to it (not up
+    to ``offset``, which a push in the middle of a batch moves to the message being counted)."""
 
     partition: int
     offset: int = -1
     revs: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    committed: int = -1
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"p": self.partition, "o": self.offset,
@@ -38,7 +41,7 @@ class RevState:
     def from_bytes(cls, raw: bytes) -> RevState:
         d = orjson.loads(raw)
         return cls(int(d["p"]), int(d["o"]),
-                   {rev: {int(m): v for m, v in mins.items()} for rev, mins in d["r"].items()})
+                   {rev: {int(m): v for m, v in mins.items()} for rev, mins in d["r"].items()}, int(d["o"]))
 
 
 class RevisionLog:
@@ -98,7 +101,9 @@ class RevisionLog:
     def commit(self, partition: int) -> None:
         for rk in [rk for rk in self._dirty if self.states[rk].partition == partition]:
             self._dirty.discard(rk)
-            self.store[f"{REV_PREFIX}{rk[0]}|{rk[1]}"] = self.states[rk].to_bytes()
+            st = self.states[rk]
+            self.store[f"{REV_PREFIX}{rk[0]}|{rk[1]}"] = st.to_bytes()
+            st.committed = st.offset
 
     def counts(self, service: str, cluster: str, start: float, end: float) -> dict[str, tuple[int, int]]:
         """(errors, total) per playback ``revision`` of ``service`` in ``cluster`` over the minutes in

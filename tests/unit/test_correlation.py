@@ -329,3 +329,16 @@ def test_a_series_gone_quiet_is_evaluated_at_its_partitions_step_not_left_behind
     current = engine.read.current_status(legacy)
     assert current is not None and current.at == at
     assert current.burn_rates["5m"] == 0.0
+
+
+def test_a_batch_message_that_spans_an_evaluation_step_counts_every_record_of_every_revision() -> None:
+    """60 s messages (one record per second each, two revisions) cross several 10 s steps each: the
+    records after the step inside a message used to be taken for already applied (the offset check
+    compared with the message's own offset), and the revision split lost most of them."""
+    msgs = [batch([record(T0 + m * 60 + s, revision="new" if s % 2 else "old", errors=1 if s % 2 else 0)
+                   for s in range(60)]) for m in range(10)]
+    engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=0))
+    for i, (k, v) in enumerate(msgs):
+        engine.commit(engine.process(0, [(k, v, i)], now=T0 + 86400))
+    got = engine.revisions.counts("playback-api", "eu-west-1", T0, T0 + 3600)
+    assert got == {"new": (300, 300), "old": (0, 300)}
