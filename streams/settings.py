@@ -70,6 +70,9 @@ class Settings:
     pagerduty_severity_page: str = "critical"
     pagerduty_severity_ticket: str = "warning"
     notifier_metrics_port: int = 6067  # the notifier's /metrics (on SLO_STREAM_WEB_HOST); 0 = none
+    # The cluster of a k8s.events record whose writer names none (kubernetes-event-exporter leaves its
+    # clusterName empty unless configured); empty: such records are dead-lettered (docs/kube-bridge.md).
+    events_default_cluster: str = ""
     # Kube bridge (docs/kube-bridge.md)
     kube_namespaces: str = ""  # comma-separated namespaces to watch; empty = all namespaces
     kube_events_api: str = "auto"  # auto (events.k8s.io/v1 when served, else core/v1) | core/v1 | events.k8s.io/v1
@@ -213,6 +216,8 @@ def _check_http(s: Settings, bad: Bad) -> None:
 
 def _check_kube(s: Settings, bad: Bad) -> None:
     """The kube bridge and enforcement."""
+    if s.events_default_cluster and not c.LABEL_VALUE_RE.match(s.events_default_cluster):
+        raise bad("events_default_cluster", f"must match {c.LABEL_VALUE_RE.pattern}")
     if any(not c.NAME_RE.match(ns) for ns in kube_namespaces(s)):
         raise bad("kube_namespaces", "must be a comma-separated list of namespace names")
     if s.kube_events_api not in ("auto", "core/v1", "events.k8s.io/v1"):

@@ -58,7 +58,8 @@ class Changes:
 
     def classify(self, topic: str, value: bytes | None, *, now: float | None = None) -> Classified:
         return classify(value, rollouts=topic == self.settings.topic_k8s_rollouts, services=self.services,
-                        now=time.time() if now is None else now, max_future_s=self.settings.max_future_s)
+                        now=time.time() if now is None else now, max_future_s=self.settings.max_future_s,
+                        default_cluster=self.settings.events_default_cluster or None)
 
     async def forward(self, change: Change) -> Any:
         """Send one change to the partition of its service (a freeze from the HTTP API, or hop 1)."""

@@ -359,11 +359,13 @@ class Classified:
 
 
 def classify(value: bytes | None, *, rollouts: bool, services: frozenset[str], now: float,
-             max_future_s: int) -> Classified:
+             max_future_s: int, default_cluster: str | None = None) -> Classified:
     """What to do with one ``k8s.rollouts`` (``rollouts``) or ``k8s.events`` value. Never raises:
-    anything unexpected in a record is a dead letter (``bad_field``), never a stopped agent."""
+    anything unexpected in a record is a dead letter (``bad_field``), never a stopped agent.
+    ``default_cluster``: the cluster of an event whose writer names none (kubernetes-event-exporter's
+    ``clusterName`` is empty unless configured)."""
     try:
-        return _classify(value, rollouts, services, now + max_future_s, max_future_s)
+        return _classify(value, rollouts, services, now + max_future_s, max_future_s, default_cluster)
     except Exception as exc:  # a shape the validators did not foresee
         return Classified(c.REASON_BAD_FIELD, None, f"unreadable record ({type(exc).__name__}: {str(exc)[:200]})")
 
@@ -386,7 +388,7 @@ def _document(value: bytes | None) -> dict[str, Any] | Classified:
 
 
 def _classify(value: bytes | None, rollouts: bool, services: frozenset[str], future: float,
-              max_future_s: int) -> Classified:
+              max_future_s: int, default_cluster: str | None) -> Classified:
     doc = _document(value)
     if isinstance(doc, Classified):
         return doc
@@ -402,7 +404,7 @@ def _classify(value: bytes | None, rollouts: bool, services: frozenset[str], fut
             return Classified(c.REASON_FUTURE, None, f"ts {r.ts:.0f} is more than {max_future_s}s ahead")
         return Classified(KEEP, Change(r.service, r))
     try:
-        ev = decode_event(doc, default_cluster=None)
+        ev = decode_event(doc, default_cluster=default_cluster)
     except RecordError as exc:
         return Classified(exc.reason, None, exc.detail)
     if not ev.warning:

@@ -68,3 +68,19 @@ def test_a_huge_event_count_is_clamped_so_an_alert_carrying_it_still_encodes() -
     page = alert(suspects=tuple(suspects))
     assert orjson.loads(page.encode())["suspects"][0]["evidence"]
     assert decode_alert(orjson.loads(page.encode())) == page
+
+
+def test_an_event_exporter_record_without_a_cluster_takes_the_configured_default() -> None:
+    """kubernetes-event-exporter's ``clusterName`` is empty unless configured: dead-lettered without a
+    default cluster, kept with one."""
+    doc = {"metadata": {"name": "x.1", "uid": "u-1", "namespace": "playback"}, "clusterName": "",
+           "involvedObject": {"kind": "Pod", "name": "playback-api-7d9f8c6b5-x2x9q", "namespace": "playback",
+                              "labels": {"app.kubernetes.io/name": "playback-api"}},
+           "reason": "BackOff", "message": "Back-off restarting failed container", "type": "Warning", "count": 3,
+           "firstTimestamp": "2026-12-07T10:00:00Z", "lastTimestamp": "2026-12-07T10:05:00Z"}
+    value = orjson.dumps(doc)
+    kw = {"rollouts": False, "services": frozenset({"playback-api"}), "now": 1_796_700_000.0, "max_future_s": 300}
+    refused = classify(value, **kw)
+    assert refused.outcome == c.REASON_MISSING_FIELD and "cluster" in refused.detail
+    kept = classify(value, **kw, default_cluster="eu-west-1")
+    assert kept.outcome == KEEP and kept.change is not None and kept.change.what.cluster == "eu-west-1"
