@@ -138,6 +138,7 @@ class Engine:
         self.counters.recover(partitions)
         self.tracks.forget(partitions)
         self.revisions.drop(partitions)
+        self.revisions.recover(partitions)
         self.marks.load(partitions)
         self.series.recount()
 
@@ -362,6 +363,8 @@ class Engine:
         meta = self.meta(p)
         offset = max(res.max_offset, meta.offset)
         self.counters.flush(p, offset)
+        if meta.evaluated_to:
+            self.revisions.expire(p, meta.evaluated_to)
         if meta.evaluated_to and self.counters.expire(p, meta.evaluated_to):
             self.series.recount()
             last = self.read.last_status

@@ -3,7 +3,9 @@
 Per (service, cluster): ``{revision: {minute: [errors, total]}}`` and the highest source offset
 applied, stored under ``~rev|<service>|<cluster>`` (a replay after a crash skips what is already in).
 Kept :data:`REV_KEEP_S` of event time, at most :data:`REV_MAX_REVISIONS` revisions per service and
-cluster (the newest by their latest minute).
+cluster (the newest by their latest minute); the entry of a service and cluster that received
+nothing for :data:`REV_KEEP_S` is deleted (:meth:`RevisionLog.expire`), so clusters that come and go
+leave nothing behind.
 """
 
 from __future__ import annotations
@@ -51,12 +53,47 @@ class RevisionLog:
         self.store = store
         self.states: dict[tuple[str, str], RevState] = {}  # loaded (service, cluster) states
         self._dirty: set[tuple[str, str]] = set()
+        # Per partition, every (service, cluster) it holds and the newest minute counted for it.
+        self._newest: dict[int, dict[tuple[str, str], int]] = {}
+        self._expired_at: dict[int, float] = {}
 
     def drop(self, partitions: Iterable[int]) -> None:
         parts = set(partitions)
         for rk in [rk for rk, st in self.states.items() if st.partition in parts]:
             del self.states[rk]
             self._dirty.discard(rk)
+        for p in parts:
+            self._newest.pop(p, None)
+
+    def recover(self, partitions: Iterable[int]) -> None:
+        """Index the entries of ``partitions`` found in the (recovered) store."""
+        parts = set(partitions)
+        for p in parts:
+            self._newest[p] = {}
+        for key, raw in list(self.store.items()):
+            if key.startswith(REV_PREFIX):
+                st = RevState.from_bytes(raw)
+                if st.partition in parts:
+                    service, cluster = key[len(REV_PREFIX):].split("|", 1)
+                    self._newest[st.partition][(service, cluster)] = _newest_minute(st)
+
+    def expire(self, partition: int, now: float, *, every_s: int = 60) -> int:
+        """Delete the entries of ``partition`` whose newest minute is older than :data:`REV_KEEP_S`
+        before ``now`` (event time); at most one walk per ``every_s``. Returns entries deleted."""
+        if now - self._expired_at.get(partition, 0) < every_s:
+            return 0
+        self._expired_at[partition] = now
+        horizon = int((now - REV_KEEP_S) // REV_BUCKET_S)
+        index = self._newest.get(partition, {})
+        gone = [rk for rk, newest in index.items() if newest < horizon]
+        for rk in gone:
+            del index[rk]
+            self.states.pop(rk, None)
+            self._dirty.discard(rk)
+            key = f"{REV_PREFIX}{rk[0]}|{rk[1]}"
+            if key in self.store:
+                del self.store[key]
+        return len(gone)
 
     def load(self, rk: tuple[str, str], partition: int) -> RevState:
         """The state of ``rk`` (read from the store the first time, new if absent)."""
@@ -83,6 +120,9 @@ class RevisionLog:
             if offset > st.offset:
                 st.offset = offset
             touched.add(rk)
+            index = self._newest.setdefault(partition, {})
+            if minute > index.get(rk, -1):
+                index[rk] = minute
         agg.clear()
         for rk in touched:
             st = self.states[rk]
@@ -126,3 +166,7 @@ class RevisionLog:
             if total:
                 out[rev] = (bad, total)
         return out
+
+
+def _newest_minute(st: RevState) -> int:
+    return max((m for mins in st.revs.values() for m in mins), default=-1)

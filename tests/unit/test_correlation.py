@@ -342,3 +342,21 @@ def test_a_batch_message_that_spans_an_evaluation_step_counts_every_record_of_ev
         engine.commit(engine.process(0, [(k, v, i)], now=T0 + 86400))
     got = engine.revisions.counts("playback-api", "eu-west-1", T0, T0 + 3600)
     assert got == {"new": (300, 300), "old": (0, 300)}
+
+
+def test_the_revision_counts_of_a_cluster_that_stopped_sending_are_deleted_after_three_hours() -> None:
+    """A cluster that comes and goes (or a junk cluster name) leaves no per-revision entry behind:
+    after 3 hours without data it is deleted, also when a restarted worker found it in its changelog."""
+    store: dict[str, bytes] = {}
+    engine = Engine([slo()], store, EngineConfig(allowed_lateness_s=0))
+    gone = [batch([record(T0 + s, cluster="eu-west-2", revision="a")]) for s in range(60)]
+    msgs = [(k, v, i) for i, (k, v) in enumerate(gone)]
+    engine.commit(engine.process(0, msgs, now=T0 + 86400))
+    assert "~rev|playback-api|eu-west-2" in store
+    restarted = Engine([slo()], store, EngineConfig(allowed_lateness_s=0))
+    restarted.assign({0})
+    later = [batch([record(T0 + 60 + m * 60, revision="b")]) for m in range(4 * 60)]  # eu-west-1 goes on
+    for i, (k, v) in enumerate(later):
+        restarted.commit(restarted.process(0, [(k, v, len(gone) + i)], now=T0 + 86400))
+    assert "~rev|playback-api|eu-west-2" not in store, "deleted 3 hours after its last minute"
+    assert "~rev|playback-api|eu-west-1" in store, "a cluster that goes on keeps its entry"
