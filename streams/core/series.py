@@ -67,13 +67,21 @@ def plan_services(slos: Sequence[Slo]) -> dict[str, ServicePlan]:
     return out
 
 
+# Dimension tuples remembered as admitted (a cache: a tuple not in it is admitted again, cheaply). When
+# an SLO groups a dimension away, new values of it make no new series, so the series limit does not
+# bound this cache: its own limit does.
+MAX_DIMENSION_TUPLES = 100_000
+
+
 class SeriesIndex:
     """The counting plans per service, the admitted series, and the counts since the worker started."""
 
-    def __init__(self, slos: Sequence[Slo], counters: Counters, *, max_series_per_slo: int) -> None:
+    def __init__(self, slos: Sequence[Slo], counters: Counters, *, max_series_per_slo: int,
+                 max_dimension_tuples: int = MAX_DIMENSION_TUPLES) -> None:
         self.services = plan_services(slos)
         self.counters = counters
         self.max_series_per_slo = max_series_per_slo
+        self.max_dimension_tuples = max_dimension_tuples
         self.dim_series: dict[Dims, tuple[str, ...]] = {}  # dimensions already admitted -> their series
         self._per_slo: Counter[str] = Counter()
         self._admitted: set[str] = set()
@@ -99,6 +107,8 @@ class SeriesIndex:
         for n in new:
             self._per_slo[n.split("|", 1)[0]] += 1
             self._admitted.add(n)
+        if len(self.dim_series) >= self.max_dimension_tuples:
+            self.dim_series.clear()  # a cache: the tuples seen again are admitted again
         self.dim_series[dims] = names
         return True
 
@@ -127,7 +137,8 @@ class SeriesIndex:
         totals = self.sli_totals
         for (service, cluster, region, platform, bucket0), cell in agg.items():
             svc = services[service]
-            names = dim_series[(service, cluster, region, platform)]
+            dims = (service, cluster, region, platform)
+            names = dim_series.get(dims) or tuple(plan.series(dims) for plan in svc.plans)
             for plan, series in zip(svc.plans, names, strict=True):
                 if plan.threshold_index is None:
                     bad, total = cell[0], cell[1]

@@ -324,3 +324,15 @@ def test_a_batch_holds_one_message_of_records_at_a_time_not_the_whole_batch() ->
     assert res.records == 100_000 and not res.rejected
     # The 100,000 records as objects take more than 20 MB; one message of them well under 1 MB.
     assert peak < 4 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB while counting {payload / 2**20:.1f} MiB of messages"
+
+
+def test_the_dimension_tuples_remembered_stay_bounded_when_an_slo_groups_the_dimension_away() -> None:
+    """An SLO that groups regions away makes one series of a million regions: the series limit does not
+    bound the tuples remembered, their own limit does, and every record still counts."""
+    e = Engine([slo(group_by=("cluster", "platform"))], {}, EngineConfig(allowed_lateness_s=0))
+    e.series.max_dimension_tuples = 50
+    recs = [record(T0 + i / 10, region=f"r{i}") for i in range(500)]
+    res = feed(e, [batch(recs[i:i + 100]) for i in range(0, 500, 100)])
+    assert len(e.series.dim_series) <= 50
+    assert res.records == 500 and not res.rejected
+    assert e.series.sli_totals == {"playback-api-availability|eu-west-1|*|kubernetes": [0, 500]}
