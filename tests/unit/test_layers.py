@@ -34,3 +34,11 @@ def test_no_module_of_the_package_imports_one_that_imports_it_back() -> None:
     cycles = sorted({tuple(sorted((m, n))) for m in graph.modules for n in graph.find_modules_directly_imported_by(m)
                      if graph.find_shortest_chain(importer=n, imported=m)})
     assert cycles == [], cycles
+
+
+def test_every_package_directory_has_an_init_so_the_wheel_and_the_image_carry_it() -> None:
+    """setuptools' find_packages (pyproject.toml) leaves out a directory without ``__init__.py``: an
+    editable install would still import it, the image would not."""
+    missing = sorted(str(d.relative_to(ROOT)) for d in (ROOT / "streams").rglob("*")
+                     if d.is_dir() and any(d.glob("*.py")) and not (d / "__init__.py").exists())
+    assert missing == [], missing
