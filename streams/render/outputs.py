@@ -19,7 +19,7 @@ from typing import Any
 from streams.core.model import Slo
 from streams.render.alertmanager import DEFAULT_PAGERDUTY_URL, DEFAULT_SECRETS_DIR, alertmanager_config
 from streams.render.dashboards import dashboards
-from streams.render.prometheus import prometheus_rules
+from streams.render.prometheus import DEFAULT_LIVENESS, Liveness, prometheus_rules
 from streams.render.prometheusrule import prometheus_rule
 from streams.render.writer import json_file, yaml_file
 
@@ -67,12 +67,17 @@ def outputs(
 
 
 def alert_files(
-    slos: Iterable[Slo], *, pagerduty_url: str = DEFAULT_PAGERDUTY_URL, secrets_dir: str = DEFAULT_SECRETS_DIR
+    slos: Iterable[Slo],
+    *,
+    pagerduty_url: str = DEFAULT_PAGERDUTY_URL,
+    secrets_dir: str = DEFAULT_SECRETS_DIR,
+    liveness: Liveness = DEFAULT_LIVENESS,
 ) -> dict[str, str]:
-    """The files of ``<out>`` (alerts/_gen): name -> text, for other PagerDuty endpoints or key files too."""
+    """The files of ``<out>`` (alerts/_gen): name -> text, for other PagerDuty endpoints, key files or
+    liveness timings too."""
     slos = list(slos)
     return {
-        RULES_FILE: rules_file(prometheus_rules(slos)),
+        RULES_FILE: rules_file(prometheus_rules(slos, liveness=liveness)),
         ALERTMANAGER_FILE: alertmanager_file(slos, pagerduty_url=pagerduty_url, secrets_dir=secrets_dir),
     }
 
