@@ -29,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
@@ -68,6 +69,16 @@ def missing_binaries() -> str | None:
         return (f"{' and '.join(missing)} not installed "
                 "(apt-get install -y --no-install-recommends prometheus prometheus-alertmanager)")
     return None
+
+
+def deployment_or_skip(kafka_bootstrap: str, tmp: Path) -> Deployment:
+    """A test's deployment for the live path; the test is skipped where Prometheus or Alertmanager is missing."""
+    import pytest
+
+    reason = missing_binaries()
+    if reason:
+        pytest.skip(reason)
+    return Deployment.create(kafka_bootstrap, tmp)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ import pytest
 from streams.demo.pagerduty_receiver import Received
 from streams.render.prometheus import Liveness
 from streams.render.promql import ALERT_NAME, DOWN_ALERT, HEARTBEAT_ALERT
-from tests.integration.harness import Deployment
-from tests.livepath import AM_PAGE_KEY, NOTIFIER_KEY, OUTAGE, SLO_NAME, LivePath, missing_binaries, page_key
+from tests.livepath import AM_PAGE_KEY, NOTIFIER_KEY, OUTAGE, SLO_NAME, LivePath, deployment_or_skip, page_key
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +43,7 @@ def _down_pages(live: LivePath) -> list[Received]:
 def test_one_page_per_burn_while_the_workers_run_and_the_fallback_pages_once_they_stop(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    reason = missing_binaries()
-    if reason:
-        pytest.skip(reason)
-    dep = Deployment.create(kafka_bootstrap, tmp_path)
+    dep = deployment_or_skip(kafka_bootstrap, tmp_path)
     cluster, region, platform = OUTAGE
     series = {"slo": SLO_NAME, "cluster": cluster, "region": region, "platform": platform}
     with LivePath(dep, allowed_lateness_s=5, scrape_notifier=True, liveness=LIVENESS) as live:
