@@ -29,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
@@ -42,6 +43,7 @@ from streams.core.model import Severity, Slo
 from streams.demo.pagerduty_receiver import PagerDutyReceiver, Received
 from streams.render.alertmanager import RECEIVER_PAGE, RECEIVER_TICKET
 from streams.render.outputs import ALERTMANAGER_FILE, RULES_FILE, alert_files
+from streams.render.prometheus import DEFAULT_LIVENESS, Liveness
 from tests.integration.harness import ROOT, Deployment
 
 SERVICE = "playback-api"
@@ -67,6 +69,16 @@ def missing_binaries() -> str | None:
         return (f"{' and '.join(missing)} not installed "
                 "(apt-get install -y --no-install-recommends prometheus prometheus-alertmanager)")
     return None
+
+
+def deployment_or_skip(kafka_bootstrap: str, tmp: Path) -> Deployment:
+    """A test's deployment for the live path; the test is skipped where Prometheus or Alertmanager is missing."""
+    import pytest
+
+    reason = missing_binaries()
+    if reason:
+        pytest.skip(reason)
+    return Deployment.create(kafka_bootstrap, tmp)
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,12 @@ class LivePath:
     placements: tuple[tuple[str, str, str], ...] = PLACEMENTS
     outage: tuple[str, str, str] = OUTAGE
     receiver: PagerDutyReceiver = field(default_factory=PagerDutyReceiver)
+    # Scrape the notifier too (its slo_stream_notifier_consuming gauge): with it, Prometheus sees the
+    # streaming path alive and the generated Alertmanager config mutes the fallback's burn alerts
+    # (docs/fallback.md). Without it (the detection benchmark), both paths page.
+    scrape_notifier: bool = False
+    liveness: Liveness = DEFAULT_LIVENESS
+    notifier_port: int = 0
     produced: list[Produced] = field(default_factory=list)
     onset: float | None = None
     started_at: float = 0.0
@@ -224,8 +242,9 @@ class LivePath:
 
     def _start_notifier(self) -> None:
         env = {k: v for k, v in self._env().items() if not k.startswith("SLO_STREAM_PAGERDUTY")}
+        self.notifier_port = free_port() if self.scrape_notifier else 0
         env.update(SLO_STREAM_PAGERDUTY_URL=self.receiver.url, SLO_STREAM_PAGERDUTY_ROUTING_KEY=NOTIFIER_KEY,
-                   SLO_STREAM_NOTIFIER_METRICS_PORT="0", SLO_STREAM_PAGERDUTY_TIMEOUT="2")
+                   SLO_STREAM_NOTIFIER_METRICS_PORT=str(self.notifier_port), SLO_STREAM_PAGERDUTY_TIMEOUT="2")
         self._spawn("notifier", [sys.executable, "-m", "streams", "notifier"], env)
 
     def _start_alertmanager(self) -> None:
@@ -234,7 +253,8 @@ class LivePath:
         secrets.mkdir(exist_ok=True)
         (secrets / RECEIVER_PAGE).write_text(AM_PAGE_KEY, encoding="utf-8")
         (secrets / RECEIVER_TICKET).write_text(AM_TICKET_KEY, encoding="utf-8")
-        files = alert_files(self.slos, pagerduty_url=f"{self.receiver.url}/v2/enqueue", secrets_dir=str(secrets))
+        files = alert_files(self.slos, pagerduty_url=f"{self.receiver.url}/v2/enqueue", secrets_dir=str(secrets),
+                            liveness=self.liveness)
         config = self.tmp / ALERTMANAGER_FILE
         config.write_text(files[ALERTMANAGER_FILE], encoding="utf-8")
         (self.tmp / RULES_FILE).write_text(files[RULES_FILE], encoding="utf-8")
@@ -253,12 +273,21 @@ class LivePath:
             "alerting:\n  alertmanagers:\n    - static_configs:\n"
             f"        - targets: ['127.0.0.1:{self.am_port}']\n"
             "scrape_configs:\n  - job_name: slo-stream\n    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{self.worker_port}']\n",
+            f"      - targets: ['127.0.0.1:{self.worker_port}']\n"
+            + ("  - job_name: slo-stream-notifier\n    static_configs:\n"
+               f"      - targets: ['127.0.0.1:{self.notifier_port}']\n" if self.notifier_port else ""),
             encoding="utf-8",
         )
         self._spawn("prometheus", [PROMETHEUS, f"--config.file={config}",
                                    f"--storage.tsdb.path={self.tmp / 'tsdb'}",
                                    f"--web.listen-address=127.0.0.1:{self.prom_port}"])
+
+    def stop_worker(self) -> None:
+        """Stop the worker (the streaming path's evaluations end; the notifier goes on)."""
+        for entry in [e for e in self._procs if e[0] == "worker"]:
+            stop_group(entry[1])
+            entry[2].close()
+            self._procs.remove(entry)
 
     # ---- traffic --------------------------------------------------------------------------------
 
@@ -355,6 +384,16 @@ class LivePath:
                 return False
 
         self.wait(armed, timeout_s, "Prometheus to see min_events for every placement and Alertmanager ready")
+
+    def am_alerts(self, alertname: str, **labels: str) -> list[dict[str, Any]]:
+        """Alertmanager's alerts of that name and labels (``status.state``: active, suppressed...)."""
+        url = f"http://127.0.0.1:{self.am_port}/api/v2/alerts?" + urllib.parse.urlencode(
+            [("filter", f'{k}="{v}"') for k, v in {"alertname": alertname, **labels}.items()])
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return list(orjson.loads(resp.read()))
+        except (urllib.error.URLError, ConnectionError):
+            return []
 
     def triggers(self) -> list[Received]:
         with self.receiver._lock:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -60,6 +60,16 @@ class NotifierMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(NOTIFIER_DELIVERIES)
         self.registry.register(NOTIFIER_RETRIES)
+        # Read by the generated rules: the streaming path can page only while a notifier consumes
+        # (the heartbeat that mutes the fallback needs it; its absence is a page, docs/fallback.md).
+        self.consuming = Gauge(
+            c.M_NOTIFIER_CONSUMING,
+            "1 while this notifier consumes slo.alerts (its Kafka consumer started), else 0.",
+            registry=self.registry,
+        )
+
+    def notifier_consuming(self, on: bool) -> None:
+        self.consuming.set(1 if on else 0)
 
     def notifier_delivery(self, kind: str, outcome: str) -> None:
         NOTIFIER_DELIVERIES.labels(kind=kind, outcome=outcome).inc()

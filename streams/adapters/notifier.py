@@ -208,6 +208,10 @@ class Notifier:
         if self.metrics is not None:
             self.metrics.notifier_retry(kind, reason)
 
+    def _consuming(self, on: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.notifier_consuming(on)
+
     def _count_delivery(self, kind: str, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.notifier_delivery(kind, outcome)
@@ -325,6 +329,7 @@ class Notifier:
         await producer.start()
         await consumer.start()
         consumer.subscribe([s.topic_alerts, s.topic_k8s_rollouts], listener=_Reassigned(self._seeded))
+        self._consuming(True)
         timeout = aiohttp.ClientTimeout(total=s.pagerduty_timeout_s)
         log.info("notifier: %s + %s -> %s (routing keys for %s)", s.topic_alerts, s.topic_k8s_rollouts,
                  self.base, ", ".join(sorted(self.routing.keys)))
@@ -368,6 +373,7 @@ class Notifier:
             if not self.stopping.is_set():
                 raise
         finally:
+            self._consuming(False)
             await consumer.stop()
             await producer.stop()
             log.info("notifier stopped: %d delivered, %d rejected, %d retries, %d dead letters, %d repeats not sent",

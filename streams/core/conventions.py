@@ -94,6 +94,7 @@ M_STATE_BYTES: Final = "slo_stream_state_bytes"  # gauge: their keys and values,
 M_OFFSET_REREADS: Final = "slo_stream_offset_hole_rereads_total"  # docs/semantics.md, contiguity
 M_NOTIFIER_DELIVERIES: Final = "slo_stream_notifier_deliveries_total"  # + kind, outcome
 M_NOTIFIER_RETRIES: Final = "slo_stream_notifier_retries_total"  # + kind, reason
+M_NOTIFIER_CONSUMING: Final = "slo_stream_notifier_consuming"  # gauge 1 while the notifier consumes slo.alerts
 M_HTTP_SECONDS: Final = "slo_stream_http_request_duration_seconds"  # histogram + endpoint, method, code
 M_GATE_DECISIONS: Final = "slo_stream_gate_decisions_total"  # + service, decision
 M_K8S_RECORDS: Final = "slo_stream_k8s_records_total"  # k8s.rollouts / k8s.events records + outcome

@@ -1,5 +1,11 @@
 """SLOs -> the Alertmanager config of the fallback path, as data: pages and tickets to PagerDuty.
 
+The fallback pages only where the streaming path cannot (docs/fallback.md): an inhibit rule mutes
+:data:`~streams.render.promql.ALERT_NAME` while :data:`~streams.render.promql.HEARTBEAT_ALERT` fires with
+the same series labels (``slo``, ``service``, ``cluster``, ``region``, ``platform``), and the heartbeats
+themselves go to a receiver without integrations (:data:`RECEIVER_NONE`). The streaming path's own
+:data:`~streams.render.promql.DOWN_ALERT` carries ``severity: page`` and pages like a burn.
+
 Pure: :mod:`streams.render.writer` serialises what :func:`alertmanager_config` returns.
 """
 
@@ -10,10 +16,20 @@ from typing import Any
 
 from streams.core.conventions import DIMENSIONS, L_SEVERITY, SERIES_LABELS
 from streams.core.model import Severity, Slo
-from streams.render.promql import A_DASHBOARD, A_DESCRIPTION, A_RUNBOOK, A_SUMMARY, check_slo, promql_string
+from streams.render.promql import (
+    A_DASHBOARD,
+    A_DESCRIPTION,
+    A_RUNBOOK,
+    A_SUMMARY,
+    ALERT_NAME,
+    HEARTBEAT_ALERT,
+    check_slo,
+    promql_string,
+)
 
 RECEIVER_PAGE = "pagerduty-page"
 RECEIVER_TICKET = "pagerduty-ticket"
+RECEIVER_NONE = "streaming-path-heartbeat"  # no integration: heartbeats only feed the inhibition
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 DEFAULT_SECRETS_DIR = "/etc/alertmanager/secrets"
 # Alertmanager groups one alert per SLO series and severity (severities take different routes).
@@ -31,7 +47,7 @@ def alertmanager_config(
     secrets_dir: str = DEFAULT_SECRETS_DIR,
 ) -> dict[str, Any]:
     """The Alertmanager config as data: ``severity=page`` -> PagerDuty (critical), ``ticket`` ->
-    PagerDuty (warning).
+    PagerDuty (warning), the heartbeats -> nowhere; burn alerts muted where a heartbeat fires.
 
     The routing keys are read from ``{secrets_dir}/pagerduty-page`` and ``{secrets_dir}/pagerduty-ticket``
     (``routing_key_file``, Alertmanager >= 0.25); ``pagerduty_url`` is the Events API v2 endpoint.
@@ -43,7 +59,8 @@ def alertmanager_config(
     for text, what in ((pagerduty_url, "pagerduty_url"), (secrets_dir, "secrets_dir")):
         if not text or any(c.isspace() or c in "{}" for c in text):
             raise ValueError(f"{what} must be non-empty, without spaces or braces: {text!r}")
-    routes = [
+    heartbeat = {"receiver": RECEIVER_NONE, "matchers": [f"alertname={promql_string(HEARTBEAT_ALERT)}"]}
+    routes = [heartbeat] + [
         {
             "receiver": _RECEIVERS[sev],
             "matchers": [f"{L_SEVERITY}={promql_string(sev.value)}"],
@@ -62,7 +79,17 @@ def alertmanager_config(
             "repeat_interval": _TIMINGS[Severity.TICKET][2],
             "routes": routes,
         },
-        "receivers": [_receiver(sev, pagerduty_url=pagerduty_url, secrets_dir=secrets_dir) for sev in Severity],
+        "inhibit_rules": [
+            {
+                "source_matchers": [f"alertname={promql_string(HEARTBEAT_ALERT)}"],
+                "target_matchers": [f"alertname={promql_string(ALERT_NAME)}"],
+                "equal": list(SERIES_LABELS),
+            }
+        ],
+        "receivers": [
+            *(_receiver(sev, pagerduty_url=pagerduty_url, secrets_dir=secrets_dir) for sev in Severity),
+            {"name": RECEIVER_NONE},
+        ],
     }
 
 

@@ -2,7 +2,8 @@
 
 - ``<out>/prometheus-rules.yaml``: :func:`streams.render.prometheus.prometheus_rules`;
 - ``<out>/alertmanager.yaml``: :func:`streams.render.alertmanager.alertmanager_config`;
-- ``<dashboards_out>/*.json``: :func:`streams.render.dashboards.dashboards`;
+- ``<dashboards_out>/*.json``: :func:`streams.render.dashboards.dashboards`, and their ConfigMaps for
+  kustomize (``<dashboards_out>/kustomization.yaml``, :func:`streams.render.kustomize.dashboards_kustomization`);
 - ``<prometheusrule_out>``: :func:`streams.render.prometheusrule.prometheus_rule` of the same rules data.
 
 Pure: :mod:`streams.adapters.generated` writes the :class:`Output` list to disk, or compares it with
@@ -19,7 +20,8 @@ from typing import Any
 from streams.core.model import Slo
 from streams.render.alertmanager import DEFAULT_PAGERDUTY_URL, DEFAULT_SECRETS_DIR, alertmanager_config
 from streams.render.dashboards import dashboards
-from streams.render.prometheus import prometheus_rules
+from streams.render.kustomize import KUSTOMIZATION_FILE, dashboards_kustomization
+from streams.render.prometheus import DEFAULT_LIVENESS, Liveness, prometheus_rules
 from streams.render.prometheusrule import prometheus_rule
 from streams.render.writer import json_file, yaml_file
 
@@ -33,6 +35,10 @@ _RULES_WHAT = "Prometheus recording and alerting rules: SLO burn-rate alerts (fa
 _ALERTMANAGER_WHAT = "Alertmanager config: SLO burn-rate alerts to PagerDuty (fallback path)."
 _PROMETHEUSRULE_WHAT = (
     "PrometheusRule (prometheus-operator): the SLO burn-rate rules of alerts/_gen/prometheus-rules.yaml."
+)
+_KUSTOMIZATION_WHAT = (
+    "Kustomization: one ConfigMap per generated dashboard, labelled for the Grafana sidecar "
+    "(deploy/kubernetes/base includes it)."
 )
 _PROMETHEUSRULE_NOTES = ("Prometheus selects PrometheusRules by label: add the label yours selects on in an overlay.",)
 
@@ -58,21 +64,28 @@ def outputs(
     slos = list(slos)
     rules = prometheus_rules(slos)
     rule_object = PurePath(prometheusrule_out)
+    boards = dashboard_files(slos)
     return [
         Output(PurePath(out), {RULES_FILE: rules_file(rules), ALERTMANAGER_FILE: alertmanager_file(slos)}),
         # dashboards/_gen holds only generated dashboards: one no longer generated (a service gone) must go.
-        Output(PurePath(dashboards_out), dashboard_files(slos), owned="*.json"),
+        Output(PurePath(dashboards_out), {**boards, KUSTOMIZATION_FILE: dashboards_kustomization_file(boards)},
+               owned="*.json"),
         Output(rule_object.parent, {rule_object.name: prometheusrule_file(rules)}),
     ]
 
 
 def alert_files(
-    slos: Iterable[Slo], *, pagerduty_url: str = DEFAULT_PAGERDUTY_URL, secrets_dir: str = DEFAULT_SECRETS_DIR
+    slos: Iterable[Slo],
+    *,
+    pagerduty_url: str = DEFAULT_PAGERDUTY_URL,
+    secrets_dir: str = DEFAULT_SECRETS_DIR,
+    liveness: Liveness = DEFAULT_LIVENESS,
 ) -> dict[str, str]:
-    """The files of ``<out>`` (alerts/_gen): name -> text, for other PagerDuty endpoints or key files too."""
+    """The files of ``<out>`` (alerts/_gen): name -> text, for other PagerDuty endpoints, key files or
+    liveness timings too."""
     slos = list(slos)
     return {
-        RULES_FILE: rules_file(prometheus_rules(slos)),
+        RULES_FILE: rules_file(prometheus_rules(slos, liveness=liveness)),
         ALERTMANAGER_FILE: alertmanager_file(slos, pagerduty_url=pagerduty_url, secrets_dir=secrets_dir),
     }
 
@@ -98,3 +111,8 @@ def prometheusrule_file(rules: Mapping[str, Any]) -> str:
 def dashboard_files(slos: Iterable[Slo]) -> dict[str, str]:
     """The files of ``<dashboards_out>`` (dashboards/_gen): name -> JSON text."""
     return {name: json_file(board) for name, board in dashboards(slos).items()}
+
+
+def dashboards_kustomization_file(boards: Iterable[str]) -> str:
+    """``<dashboards_out>/kustomization.yaml``: the ConfigMaps of the dashboard files ``boards``."""
+    return yaml_file(dashboards_kustomization(boards), what=_KUSTOMIZATION_WHAT)

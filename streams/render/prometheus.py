@@ -16,6 +16,18 @@ over the counters every worker exports (:data:`~streams.core.conventions.M_SLI_E
   (Prometheus >= 2.42): the alert resolves once its condition has been false that long. There is no
   ``for:``: the short window already confirms the burn, as in the Workbook.
 
+The streaming path's liveness, for Alertmanager to page once per burn (docs/fallback.md):
+
+- one :data:`~streams.render.promql.HEARTBEAT_ALERT` per SLO series, always firing while a worker that
+  is ``up`` reports an evaluation of that series newer than :attr:`Liveness.fresh_s` and a notifier
+  consumes ``slo.alerts``; its labels are the series labels, so the Alertmanager config's inhibition
+  mutes the fallback's alerts of exactly the series the streaming path covers. A dead worker's series
+  lose their heartbeat (Prometheus marks a failed target's series stale at once), after
+  ``keep_firing_for`` :attr:`Liveness.grace_s` (a rebalance or a rolling restart hands them over first);
+- :data:`~streams.render.promql.DOWN_ALERT` (``severity: page``, one rule per ``cause``) in a group of its
+  own: no worker exports metrics, no notifier consumes, or no series anywhere has a fresh evaluation,
+  for :attr:`Liveness.down_for_s`.
+
 Each SLO gets one rule group, recordings first: rules of a group run in order at the same
 timestamp, so the alerts read the recordings of the same evaluation (Sloth's separate groups lag
 by up to one interval).
@@ -28,18 +40,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from streams.core.conventions import DIMENSIONS, L_SEVERITY, M_SLI_BAD_EVENTS, M_SLI_EVENTS, SERIES_LABELS
-from streams.core.model import DAY, BurnWindow, Severity, Slo, format_duration
+from streams.core.conventions import (
+    DIMENSIONS,
+    L_SEVERITY,
+    M_ASSIGNED_PARTITIONS,
+    M_LAST_EVALUATION,
+    M_NOTIFIER_CONSUMING,
+    M_SLI_BAD_EVENTS,
+    M_SLI_EVENTS,
+    SERIES_LABELS,
+)
+from streams.core.model import DAY, MINUTE, BurnWindow, Severity, Slo, format_duration
 from streams.render.promql import (
     A_DASHBOARD,
     A_DESCRIPTION,
     A_RUNBOOK,
     A_SUMMARY,
     ALERT_NAME,
+    DOWN_ALERT,
     ERROR_BUDGET_RECORD,
     GROUP_PREFIX,
+    HEARTBEAT_ALERT,
+    L_CAUSE,
     L_SLOTH_ID,
     L_SLOTH_SERVICE,
     L_SLOTH_SEVERITY,
@@ -47,6 +72,7 @@ from streams.render.promql import (
     L_SLOTH_WINDOW,
     OBJECTIVE_RECORD,
     SLI_ERROR_RECORD,
+    STREAMING_PATH_GROUP,
     TIME_PERIOD_RECORD,
     checked_slos,
     error_budget,
@@ -58,21 +84,45 @@ _BY = f"sum by ({', '.join(SERIES_LABELS)})"
 _MAX_BY = f"max by ({', '.join(SERIES_LABELS)})"
 
 
-def prometheus_rules(slos: Iterable[Slo]) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class Liveness:
+    """When Prometheus takes the streaming path for alive (see the module's docstring).
+
+    ``fresh_s`` must exceed the workers' ``SLO_STREAM_ALLOWED_LATENESS`` plus a step: a final evaluation
+    runs at the watermark, that far behind the newest event. ``grace_s`` covers a partition's handover
+    (session timeout and table recovery); ``down_for_s`` a worker's or the notifier's restart.
+    """
+
+    fresh_s: int = 10 * MINUTE
+    grace_s: int = 2 * MINUTE
+    down_for_s: int = 5 * MINUTE
+
+    def __post_init__(self) -> None:
+        for name in ("fresh_s", "grace_s", "down_for_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Liveness.{name} must be at least 1 second")
+
+
+DEFAULT_LIVENESS = Liveness()
+
+
+def prometheus_rules(slos: Iterable[Slo], *, liveness: Liveness = DEFAULT_LIVENESS) -> dict[str, Any]:
     """The Prometheus rule file (``rule_files``) for ``slos`` as data, ``{"groups": [...]}``: one group
-    per SLO, sorted by name.
+    per SLO, sorted by name, then the streaming path's group (:data:`STREAMING_PATH_GROUP`).
 
     Raises ValueError for a name or label that does not match the conventions (the spec loader
     refuses them already; this guards what reaches PromQL and YAML).
     """
-    return {"groups": [_group(slo) for slo in checked_slos(slos)]}
+    groups = [_group(slo, liveness) for slo in checked_slos(slos)]
+    return {"groups": [*groups, _streaming_path_group(liveness)]}
 
 
-def _group(slo: Slo) -> dict[str, Any]:
+def _group(slo: Slo, liveness: Liveness) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [_sli_record(slo, w) for w in _windows(slo)]
     rules += _meta_records(slo)
     severities = [sev for sev in Severity if any(w.severity is sev for w in slo.policy.windows)]
     rules += [_alert(slo, sev) for sev in severities]
+    rules.append(_heartbeat(slo, liveness))
     return {"name": GROUP_PREFIX + slo.name, "rules": rules}
 
 
@@ -178,3 +228,75 @@ _DELIMS = re.compile(r"\{\{|\}\}")
 def _template_text(text: str) -> str:
     """Free text inside an annotation (a Go template): ``{{`` and ``}}`` print as themselves."""
     return _DELIMS.sub(lambda m: '{{ "' + m.group(0) + '" }}', text)
+
+
+# ---- the streaming path's liveness -----------------------------------------------------------------
+
+
+def _heartbeat(slo: Slo, liveness: Liveness) -> dict[str, Any]:
+    """Fires for each series of ``slo`` that an ``up`` worker evaluated within ``fresh_s``, while a
+    notifier consumes: the streaming path pages for that series, so the fallback keeps quiet."""
+    fresh = (
+        f"{_MAX_BY} (\n"
+        f"  {_selector(M_LAST_EVALUATION, slo)}\n"
+        f"  and on (job, instance) (up == 1)\n"
+        f")\n"
+        f"> time() - {liveness.fresh_s}\n"
+    )
+    expr = f"(\n{_indent(fresh)})\nand on ()\n(max({M_NOTIFIER_CONSUMING}) == 1)\n"
+    return {
+        "alert": HEARTBEAT_ALERT,
+        "expr": expr,
+        "keep_firing_for": format_duration(liveness.grace_s),
+        "labels": {**_sloth_labels(slo), **_own_labels(slo)},
+        "annotations": {
+            A_SUMMARY: f"The streaming path evaluates SLO {slo.name} for "
+                       + ", ".join(f"{d}={{{{ $labels.{d} }}}}" for d in DIMENSIONS)
+                       + f": it pages; the fallback's {ALERT_NAME} of this series is muted.",
+            A_DESCRIPTION: (
+                f"Always firing while a worker reports an evaluation of the series newer than "
+                f"{format_duration(liveness.fresh_s)} and a notifier consumes slo.alerts. Routed to no "
+                f"receiver; Alertmanager inhibits {ALERT_NAME} with the same slo, service, cluster, region "
+                f"and platform while it fires. It stops {format_duration(liveness.grace_s)} after the "
+                "worker owning the series stops reporting it (docs/fallback.md)."
+            ),
+        },
+    }
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
+
+
+def _streaming_path_group(liveness: Liveness) -> dict[str, Any]:
+    """The page of the streaming path being down: one rule per cause, one Alertmanager group for all."""
+    fresh = format_duration(liveness.fresh_s)
+    causes = (
+        ("workers_absent", f"absent({M_ASSIGNED_PARTITIONS})\n",
+         "No slo-stream worker exports metrics (all down, or Prometheus cannot scrape them)."),
+        ("notifier_absent", f"absent({M_NOTIFIER_CONSUMING} == 1)\n",
+         "No slo-stream notifier consumes slo.alerts (down, or its metrics port is not scraped): "
+         "the workers' alerts reach no one."),
+        ("evaluations_stale", f"time() - max({M_LAST_EVALUATION}) > {liveness.fresh_s}\n",
+         f"No SLO series has an evaluation newer than {fresh}: the workers consume nothing (Kafka, "
+         "a stuck consumer, a lag) or no playback traffic arrives at all."),
+    )
+    rules = [
+        {
+            "alert": DOWN_ALERT,
+            "expr": expr,
+            "for": format_duration(liveness.down_for_s),
+            "labels": {L_SEVERITY: Severity.PAGE.value, L_CAUSE: cause},
+            "annotations": {
+                A_SUMMARY: f"page: the slo-stream streaming path is down ({cause}); the Prometheus fallback pages "
+                           "SLO burns meanwhile",
+                A_DESCRIPTION: (
+                    f"{text} For {format_duration(liveness.down_for_s)} now. Every SLO series lost its "
+                    f"{HEARTBEAT_ALERT}, so the fallback's {ALERT_NAME} alerts page (from the counters "
+                    "Prometheus still has). Restore the streaming path: docs/fallback.md."
+                ),
+            },
+        }
+        for cause, expr, text in causes
+    ]
+    return {"name": STREAMING_PATH_GROUP, "rules": rules}

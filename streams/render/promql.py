@@ -17,6 +17,13 @@ from streams.core.model import Slo
 
 ALERT_NAME = "SloErrorBudgetBurn"
 GROUP_PREFIX = "slo-stream-"
+# The streaming path's liveness, seen by Prometheus (docs/fallback.md): one always-firing heartbeat per
+# SLO series the workers evaluate, which mutes the fallback's alerts of that series in Alertmanager, and
+# the page of its own when the streaming path is down.
+HEARTBEAT_ALERT = "SloStreamHeartbeat"
+DOWN_ALERT = "SloStreamDown"
+STREAMING_PATH_GROUP = "slo-stream:streaming-path"  # ":" is in no SLO name: no clash with a group of one
+L_CAUSE = "cause"  # of a DOWN_ALERT: workers_absent | notifier_absent | evaluations_stale
 # Sloth's names (slok/sloth, internal/prometheus/conventions.go), so its dashboards and habits apply.
 SLI_ERROR_RECORD = "slo:sli_error:ratio_rate{window}"
 OBJECTIVE_RECORD = "slo:objective:ratio"
@@ -36,7 +43,7 @@ A_DASHBOARD = "dashboard"
 _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # Labels the generated rules set themselves; an SLO label must not override them.
 _OWN_LABELS = frozenset(
-    {*SERIES_LABELS, L_SEVERITY, "window", "alertname", L_SLOTH_ID, L_SLOTH_SERVICE, L_SLOTH_SLO,
+    {*SERIES_LABELS, L_SEVERITY, "window", "alertname", L_CAUSE, L_SLOTH_ID, L_SLOTH_SERVICE, L_SLOTH_SLO,
      L_SLOTH_WINDOW, L_SLOTH_SEVERITY}
 )
 

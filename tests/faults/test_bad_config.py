@@ -38,6 +38,7 @@ from streams.core.errors import SpecError
 from streams.core.spec import parse_specs
 from streams.render.dashboards import OVERVIEW_FILE
 from streams.render.outputs import ALERTMANAGER_FILE, RULES_FILE, alert_files, dashboard_files
+from streams.render.promql import ALERT_NAME
 from tests.integration.harness import ROOT, Deployment
 
 FILE = "alerts/slos/hostile.yaml"
@@ -265,7 +266,7 @@ def check_generated(slos: list[Any]) -> dict[str, str]:
                 assert c.LABEL_VALUE_RE.match(value) or c.NAME_RE.match(value), value
             for key, text in rule.get("annotations", {}).items():
                 assert set(_actions(text)) <= OWN_ACTIONS, (key, text)
-            if "alert" in rule:
+            if rule.get("alert") == ALERT_NAME:  # the burn alerts (not the streaming path's liveness)
                 slo = by_name[rule["labels"]["sloth_slo"]]
                 ann = rule["annotations"]
                 assert _untemplate(ann.get("runbook", "")) == slo.runbook_url

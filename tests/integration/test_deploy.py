@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import base64
 import copy
+import dataclasses
 import functools
 import json
 import re
@@ -295,6 +296,77 @@ def test_the_installed_prometheusrule_carries_exactly_the_generated_rules(overla
     (rule,) = objects(overlay, "PrometheusRule")
     generated = yaml.safe_load((ROOT / "alerts" / "_gen" / "prometheus-rules.yaml").read_text(encoding="utf-8"))
     assert rule["spec"] == generated
+
+
+# ---- the SLO specs and the dashboards as ConfigMaps (alerts/kustomization.yaml, dashboards/_gen) ----------
+
+SPECS_DIR = ROOT / "alerts" / "slos"
+DASHBOARDS_DIR = ROOT / "dashboards" / "_gen"
+INSTALLS = ["deploy/kubernetes/overlays/production", "deploy/kubernetes/overlays/enforcement"]
+
+
+def _specs_configmap(kustomization: str) -> dict[str, Any]:
+    (cm,) = [o for o in objects(kustomization, "ConfigMap") if o["metadata"]["name"].startswith("slo-stream-specs-")]
+    return cm
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", INSTALLS)
+def test_the_workers_mount_every_slo_spec_from_a_configmap_at_slo_stream_specs(overlay: str) -> None:
+    cm = _specs_configmap(overlay)
+    spec_files = sorted(p.name for p in SPECS_DIR.iterdir() if p.suffix in (".yaml", ".yml"))
+    assert sorted(cm["data"]) == spec_files, "list every file of alerts/slos in alerts/kustomization.yaml"
+    for name, text in cm["data"].items():
+        assert text == (SPECS_DIR / name).read_text(encoding="utf-8"), name
+    (sts,) = objects(overlay, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    (worker,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    (volume,) = [v["name"] for v in pod["volumes"] if v.get("configMap", {}).get("name") == cm["metadata"]["name"]]
+    (mount,) = [m for m in worker["volumeMounts"] if m["name"] == volume]
+    assert mount["mountPath"] == env["SLO_STREAM_SPECS"] and mount["readOnly"] is True
+
+
+@needs_kubectl
+def test_the_worker_reads_the_specs_from_the_configmap_as_the_kubelet_mounts_it(tmp_path: Path) -> None:
+    # The kubelet's atomic writer: the files in a hidden timestamped directory, ..data pointing at it, and
+    # one symlink per key. The worker loads exactly the SLOs of alerts/slos, each once.
+    mounted = tmp_path / "slos"
+    stamp = mounted / "..2025_01_01_00_00_00.000000001"
+    stamp.mkdir(parents=True)
+    (mounted / "..data").symlink_to(stamp.name)
+    for name, text in _specs_configmap("deploy/kubernetes/overlays/production")["data"].items():
+        (stamp / name).write_text(text, encoding="utf-8")
+        (mounted / name).symlink_to(f"..data/{name}")
+    def slos(path: Path) -> list[Any]:
+        return [dataclasses.replace(slo, source="") for slo in load_specs(path)]  # source: the file read
+
+    assert slos(mounted) == slos(SPECS_DIR)
+
+
+@needs_kubectl
+def test_a_changed_spec_renames_the_specs_configmap_so_the_statefulset_rolls(tmp_path: Path) -> None:
+    copy_ = tmp_path / "alerts"
+    shutil.copytree(SPECS_DIR, copy_ / "slos")
+    shutil.copy(ROOT / "alerts" / "kustomization.yaml", copy_)
+    spec = copy_ / "slos" / "playback-api.yaml"
+    spec.write_text(spec.read_text(encoding="utf-8").replace("0.999", "0.9995", 1), encoding="utf-8")
+    names = [_specs_configmap(str(d))["metadata"]["name"] for d in (ROOT / "alerts", copy_)]
+    assert names[0] != names[1]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", INSTALLS)
+def test_every_generated_dashboard_is_a_configmap_for_the_grafana_sidecar(overlay: str) -> None:
+    boards = [o for o in objects(overlay, "ConfigMap") if o["metadata"]["name"].startswith("slo-stream-dashboard-")]
+    assert boards
+    assert sorted(k for cm in boards for k in cm["data"]) == sorted(p.name for p in DASHBOARDS_DIR.glob("*.json"))
+    for cm in boards:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((name, text),) = cm["data"].items()
+        assert text == (DASHBOARDS_DIR / name).read_text(encoding="utf-8")
+        # kubectl apply keeps a copy in an annotation limited to 256 KiB: one dashboard per ConfigMap fits.
+        assert len(json.dumps(cm)) < 200_000, name
 
 
 def _grants(kustomization: str) -> dict[tuple[str, str, str], set[tuple[str, str, str]]]:

@@ -16,11 +16,19 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.adapters.processes import free_port, stop_group
 from streams.adapters.specfiles import load_specs
-from streams.core.conventions import M_SLI_BAD_EVENTS, M_SLI_EVENTS
-from streams.render.alertmanager import RECEIVER_PAGE, RECEIVER_TICKET
+from streams.core.conventions import (
+    M_ASSIGNED_PARTITIONS,
+    M_LAST_EVALUATION,
+    M_NOTIFIER_CONSUMING,
+    M_SLI_BAD_EVENTS,
+    M_SLI_EVENTS,
+)
+from streams.render.alertmanager import RECEIVER_NONE, RECEIVER_PAGE, RECEIVER_TICKET
 from streams.render.outputs import ALERTMANAGER_FILE, RULES_FILE, alertmanager_file
-from streams.render.promql import ALERT_NAME
+from streams.render.promql import ALERT_NAME, DOWN_ALERT, HEARTBEAT_ALERT
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +89,6 @@ def _promtool_test(
     checks: list[tuple[str, list[dict[str, Any]]]],
 ) -> None:
     """Run ``promtool test rules`` on the generated rules: at each ``(eval_time, alerts)`` exactly those fire."""
-    shutil.copy(GEN / RULES_FILE, tmp_path / RULES_FILE)
     test = {
         "rule_files": [RULES_FILE],
         "evaluation_interval": interval,
@@ -98,6 +105,12 @@ def _promtool_test(
             }
         ],
     }
+    _run_promtool(tmp_path, test)
+
+
+def _run_promtool(tmp_path: Path, test: dict[str, Any]) -> None:
+    """``promtool test rules`` on a unit test file (the rules file copied into ``tmp_path``)."""
+    shutil.copy(GEN / RULES_FILE, tmp_path / RULES_FILE)
     path = tmp_path / "test.yaml"
     path.write_text(yaml.safe_dump(test, sort_keys=False), encoding="utf-8")
     out = subprocess.run(
@@ -204,7 +217,8 @@ def test_amtool_checks_the_generated_alertmanager_config() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
-    assert "2 receivers" in out.stdout
+    assert "3 receivers" in out.stdout  # page, ticket, and the heartbeats' receiver without integrations
+    assert "1 inhibit rules" in out.stdout
 
 
 @needs_amtool
@@ -235,3 +249,160 @@ def test_amtool_routes_each_severity_to_its_pagerduty_receiver(
     )
     assert routed.returncode == 0, routed.stdout + routed.stderr
     assert routed.stdout.split() == [receiver]
+
+
+# ---- the streaming path's liveness: heartbeats mute the fallback, its absence pages (docs/fallback.md) ----
+# The committed rules' timings: an evaluation is fresh for 10m, a heartbeat outlives its series by 2m
+# (keep_firing_for), the streaming path is down after 5m. Samples every 30 s; the value of a series'
+# last evaluation is its event time, here the evaluation time itself (a worker keeping up).
+
+EAST = {**SERIES, "cluster": "us-east-1", "region": "us-east"}
+
+
+def _labelled(metric: str, **labels: str) -> str:
+    return metric + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def _liveness_rule(alertname: str, **labels: str) -> dict[str, Any]:
+    rules = yaml.safe_load((GEN / RULES_FILE).read_text(encoding="utf-8"))
+    found = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == alertname
+             and all(r["labels"].get(k) == v for k, v in labels.items())]
+    return dict(found[0])
+
+
+def _heartbeat(series: dict[str, str]) -> dict[str, Any]:
+    rule = _liveness_rule(HEARTBEAT_ALERT, sloth_slo=series["slo"])
+    annotations = dict(rule["annotations"])
+    for label, value in series.items():
+        annotations = {k: v.replace(f"{{{{ $labels.{label} }}}}", value) for k, v in annotations.items()}
+    return {"exp_labels": {**rule["labels"], **series}, "exp_annotations": annotations}
+
+
+def _down(cause: str) -> dict[str, Any]:
+    rule = _liveness_rule(DOWN_ALERT, cause=cause)
+    return {"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}
+
+
+def _liveness_test(tmp_path: Path, series: list[tuple[str, str]],
+                   checks: list[tuple[str, str, list[dict[str, Any]]]]) -> None:
+    _run_promtool(tmp_path, {
+        "rule_files": [RULES_FILE],
+        "evaluation_interval": "30s",
+        "tests": [{
+            "interval": "30s",
+            "input_series": [{"series": s, "values": v} for s, v in series],
+            "alert_rule_test": [{"alertname": name, "eval_time": at, "exp_alerts": alerts}
+                                for at, name, alerts in checks],
+        }],
+    })
+
+
+@needs_promtool
+def test_a_dead_worker_unmutes_exactly_the_series_it_evaluated_after_the_grace(tmp_path: Path) -> None:
+    # worker-1 evaluates the eu-west-1 series, worker-2 the us-east-1 one; worker-2 dies at 5m (its
+    # target down, its series marked stale, as Prometheus does for a failed scrape).
+    job = {"job": "slo-stream-worker"}
+    _liveness_test(tmp_path, [
+        (_labelled("up", **job, instance="worker-1"), "1x60"),
+        (_labelled("up", **job, instance="worker-2"), "1x9 0x50"),
+        (_labelled(M_ASSIGNED_PARTITIONS, **job, instance="worker-1"), "2x60"),
+        (_labelled(M_LAST_EVALUATION, **SERIES, **job, instance="worker-1"), "0+30x60"),
+        (_labelled(M_LAST_EVALUATION, **EAST, **job, instance="worker-2"), "0+30x9 stale"),
+        (_labelled(M_NOTIFIER_CONSUMING, job="slo-stream-notifier", instance="notifier"), "1x60"),
+    ], [
+        ("4m", HEARTBEAT_ALERT, [_heartbeat(SERIES), _heartbeat(EAST)]),
+        ("6m30s", HEARTBEAT_ALERT, [_heartbeat(SERIES), _heartbeat(EAST)]),  # keep_firing_for 2m
+        ("7m30s", HEARTBEAT_ALERT, [_heartbeat(SERIES)]),  # us-east-1's burn alerts may page now
+        ("15m", DOWN_ALERT, []),  # one worker is left and the notifier consumes: nothing is down
+    ])
+
+
+@needs_promtool
+@pytest.mark.parametrize("cause", ["workers_absent", "notifier_absent", "evaluations_stale"])
+def test_the_streaming_path_down_pages_after_5_minutes(tmp_path: Path, cause: str) -> None:
+    # Everything healthy for 5 minutes, then: both workers stop (workers_absent), the notifier stops
+    # consuming (notifier_absent), or the workers run but evaluate nothing newer (evaluations_stale: the
+    # evaluations freeze at 5m, are 10m old at 15m, the alert fires 5m later).
+    job = {"job": "slo-stream-worker"}
+    dead = cause == "workers_absent"
+    workers = [
+        (_labelled("up", **job, instance=w), "1x9 0x70" if dead else "1x80") for w in ("worker-1", "worker-2")
+    ] + [
+        (_labelled(M_ASSIGNED_PARTITIONS, **job, instance=w), "2x9 stale" if dead else "2x80")
+        for w in ("worker-1", "worker-2")
+    ]
+    evaluations = {"workers_absent": "0+30x9 stale", "evaluations_stale": "0+30x9 300x70"}.get(cause, "0+30x80")
+    notifier = "1x9 0x70" if cause == "notifier_absent" else "1x80"
+    fires = {"workers_absent": 10, "notifier_absent": 10, "evaluations_stale": 20}[cause]
+    _liveness_test(tmp_path, [
+        *workers,
+        (_labelled(M_LAST_EVALUATION, **SERIES, **job, instance="worker-1"), evaluations),
+        (_labelled(M_NOTIFIER_CONSUMING, job="slo-stream-notifier", instance="notifier"), notifier),
+    ], [
+        ("4m", DOWN_ALERT, []),
+        ("4m", HEARTBEAT_ALERT, [_heartbeat(SERIES)]),
+        (f"{fires - 1}m", DOWN_ALERT, []),  # pending for 5m
+        (f"{fires}m30s", DOWN_ALERT, [_down(cause)]),
+        (f"{fires}m30s", HEARTBEAT_ALERT, []),  # every burn alert may page
+    ])
+
+
+@needs_amtool
+@pytest.mark.parametrize(("labels", "receiver"), [
+    ({"alertname": HEARTBEAT_ALERT, **SERIES}, RECEIVER_NONE),
+    ({"alertname": DOWN_ALERT, "severity": "page", "cause": "workers_absent"}, RECEIVER_PAGE),
+])
+def test_amtool_routes_the_heartbeat_nowhere_and_the_streaming_path_down_to_the_page_receiver(
+    labels: dict[str, str], receiver: str
+) -> None:
+    routed = subprocess.run(
+        [str(AMTOOL), "config", "routes", "test", f"--config.file={GEN / ALERTMANAGER_FILE}",
+         *(f"{k}={v}" for k, v in labels.items())],
+        capture_output=True, text=True, check=False,
+    )
+    assert routed.returncode == 0, routed.stdout + routed.stderr
+    assert routed.stdout.split() == [receiver]
+
+
+@needs_amtool
+def test_a_running_alertmanager_mutes_the_burn_of_exactly_the_series_with_a_heartbeat(tmp_path: Path) -> None:
+    # The generated config in a real Alertmanager; alerts posted with amtool: a heartbeat for eu-west-1
+    # only, and a page for eu-west-1 and for us-east-1. Only eu-west-1's page is inhibited.
+    alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if alertmanager is None:
+        pytest.skip("prometheus-alertmanager is not installed")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name in (RECEIVER_PAGE, RECEIVER_TICKET):
+        (secrets / name).write_text("0123456789abcdef0123456789abcdef\n", encoding="utf-8")
+    config = tmp_path / ALERTMANAGER_FILE
+    config.write_text(alertmanager_file(load_specs(ROOT / "alerts" / "slos"), pagerduty_url="http://127.0.0.1:9/x",
+                                        secrets_dir=str(secrets)), encoding="utf-8")
+    port = free_port()
+    url = f"--alertmanager.url=http://127.0.0.1:{port}"
+    proc = subprocess.Popen([alertmanager, f"--config.file={config}", "--cluster.listen-address=",
+                             f"--web.listen-address=127.0.0.1:{port}", f"--storage.path={tmp_path / 'data'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def amtool(*args: str) -> str:
+        out = subprocess.run([str(AMTOOL), *args, url], capture_output=True, text=True, check=False, timeout=10)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    def labels(series: dict[str, str], **more: str) -> list[str]:
+        return [f"{k}={v}" for k, v in {**more, **series}.items()]
+
+    try:
+        wait_for(lambda: subprocess.run([str(AMTOOL), "config", "show", url], capture_output=True,
+                                        check=False).returncode == 0, "Alertmanager up", every_s=0.2)
+        amtool("alert", "add", *labels(SERIES, alertname=HEARTBEAT_ALERT))
+        for series in (SERIES, EAST):
+            amtool("alert", "add", *labels(series, alertname=ALERT_NAME, severity="page"))
+        query = ["-o", "json", "alert", "query"]
+        inhibited = yaml.safe_load(amtool(*query, "--inhibited", f"alertname={ALERT_NAME}"))
+        active = yaml.safe_load(amtool(*query, f"alertname={ALERT_NAME}"))  # neither silenced nor inhibited
+    finally:
+        stop_group(proc)
+    assert [a["labels"]["cluster"] for a in inhibited] == [SERIES["cluster"]]
+    assert inhibited[0]["status"]["inhibitedBy"]  # the heartbeat's fingerprint
+    assert [a["labels"]["cluster"] for a in active] == [EAST["cluster"]]

@@ -9,11 +9,17 @@ from typing import Any
 
 import pytest
 
-from streams.core.conventions import M_SLI_BAD_EVENTS, M_SLI_EVENTS
+from streams.core.conventions import (
+    M_ASSIGNED_PARTITIONS,
+    M_LAST_EVALUATION,
+    M_NOTIFIER_CONSUMING,
+    M_SLI_BAD_EVENTS,
+    M_SLI_EVENTS,
+)
 from streams.core.model import HOUR, AlertPolicy
 from streams.render.alertmanager import alertmanager_config
-from streams.render.prometheus import prometheus_rules
-from streams.render.promql import ALERT_NAME, promql_string
+from streams.render.prometheus import Liveness, prometheus_rules
+from streams.render.promql import ALERT_NAME, DOWN_ALERT, HEARTBEAT_ALERT, STREAMING_PATH_GROUP, promql_string
 from tests import factories
 
 
@@ -50,7 +56,7 @@ def test_the_slo_meta_records_follow_sloth() -> None:
 
 
 def test_a_30d_slo_pages_at_14_4x_over_1h_and_5m_or_6x_over_6h_and_30m() -> None:
-    alerts = {r["labels"]["severity"]: r for r in _rules(factories.slo()) if "alert" in r}
+    alerts = {r["labels"]["severity"]: r for r in _rules(factories.slo()) if r.get("alert") == ALERT_NAME}
     assert set(alerts) == {"page", "ticket"}
     page = alerts["page"]
     assert page["alert"] == ALERT_NAME
@@ -71,7 +77,7 @@ def test_alerts_carry_the_slo_labels_and_its_runbook_and_dashboard() -> None:
     slo = factories.slo(
         labels=MappingProxyType({"team": "playback"}), dashboard_url="https://grafana.example.com/d/x"
     )
-    (page,) = [r for r in _rules(slo) if r.get("labels", {}).get("severity") == "page" and "alert" in r]
+    (page,) = [r for r in _rules(slo) if r.get("labels", {}).get("severity") == "page" and r.get("alert") == ALERT_NAME]
     assert page["labels"]["team"] == "playback"
     assert page["labels"]["sloth_severity"] == "page"
     assert page["annotations"]["runbook"] == "https://runbooks.example.com/playback-api"
@@ -83,14 +89,14 @@ def test_a_pages_only_policy_without_hold_has_no_ticket_alert_and_no_keep_firing
     base = factories.slo()
     pages = tuple(w for w in base.policy.windows if w.severity.value == "page")
     slo = replace(base, policy=AlertPolicy(name="pages-only", windows=pages, hold_s=0))
-    alerts = [r for r in _rules(slo) if "alert" in r]
+    alerts = [r for r in _rules(slo) if r.get("alert") == ALERT_NAME]
     assert [a["labels"]["severity"] for a in alerts] == ["page"]
     assert "keep_firing_for" not in alerts[0]
     assert "slo:sli_error:ratio_rate1d" not in {r.get("record") for r in _rules(slo)}
 
 
 def test_template_braces_in_free_text_print_as_themselves() -> None:
-    (page, _) = [r for r in _rules(factories.slo(description="Say {{ hi }}")) if "alert" in r]
+    (page, _) = [r for r in _rules(factories.slo(description="Say {{ hi }}")) if r.get("alert") == ALERT_NAME]
     assert page["annotations"]["description"].startswith('Say {{ "{{" }} hi {{ "}}" }}. ')
 
 
@@ -125,3 +131,43 @@ def test_promql_strings_are_escaped() -> None:
     assert promql_string('a"b\\c\n') == '"a\\"b\\\\c\\n"'
     with pytest.raises(ValueError):
         promql_string("a\x00b")
+
+
+# ---- the streaming path's liveness (docs/fallback.md) ---------------------------------------------
+
+
+def test_each_slo_has_a_heartbeat_per_series_while_a_worker_evaluates_it_and_a_notifier_consumes() -> None:
+    (beat,) = [r for r in _rules(factories.slo()) if r.get("alert") == HEARTBEAT_ALERT]
+    assert beat["expr"] == (
+        "(\n"
+        "  max by (slo, service, cluster, region, platform) (\n"
+        f'    {M_LAST_EVALUATION}{{slo="playback-api-availability"}}\n'
+        "    and on (job, instance) (up == 1)\n"
+        "  )\n"
+        "  > time() - 600\n"
+        ")\n"
+        "and on ()\n"
+        f"(max({M_NOTIFIER_CONSUMING}) == 1)\n"
+    )
+    assert beat["keep_firing_for"] == "2m"  # a partition's handover does not un-mute its series
+    assert "severity" not in beat["labels"] and "for" not in beat
+
+
+def test_the_streaming_path_down_pages_for_absent_workers_an_absent_notifier_or_stale_evaluations() -> None:
+    doc = prometheus_rules([factories.slo()], liveness=Liveness(fresh_s=60, grace_s=5, down_for_s=30))
+    assert [g["name"] for g in doc["groups"]] == ["slo-stream-playback-api-availability", STREAMING_PATH_GROUP]
+    down = {r["labels"]["cause"]: r for r in doc["groups"][-1]["rules"]}
+    assert {r["alert"] for r in down.values()} == {DOWN_ALERT}
+    assert {cause: r["expr"] for cause, r in down.items()} == {
+        "workers_absent": f"absent({M_ASSIGNED_PARTITIONS})\n",
+        "notifier_absent": f"absent({M_NOTIFIER_CONSUMING} == 1)\n",
+        "evaluations_stale": f"time() - max({M_LAST_EVALUATION}) > 60\n",
+    }
+    assert all(r["for"] == "30s" and r["labels"]["severity"] == "page" for r in down.values())
+    (beat,) = [r for r in doc["groups"][0]["rules"] if r.get("alert") == HEARTBEAT_ALERT]
+    assert beat["keep_firing_for"] == "5s" and "> time() - 60\n" in beat["expr"]
+
+
+def test_liveness_timings_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="grace_s"):
+        Liveness(grace_s=0)
