@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from streams import __version__
+from streams.adapters import kafka_security
 
 DESCRIPTION = """\
 slo-stream: SLO error budgets and multi-window multi-burn-rate alerts computed from the playback
@@ -154,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _run(args)
+    except kafka_security.KafkaAccessError as exc:  # one line: which broker, what failed, what to check
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SpecError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -186,6 +190,8 @@ def _run(args: argparse.Namespace) -> int:
 
         for f in fields(s):
             print(f"{settings_mod.env_name(f.name)}={getattr(s, f.name)!s}")
+        for secret in (settings_mod.KAFKA_SASL_PASSWORD, settings_mod.KAFKA_SSL_KEY_PASSWORD):
+            print(f"{secret}={'(set)' if settings_mod.read_secret(os.environ, secret) else '(unset)'}")
         return 0
     if args.command == "topics":
         s = settings_mod.load()
@@ -193,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
             return _no_kafka()
         from streams.adapters.topics import ensure_topics
 
-        ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+        security = kafka_security.ready(s)
+        ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor, security=security)
         for name, n in s.topics.items():
             print(f"{name}: {n} partitions")
         return 0
@@ -274,14 +281,16 @@ def _worker(args: argparse.Namespace) -> int:
     if not s.bootstrap:
         from streams.adapters.broker import EmbeddedBroker
 
+        kafka_security.embedded_plaintext(s)
         broker = EmbeddedBroker()
         broker.start()
         s = replace(s, bootstrap=broker.bootstrap)
         print(f"embedded broker: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
     try:
-        ensure_topics(s.bootstrap or "", s.topics, replication_factor=s.replication_factor)
-        app = build_app(s)
-        pipeline = Pipeline(app, s, slos)
+        security = kafka_security.ready(s)
+        ensure_topics(s.bootstrap or "", s.topics, replication_factor=s.replication_factor, security=security)
+        app = build_app(s, security)
+        pipeline = Pipeline(app, s, slos, security=security)
         from streams.adapters.http_api import Api, Tokens, default_gate_config
 
         Api(app, s, pipeline, slos, Tokens.from_env(), default_gate_config(s))
@@ -320,8 +329,9 @@ def _notifier(args: argparse.Namespace) -> int:
     if not s.bootstrap:
         return _no_kafka()
     routing = load_routing(s)
-    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
-    notifier = Notifier(s, routing)
+    security = kafka_security.ready(s)
+    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor, security=security)
+    notifier = Notifier(s, routing, security=security)
     if s.notifier_metrics_port:
         from streams.adapters.metrics import NotifierMetrics
 
@@ -364,8 +374,9 @@ def _kube_bridge(args: argparse.Namespace) -> int:
         return 2
     from streams.adapters import kube_bridge as bridge_mod  # the only path to the kubernetes package
 
+    security = kafka_security.ready(s)
     api = bridge_mod.load_api_client(kubeconfig=args.kubeconfig, context=args.context)
-    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor, security=security)
     bridge = bridge_mod.KubeBridge(s, cluster=cluster, api_client=api, namespaces=namespaces,
                                    events_api=args.events_api or s.kube_events_api)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -414,14 +425,15 @@ def _replay(args: argparse.Namespace) -> int:
     from streams.adapters.topics import ensure_topics
     from streams.demo.player import Player
 
-    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor)
+    security = kafka_security.ready(s)
+    ensure_topics(s.bootstrap, s.topics, replication_factor=s.replication_factor, security=security)
     services = None
     if not args.no_sync:
         try:
             services = {x.service for x in load_specs(s.specs)}
         except Exception:  # no specs here: wait for every service's rollouts
             services = None
-    player = Player(s.bootstrap, s, sync_rollouts=not args.no_sync, services=services)
+    player = Player(s.bootstrap, s, sync_rollouts=not args.no_sync, services=services, security=security)
     t0 = time.monotonic()
     try:
         stats = player.play(timeline(sc, start), speed=args.speed)
