@@ -334,8 +334,10 @@ class _Conn:
                 raise _Step(f"{step} failed: {message or f'error {code}'}", CREDENTIALS)
             try:
                 client.receive(data)
-            except Exception as exc:  # SCRAM: a server signature that does not match
-                raise _Step(f"{step} failed: {exc}", CREDENTIALS) from None
+            except Exception as exc:  # SCRAM: the server's error (e=...) or a signature that does not match
+                said = data.decode(errors="replace")
+                why = f"the broker says {said[2:]!r}" if said.startswith("e=") else f"{type(exc).__name__}: {said!r}"
+                raise _Step(f"{step} failed ({why})", CREDENTIALS) from None
         if not client.is_authenticated():
             raise _Step(f"{step} failed", CREDENTIALS)
 
