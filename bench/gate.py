@@ -109,7 +109,9 @@ def _evaluated_to(port: int, service: str) -> float:
 def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool) -> dict[str, object]:
     from kafka import KafkaProducer
 
+    from bench.workload import client_security
     from streams import settings as settings_mod
+    from streams.adapters import kafka_security
     from streams.adapters.processes import free_port, stop_group
     from streams.adapters.topics import ensure_topics
     from streams.demo.traffic import TrafficPlan
@@ -123,7 +125,8 @@ def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool
                 "SLO_STREAM_GATE_MAX_EVALUATION_LAG": "12h", "SLO_STREAM_GATE_STALE_AFTER": "12h",
                 "SLO_STREAM_STALE_AFTER": "12h"})
     s = settings_mod.load(env)
-    ensure_topics(bootstrap, s.topics)
+    security = client_security()
+    ensure_topics(bootstrap, s.topics, security=security)
     ports = [free_port() for _ in range(2 if two_workers else 1)]
     procs = []
     try:
@@ -135,7 +138,8 @@ def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool
                                           start_new_session=True))
         start = int(time.time()) // 60 * 60 - 4 * 3600
         scenario = TrafficPlan(start_ts=start, duration_s=4 * 3600 - 60)
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                 **kafka_security.kafka_python(security))
         for _, key, value in scenario.messages():
             producer.send(s.topic_playback, key=key, value=value)
         producer.flush()

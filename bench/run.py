@@ -25,7 +25,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.workload import Workload
+from bench.workload import Workload, client_security
+from streams.adapters import kafka_security
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def produce(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -> None
     from kafka import KafkaProducer
 
     p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=1 << 20,
-                      max_request_size=8 << 20)
+                      max_request_size=8 << 20, **kafka_security.kafka_python(client_security()))
     for k, v in msgs:
         p.send(topic, key=k, value=v, partition=0)
     p.flush()
@@ -84,7 +85,8 @@ async def _bare(bootstrap: str, topic: str, n_msgs: int) -> tuple[int, float]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                         max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
+                         max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20,
+                         **kafka_security.aiokafka(client_security()))
     await c.start()
     tp = TopicPartition(topic, 0)
     c.assign([tp])
@@ -108,7 +110,7 @@ def bench_bare(bootstrap: str, msgs: list[tuple[bytes, bytes]]) -> dict[str, flo
     from streams.adapters.topics import ensure_topics
 
     topic = f"bench-bare-{os.getpid()}-{int(time.time())}"
-    ensure_topics(bootstrap, {topic: 1})
+    ensure_topics(bootstrap, {topic: 1}, security=client_security())
     produce(bootstrap, topic, msgs)
     records, elapsed = asyncio.run(_bare(bootstrap, topic, len(msgs)))
     return {"records": records, "wall_s": elapsed, "records_per_s": records / elapsed}
@@ -128,14 +130,14 @@ def bench_worker(bootstrap: str, w: Workload, msgs: list[tuple[bytes, bytes]]) -
     spec.write_text(_specs_yaml(w))
     env = worker_env(bootstrap, tag, spec, tmp, free_port(), SLO_STREAM_ALLOWED_LATENESS="10")
     s = settings_mod.load(env)
-    ensure_topics(bootstrap, s.topics)
+    ensure_topics(bootstrap, s.topics, security=client_security())
     produce(bootstrap, s.topic_playback, msgs)
     total_records = sum(len(orjson.loads(v)["records"]) for _, v in msgs)
     log = open(tmp / "worker.log", "wb")  # noqa: SIM115
     loglevel = os.environ.get("BENCH_LOGLEVEL", "warning")
     proc = subprocess.Popen([sys.executable, "-m", "streams", "worker", "--loglevel", loglevel], env=env,
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_security.kafka_python(client_security()))
     tp = TopicPartition(s.topic_playback, 0)
     samples: list[tuple[float, int]] = []
     deadline = time.time() + 600

@@ -43,7 +43,8 @@ from pathlib import Path
 import orjson
 
 from bench.run import _specs_yaml, stop, worker_env
-from bench.workload import CLUSTERS, Workload
+from bench.workload import CLUSTERS, Workload, client_security
+from streams.adapters import kafka_security
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
@@ -132,7 +133,8 @@ class Producer:
 
         rng = random.Random(1)
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=20, batch_size=1 << 20,
-                                 max_request_size=8 << 20, compression_type=self.compression)
+                                 max_request_size=8 << 20, compression_type=self.compression,
+                                 **kafka_security.kafka_python(client_security()))
         # Records are drawn from a pool (cluster, platform, errors, latency) so that the producer, which
         # shares the machine with the worker, spends its time on JSON and Kafka, not on random().
         pool = []
@@ -353,7 +355,7 @@ def soak(*, minutes: float, rate: int, interval_s: float, warmup_min: float, per
     port = free_port()
     env = worker_env(bootstrap, tag, tmp / "slos.yaml", tmp, port)
     s = settings_mod.load(env)
-    ensure_topics(bootstrap, s.topics)
+    ensure_topics(bootstrap, s.topics, security=client_security())
     print(f"soak: {minutes:g} min at {rate:,} records/s ({rate / per_message:,.0f} messages/s of {per_message} "
           f"records, {w.services} services, {w.series()} series, event time = wall clock, "
           f"{compression or 'no'} compression); samples every {interval_s:g}s; warm-up {warmup_min:g} min")

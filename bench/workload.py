@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from streams.core.model import DAY, Indicator, SliKind, Slo, default_policy
+
+if TYPE_CHECKING:
+    from streams.adapters.kafka_security import KafkaSecurity
+
+def client_security() -> KafkaSecurity:
+    """The benchmarks' Kafka clients take the product's security settings (SLO_STREAM_KAFKA_*), like
+    the workers they start (which inherit the environment)."""
+    from streams import settings as settings_mod
+    from streams.adapters import kafka_security
+
+    return kafka_security.from_settings(settings_mod.load())
+
 
 CLUSTERS = [("eu-west-1", "eu-west"), ("eu-west-2", "eu-west"), ("us-east-1", "us-east"),
             ("us-west-2", "us-west"), ("ap-south-1", "ap-south")]

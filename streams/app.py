@@ -6,16 +6,21 @@ import tempfile
 
 import faust
 
+from streams.adapters import kafka_security
+from streams.adapters.kafka_security import KafkaSecurity
 from streams.settings import Settings
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings, security: KafkaSecurity | None = None) -> faust.App:
+    """``security`` defaults to the SLO_STREAM_KAFKA_* settings with their secrets from the environment."""
     if not settings.bootstrap:
         raise ValueError("build_app needs a Kafka bootstrap address")
+    sec = security or kafka_security.from_settings(settings)
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.bootstrap.split(",") if b.strip())
     return faust.App(
         settings.app_id,
         broker=brokers,
+        broker_credentials=kafka_security.faust_credentials(sec),
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=settings.partitions,

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from streams import __version__
+from streams.adapters import kafka_security
 
 if TYPE_CHECKING:
+    from streams.adapters.kafka_security import KafkaSecurity
     from streams.settings import Settings
 
 DESCRIPTION = """\
@@ -158,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _run(args)
+    except kafka_security.KafkaAccessError as exc:  # one line: which broker, what failed, what to check
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SpecError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -190,12 +195,15 @@ def _run(args: argparse.Namespace) -> int:
 
         for f in fields(s):
             print(f"{settings_mod.env_name(f.name)}={getattr(s, f.name)!s}")
+        for secret in (settings_mod.KAFKA_SASL_PASSWORD, settings_mod.KAFKA_SSL_KEY_PASSWORD):
+            print(f"{secret}={'(set)' if settings_mod.read_secret(os.environ, secret) else '(unset)'}")
         return 0
     if args.command == "topics":
         s = settings_mod.load()
         if not s.bootstrap:
             return _no_kafka()
-        code = _ensure_topics(s, holds_state=True)
+        security = kafka_security.ready(s)
+        code = _ensure_topics(s, security, holds_state=True)
         for t in s.topics.values():
             configs = " ".join(f"{k}={v}" for k, v in t.configs().items())
             print(f"{t.name}: {t.partitions} partitions, {configs}")
@@ -276,16 +284,18 @@ def _worker(args: argparse.Namespace) -> int:
     if not s.bootstrap:
         from streams.adapters.broker import EmbeddedBroker
 
+        kafka_security.embedded_plaintext(s)
         broker = EmbeddedBroker()
         broker.start()
         s = replace(s, bootstrap=broker.bootstrap)
         print(f"embedded broker: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
     try:
-        code = _ensure_topics(s, holds_state=True)
+        security = kafka_security.ready(s)
+        code = _ensure_topics(s, security, holds_state=True)
         if code:
             return code
-        app = build_app(s)
-        pipeline = Pipeline(app, s, slos)
+        app = build_app(s, security)
+        pipeline = Pipeline(app, s, slos, security=security)
         from streams.adapters.http_api import Api, Tokens, default_gate_config
 
         Api(app, s, pipeline, slos, Tokens.from_env(), default_gate_config(s))
@@ -306,13 +316,13 @@ def _log(level: str, *, quiet: Sequence[str], floor: int = logging.WARNING) -> N
         logging.getLogger(name).setLevel(max(floor, logging.getLogger().level))
 
 
-def _ensure_topics(s: Settings, *, holds_state: bool) -> int:
+def _ensure_topics(s: Settings, security: KafkaSecurity | None, *, holds_state: bool) -> int:
     """Create every topic (with its configs) and report those that exist with configs their semantics
     cannot live with; 2 when a state changelog would delete state and this command holds state (the
     worker, ``topics``), unless SLO_STREAM_ALLOW_STATE_DELETION is set."""
     from streams.adapters.topics import ensure_topics
 
-    problems = ensure_topics(s.bootstrap or "", s.topics, replication_factor=s.replication_factor)
+    problems = ensure_topics(s.bootstrap or "", s.topics, replication_factor=s.replication_factor, security=security)
     refuse = holds_state and not s.allow_state_deletion
     for p in problems:
         stop = p.fatal and refuse
@@ -339,8 +349,9 @@ def _notifier(args: argparse.Namespace) -> int:
     if not s.bootstrap:
         return _no_kafka()
     routing = load_routing(s)
-    _ensure_topics(s, holds_state=False)
-    notifier = Notifier(s, routing)
+    security = kafka_security.ready(s)
+    _ensure_topics(s, security, holds_state=False)
+    notifier = Notifier(s, routing, security=security)
     if s.notifier_metrics_port:
         from streams.adapters.metrics import NotifierMetrics
 
@@ -382,8 +393,9 @@ def _kube_bridge(args: argparse.Namespace) -> int:
         return 2
     from streams.adapters import kube_bridge as bridge_mod  # the only path to the kubernetes package
 
+    security = kafka_security.ready(s)
     api = bridge_mod.load_api_client(kubeconfig=args.kubeconfig, context=args.context)
-    _ensure_topics(s, holds_state=False)
+    _ensure_topics(s, security, holds_state=False)
     bridge = bridge_mod.KubeBridge(s, cluster=cluster, api_client=api, namespaces=namespaces,
                                    events_api=args.events_api or s.kube_events_api)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -431,14 +443,15 @@ def _replay(args: argparse.Namespace) -> int:
     from streams.adapters.specfiles import load_specs
     from streams.demo.player import Player
 
-    _ensure_topics(s, holds_state=False)
+    security = kafka_security.ready(s)
+    _ensure_topics(s, security, holds_state=False)
     services = None
     if not args.no_sync:
         try:
             services = {x.service for x in load_specs(s.specs)}
         except Exception:  # no specs here: wait for every service's rollouts
             services = None
-    player = Player(s.bootstrap, s, sync_rollouts=not args.no_sync, services=services)
+    player = Player(s.bootstrap, s, sync_rollouts=not args.no_sync, services=services, security=security)
     t0 = time.monotonic()
     try:
         stats = player.play(timeline(sc, start), speed=args.speed)

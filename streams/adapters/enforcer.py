@@ -37,6 +37,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from streams.adapters import kafka_security
 from streams.core import enforce
 from streams.core.backoff import backoff_s
 from streams.core.enforce import Action, EnforceConfig, Ledger, Outcome, Skip, Verdict
@@ -108,8 +109,9 @@ class Enforcer:
         log.info("enforcement on (%s) in cluster %s: pause a Deployment when a firing page's top suspect is "
                  "its rollout in progress with score >= %.2f; namespaces %s; group %s", s.enforce, self.cluster,
                  self.config.min_score, ", ".join(sorted(self.config.namespaces)) or "all", self.group)
+        kafka = kafka_security.kafka_python(kafka_security.from_settings(s))
         self._gates = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
-                                    client_id=f"{self.group}-ledger")
+                                    client_id=f"{self.group}-ledger", **kafka)
         alerts: KafkaConsumer | None = None
         try:
             self._load_ledger()
@@ -121,7 +123,7 @@ class Enforcer:
                 session_timeout_ms=int(s.session_timeout_s * 1000),
                 heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
                 # An API outage holds one alert while it is retried: do not leave the group meanwhile.
-                max_poll_interval_ms=3600 * 1000)
+                max_poll_interval_ms=3600 * 1000, **kafka)
             while not self._stopping.is_set():
                 batch = alerts.poll(timeout_ms=_POLL_MS, max_records=50)
                 if not self.ready.is_set() and alerts.assignment():

@@ -46,6 +46,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from streams.adapters import kafka_security
 from streams.adapters.enforcer import ApiCallError, Enforcer
 from streams.core import enforce, kube
 from streams.core.backoff import backoff_s
@@ -257,7 +258,8 @@ class KubeBridge:
             self._producer = KafkaProducer(
                 bootstrap_servers=self.s.bootstrap, acks="all", linger_ms=5,
                 client_id=f"{self.s.app_id}-kube-bridge-{self.cluster}",
-                request_timeout_ms=int(_PUBLISH_TIMEOUT_S * 1000))
+                request_timeout_ms=int(_PUBLISH_TIMEOUT_S * 1000),
+                **kafka_security.kafka_python(kafka_security.from_settings(self.s)))
         try:
             self.events_api = self._discover_events_api()
             if self.events_api is None:

@@ -31,6 +31,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from streams.adapters import kafka_security
+from streams.adapters.kafka_security import KafkaSecurity
 from streams.core.backoff import backoff_s
 from streams.core.errors import ConfigError, RecordError
 from streams.core.notify import Delivered, NotifyError, Routing, SendOutcome, alert_event, change_event, send_outcome
@@ -150,8 +152,10 @@ class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Notifier:
-    def __init__(self, settings: Settings, routing: Routing, *, group: str | None = None) -> None:
+    def __init__(self, settings: Settings, routing: Routing, *, group: str | None = None,
+                 security: KafkaSecurity | None = None) -> None:
         self.s = settings
+        self.kafka = kafka_security.aiokafka(security or kafka_security.from_settings(settings))
         self.routing = routing
         self.group = group or f"{settings.app_id}-notifier"
         self.base = settings.pagerduty_url.rstrip("/")
@@ -285,7 +289,8 @@ class Notifier:
         Returns how many were noted. Records the notifier dead-lettered are not noted (a bad ``ts``
         must not hide later changes). The caller bounds the time it takes."""
         reader = AIOKafkaConsumer(bootstrap_servers=self.s.bootstrap, group_id=None, enable_auto_commit=False,
-                                  auto_offset_reset="earliest", client_id=f"{self.group}-readback")
+                                  auto_offset_reset="earliest", client_id=f"{self.group}-readback",
+                                  **self.kafka)
         await reader.start()
         n = 0
         try:
@@ -324,8 +329,10 @@ class Notifier:
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
             # A PagerDuty outage holds one record for as long as it lasts: do not leave the group.
             max_poll_interval_ms=7 * 24 * 3600 * 1000,
+            **self.kafka,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", client_id=f"{self.group}")
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", client_id=f"{self.group}",
+                                    **self.kafka)
         await producer.start()
         await consumer.start()
         consumer.subscribe([s.topic_alerts, s.topic_k8s_rollouts], listener=_Reassigned(self._seeded))

@@ -18,7 +18,9 @@ import faust
 import mode
 from faust.types import TP
 
+from streams.adapters import kafka_security
 from streams.adapters.changes import Changes
+from streams.adapters.kafka_security import KafkaSecurity
 from streams.adapters.metrics import WorkerMetrics
 from streams.adapters.tables import state_table
 from streams.core.answer import GateInputs, Question
@@ -52,9 +54,11 @@ def commit_gap(committed: int | None, acked: list[int]) -> int | None:
 class Pipeline:
     """Wires an Engine into a faust.App. Create it before the worker starts."""
 
-    def __init__(self, app: faust.App, settings: Settings, slos: list[Slo]) -> None:
+    def __init__(self, app: faust.App, settings: Settings, slos: list[Slo], *,
+                 security: KafkaSecurity | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.kafka = security or kafka_security.from_settings(settings)  # our own clients' security
         self.table = state_table(app, settings, name="state",
                                  help="slo-stream counters, alert tracks and partition watermarks")
         self.dead_letter = app.topic(settings.topic_dead_letter, key_serializer="raw", value_serializer="raw")
@@ -288,7 +292,8 @@ class Pipeline:
             tp = TP(topic, p)
             try:
                 if self.guard.needs_check(hole):
-                    first = await first_offset_from(self.settings.bootstrap or "", topic, p, hole.expected)
+                    first = await first_offset_from(self.settings.bootstrap or "", topic, p, hole.expected,
+                                                     security=self.kafka)
                     if self.guard.holes.get(p) is not hole:
                         continue  # filled (or the partition left) while we looked
                     self.guard.checked(p, first)
@@ -373,13 +378,14 @@ class Pipeline:
 
 
 async def first_offset_from(bootstrap: str, topic: str, partition: int, offset: int,
-                            timeout_s: float = 5.0) -> int | None:
+                            timeout_s: float = 5.0, *, security: KafkaSecurity | None = None) -> int | None:
     """The offset of the first record at or after ``offset`` (the log start if ``offset`` is gone),
     read by a client of our own, not Faust's consumer; None when nothing arrived in time."""
     import aiokafka
 
     consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                         auto_offset_reset="earliest", client_id="slo-stream-offset-check")
+                                         auto_offset_reset="earliest", client_id="slo-stream-offset-check",
+                                         **kafka_security.aiokafka(security or kafka_security.PLAINTEXT))
     await consumer.start()
     try:
         tp = aiokafka.TopicPartition(topic, partition)

@@ -22,6 +22,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
+from streams.adapters import kafka_security
+from streams.adapters.kafka_security import KafkaSecurity, addresses
 from streams.core.topology import TopicProblem, TopicSpec, check
 
 log = logging.getLogger(__name__)
@@ -52,13 +54,13 @@ class BrokerUnavailableError(ConnectionError):
     retryable = True
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float = 30) -> None:
+def wait_for_broker(bootstrap: str, timeout_s: float = 30, *, security: KafkaSecurity | None = None) -> None:
     """Block until a Kafka broker at ``bootstrap`` answers a metadata request, or raise.
 
     ``bootstrap`` is a comma-separated ``host:port`` list (an optional ``scheme://`` prefix is ignored).
     Polls with a deadline, never a fixed sleep. Raises :class:`BrokerUnavailableError` on timeout.
     """
-    with _admin_client(bootstrap, timeout_s) as admin:
+    with _admin_client(bootstrap, timeout_s, security) as admin:
         admin.describe_cluster()
 
 
@@ -68,6 +70,7 @@ def ensure_topics(
     *,
     timeout_s: float = 30,
     replication_factor: int = 1,
+    security: KafkaSecurity | None = None,
 ) -> list[TopicProblem]:
     """Make sure each topic in ``topics`` (name -> spec, or a bare partition count) exists with that
     partition count; return what is wrong with the configs of those that already existed.
@@ -85,7 +88,7 @@ def ensure_topics(
     if not wanted:
         return []
     deadline = time.monotonic() + timeout_s
-    with _admin_client(bootstrap, timeout_s) as admin:
+    with _admin_client(bootstrap, timeout_s, security) as admin:
         try:
             existing = _describe(admin, list(wanted))
         except KafkaError as exc:
@@ -98,10 +101,11 @@ def ensure_topics(
         return _config_problems(admin, [wanted[n] for n in wanted if n in existing], bootstrap)
 
 
-def topic_configs(bootstrap: str, names: list[str], *, timeout_s: float = 30) -> dict[str, dict[str, str]]:
+def topic_configs(bootstrap: str, names: list[str], *, timeout_s: float = 30,
+                  security: KafkaSecurity | None = None) -> dict[str, dict[str, str]]:
     """The configs of topics as the broker describes them (all, defaults included; a broker may leave
     out what it does not track)."""
-    with _admin_client(bootstrap, timeout_s) as admin:
+    with _admin_client(bootstrap, timeout_s, security) as admin:
         return _read_configs(admin, names)
 
 
@@ -124,31 +128,12 @@ def _validate(topics: Mapping[str, int | TopicSpec], replication_factor: int) ->
     return wanted
 
 
-def _addresses(bootstrap: str) -> list[tuple[str, int]]:
-    """Parse ``host:port[,host:port...]`` (``scheme://`` prefixes and ``[ipv6]`` hosts allowed)."""
-    out: list[tuple[str, int]] = []
-    for raw in bootstrap.split(","):
-        item = raw.strip()
-        if "://" in item:
-            item = item.split("://", 1)[1]
-        item = item.rstrip("/")
-        if not item:
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit():
-            host, port = item, "9092"
-        out.append((host.strip("[]") or "localhost", int(port)))
-    if not out:
-        raise ValueError(f"no broker address in bootstrap {bootstrap!r}")
-    return out
+def _kafka_python_bootstrap(addrs: list[tuple[str, int]]) -> list[str]:
+    return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addrs]
 
 
-def _kafka_python_bootstrap(addresses: list[tuple[str, int]]) -> list[str]:
-    return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses]
-
-
-def _tcp_reachable(addresses: list[tuple[str, int]], timeout_s: float) -> bool:
-    for host, port in addresses:
+def _tcp_reachable(addrs: list[tuple[str, int]], timeout_s: float) -> bool:
+    for host, port in addrs:
         try:
             with socket.create_connection((host, port), timeout=max(0.05, min(timeout_s, 1.0))):
                 return True
@@ -158,14 +143,14 @@ def _tcp_reachable(addresses: list[tuple[str, int]], timeout_s: float) -> bool:
 
 
 @contextmanager
-def _admin_client(bootstrap: str, timeout_s: float) -> Iterator[KafkaAdminClient]:
+def _admin_client(bootstrap: str, timeout_s: float, security: KafkaSecurity | None) -> Iterator[KafkaAdminClient]:
     """A connected admin client, waiting (with a deadline) for the broker to answer."""
-    addresses = _addresses(bootstrap)
-    servers = _kafka_python_bootstrap(addresses)
+    addrs = addresses(bootstrap)
+    servers = _kafka_python_bootstrap(addrs)
     deadline = time.monotonic() + timeout_s
     last_error: BaseException | None = None
     # Poll plain TCP first: cheap, and every failed KafkaAdminClient() leaves its I/O thread behind.
-    while not _tcp_reachable(addresses, deadline - time.monotonic()):
+    while not _tcp_reachable(addrs, deadline - time.monotonic()):
         if time.monotonic() >= deadline:
             raise BrokerUnavailableError(
                 f"no Kafka broker accepts connections at {bootstrap} (waited {timeout_s:g} s)"
@@ -184,6 +169,7 @@ def _admin_client(bootstrap: str, timeout_s: float) -> Iterator[KafkaAdminClient
                 client_id=_CLIENT_ID,
                 bootstrap_timeout_ms=max(100, int(remaining * 1000)),
                 request_timeout_ms=max(1000, int(min(remaining, 30.0) * 1000)),
+                **kafka_security.kafka_python(security or kafka_security.PLAINTEXT),
             )
         except KafkaError as exc:
             last_error = exc

@@ -11,10 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from streams.adapters import kafka_security
+from streams.adapters.kafka_security import KafkaSecurity
 from streams.core.changes import ServiceChanges, service_of_event, warning_key
 from streams.core.wire.k8s_event import decode_event
 from streams.core.wire.rollout import decode_rollout
@@ -25,10 +28,10 @@ from streams.settings import Settings
 class ChangelogWatcher:
     """Follows the worker's ``changes`` table through its changelog topic (latest value per key)."""
 
-    def __init__(self, bootstrap: str, settings: Settings) -> None:
+    def __init__(self, bootstrap: str, settings: Settings, kafka: dict[str, Any]) -> None:
         self.topic = f"{settings.app_id}-changes-changelog"
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                      consumer_timeout_ms=200)
+                                      consumer_timeout_ms=200, **kafka)
         tps = [TopicPartition(self.topic, p) for p in range(settings.partitions)]
         self.consumer.assign(tps)
         self.consumer.seek_to_beginning(*tps)
@@ -85,13 +88,16 @@ class Player:
 
     def __init__(self, bootstrap: str, settings: Settings, *, sync_rollouts: bool = True,
                  on_checkpoint: Callable[[Checkpoint, PlayStats], None] | None = None,
-                 sync_timeout_s: float = 30.0, services: Iterable[str] | None = None) -> None:
+                 sync_timeout_s: float = 30.0, services: Iterable[str] | None = None,
+                 security: KafkaSecurity | None = None) -> None:
+        """``security`` defaults to the SLO_STREAM_KAFKA_* settings (secrets from the environment)."""
         self.settings = settings
+        kafka = kafka_security.kafka_python(security or kafka_security.from_settings(settings))
         self.topics = {PLAYBACK: settings.topic_playback, ROLLOUTS: settings.topic_k8s_rollouts,
                        EVENTS: settings.topic_k8s_events}
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                      max_request_size=16 * 1024 * 1024)
-        self.watcher = ChangelogWatcher(bootstrap, settings) if sync_rollouts else None
+                                      max_request_size=16 * 1024 * 1024, **kafka)
+        self.watcher = ChangelogWatcher(bootstrap, settings, kafka) if sync_rollouts else None
         self.on_checkpoint = on_checkpoint
         self.sync_timeout_s = sync_timeout_s
         self.stats = PlayStats()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from streams import settings as settings_mod
+from streams.adapters import kafka_security
 from streams.adapters.processes import free_port, stop_group
 from streams.adapters.specfiles import load_specs
 from streams.adapters.topics import ensure_topics
@@ -140,9 +141,14 @@ def _prepare(*, specs: str | None, scenario: str | None) -> _Run:
 def _start(run: _Run, *, workers: int) -> None:
     """The broker (unless one is configured), the topics, the PagerDuty receiver (unless a routing key is
     configured), the worker(s) and the notifier; returns once the first worker is ready."""
+    if run.settings.bootstrap:
+        security = kafka_security.ready(run.settings)
+    else:
+        kafka_security.embedded_plaintext(run.settings)
+        security = kafka_security.PLAINTEXT
     run.bootstrap = run.settings.bootstrap or _start_broker(run)
     run.settings = replace(run.settings, bootstrap=run.bootstrap)
-    ensure_topics(run.bootstrap, run.settings.topics)
+    ensure_topics(run.bootstrap, run.settings.topics, security=security)
     env = _environment(run)
     _start_receiver(run, env)
     ports = [free_port() for _ in range(workers)]
@@ -363,7 +369,8 @@ def _follow_alerts(bootstrap: str, s: settings_mod.Settings, result: DemoResult,
                    stop: threading.Event) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=200)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=200,
+                             **kafka_security.kafka_python(kafka_security.from_settings(s)))
     tps = [TopicPartition(s.topic_alerts, p) for p in range(s.partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -402,7 +409,8 @@ def _print_sent(receiver: Any, seen: int, say: Any) -> int:
 def _read_statuses(bootstrap: str, s: settings_mod.Settings) -> list[dict[str, Any]]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000,
+                             **kafka_security.kafka_python(kafka_security.from_settings(s)))
     tps = [TopicPartition(s.topic_status, p) for p in range(s.partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)

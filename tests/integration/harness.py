@@ -17,6 +17,8 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams import settings as settings_mod
+from streams.adapters import kafka_security
+from streams.adapters.kafka_security import KafkaSecurity
 from streams.adapters.processes import free_port, stop_group
 from streams.adapters.topics import ensure_topics
 
@@ -31,6 +33,12 @@ class Deployment:
     env: dict[str, str]
     settings: settings_mod.Settings
     tmp: Path
+    security: KafkaSecurity = kafka_security.PLAINTEXT  # from env's SLO_STREAM_KAFKA_* (and secrets)
+
+    @property
+    def kafka(self) -> dict[str, Any]:
+        """kafka-python keyword arguments of this deployment's security."""
+        return kafka_security.kafka_python(self.security)
 
     @classmethod
     def create(cls, bootstrap: str, tmp: Path, *, partitions: int = 2, **extra: str) -> Deployment:
@@ -48,8 +56,9 @@ class Deployment:
             env[f"SLO_STREAM_TOPIC_{name}"] = f"{tag}.{name.lower().replace('_', '-')}"
         env.update(extra)
         s = settings_mod.load(env)
-        ensure_topics(bootstrap, s.topics)
-        return cls(bootstrap, env, s, tmp)
+        security = kafka_security.from_settings(s, env)
+        ensure_topics(bootstrap, s.topics, security=security)
+        return cls(bootstrap, env, s, tmp, security)
 
     @contextlib.contextmanager
     def worker(self, name: str = "w1", **extra: str) -> Iterator[subprocess.Popen[bytes]]:
@@ -75,7 +84,7 @@ class Deployment:
     def produce(self, messages: list[tuple[bytes | None, bytes]], topic: str | None = None,
                 per_second: float | None = None) -> None:
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                 max_request_size=16 * 1024 * 1024)
+                                 max_request_size=16 * 1024 * 1024, **self.kafka)
         t0 = time.time()
         for i, (key, value) in enumerate(messages):
             producer.send(topic or self.settings.topic_playback, key=key, value=value)
@@ -88,7 +97,7 @@ class Deployment:
                 proc: subprocess.Popen[bytes] | None = None) -> list[Any]:
         """Read ``topic`` from the beginning (JSON values) until ``until(values)`` or the timeout."""
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                 consumer_timeout_ms=300)
+                                 consumer_timeout_ms=300, **self.kafka)
         parts = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
@@ -107,11 +116,12 @@ class Deployment:
         return values
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int, *,
+                      security: KafkaSecurity = kafka_security.PLAINTEXT) -> dict[int, int]:
     """The consumer group's committed offset per partition (0 before the first commit)."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_security.kafka_python(security))
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         try:
@@ -123,9 +133,11 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         admin.close()
 
 
-def latest_by_key(bootstrap: str, topic: str, partitions: int) -> dict[bytes, Any]:
+def latest_by_key(bootstrap: str, topic: str, partitions: int, *,
+                  security: KafkaSecurity = kafka_security.PLAINTEXT) -> dict[bytes, Any]:
     """Read a compacted-style topic to its end and keep the latest value per key (Tansu does not compact)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000,
+                             **kafka_security.kafka_python(security))
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)

@@ -79,11 +79,12 @@ READ_ONLY = frozenset({(g, r, v) for g, r in (("apps", "deployments"), ("apps", 
 ENFORCE = READ_ONLY | {("apps", "deployments", "patch")}
 EXPECTED_GRANTS = {
     "deploy/kubernetes/overlays/production": {BRIDGE_SA: READ_ONLY},
+    "deploy/kubernetes/overlays/secured-kafka": {BRIDGE_SA: READ_ONLY},
     "deploy/kubernetes/overlays/watched-cluster": {BRIDGE_SA: READ_ONLY},
     "deploy/kubernetes/overlays/enforcement": {BRIDGE_SA: ENFORCE},
 }
 # The Secrets the manifests reference (created by the installer: README.md, "Install in Kubernetes").
-REFERENCED_SECRETS = {"slo-stream-gate", "slo-stream-pagerduty"}
+REFERENCED_SECRETS = {"slo-stream-gate", "slo-stream-pagerduty", "slo-stream-kafka"}
 
 
 # ---- what the code reads -----------------------------------------------------------------------------
@@ -94,7 +95,8 @@ def secret_env() -> frozenset[str]:
     from streams.adapters import http_api, notifier
 
     names = {http_api.TOKEN_ENV, http_api.READ_TOKEN_ENV, notifier.KEY_ENV,
-             *(f"{notifier.KEY_ENV}_{kind.upper()}" for kind in notifier.KINDS)}
+             *(f"{notifier.KEY_ENV}_{kind.upper()}" for kind in notifier.KINDS),
+             settings_mod.KAFKA_SASL_PASSWORD, settings_mod.KAFKA_SSL_KEY_PASSWORD}
     return frozenset(names)
 
 
@@ -116,7 +118,8 @@ def check_environment(env: Mapping[str, str], where: str) -> None:
     """Every SLO_STREAM_* name is one the code reads, and the settings load from these values."""
     unknown = sorted(k for k in env if k.startswith("SLO_STREAM_") and k not in known_env())
     assert not unknown, f"{where}: variables no code reads: {unknown}"
-    plain = {k: v for k, v in env.items() if k not in secret_env() and not k.endswith("_FILE")}
+    # Files (secrets' _FILE, the Kafka CA, certificate and key) exist only in the pod: not read here.
+    plain = {k: v for k, v in env.items() if k not in secret_env() and not k.endswith("FILE")}
     try:
         settings_mod.load(plain)
     except ConfigError as exc:
