@@ -13,17 +13,23 @@ liked. :func:`install` adds:
   408 (``streams.adapters.http_api``). A body the API does not read (an answer before it: 401, 403,
   413, a GET) ends the connection after the answer: aiohttp drains it for at most ``LINGER_S`` so that
   the client reads the answer, then closes.
+
+A request aiohttp cannot parse (a control character in a header, a bad method) is its 400 and one
+log line naming the error's kind: aiohttp's own line is an ERROR with a traceback whose message
+quotes the offending bytes, an ``Authorization`` header among them (:class:`_ServerLog`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("slo_stream.http")
 
@@ -101,6 +107,18 @@ class _Watch(asyncio.Protocol):
         t.close()
 
 
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, with a request that could not be parsed logged as one line, without
+    the message or traceback of the parser's error (they quote the request's bytes)."""
+
+    def log(self, level: int, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1] if exc_info is True else None
+        if isinstance(exc, HttpProcessingError):
+            level, msg, args, exc_info = (min(level, logging.INFO), f"{msg}: %s %s", (*args, exc.code,
+                                          type(exc).__name__), None)
+        super().log(level, msg, *args, exc_info=exc_info, **kwargs)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -151,5 +169,6 @@ def install(app: faust.App, *, header_timeout_s: float, body_timeout_s: float, i
     # Faust's aiohttp driver makes its runner with no protocol options and serves whatever runner
     # it holds; this one has the idle timeout and the watch (faust-streaming 0.15, aiohttp 3.x).
     web_driver._runner = _Runner(web_driver.web_app, header_timeout_s=header_timeout_s, watches=watches,
-                                 access_log=None, keepalive_timeout=idle_timeout_s,
+                                 access_log=None, logger=_ServerLog(logging.getLogger("aiohttp.server"), {}),
+                                 keepalive_timeout=idle_timeout_s,
                                  lingering_time=min(LINGER_S, body_timeout_s))
