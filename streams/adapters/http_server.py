@@ -163,7 +163,7 @@ class _Runner(web.AppRunner):
 
 def install(app: faust.App, *, header_timeout_s: float, body_timeout_s: float, idle_timeout_s: float) -> None:
     """Put the deadlines on ``app``'s web server (before the worker starts)."""
-    web_driver = app.web
+    web_driver: Any = app.web  # faust.web.drivers.aiohttp.Web (typed as the base driver)
     watches: dict[Any, _Watch] = {}
     web_driver.web_app.middlewares.append(_middleware(watches))
     # Faust's aiohttp driver makes its runner with no protocol options and serves whatever runner
