@@ -1,7 +1,9 @@
 """``slo-stream gate check``: ask a worker's gate from a CI pipeline; the answer is the exit code.
 
 Exit 0 proceed, 1 hold, 2 rollback, 3 cannot tell (no data for the service, or no worker answered).
-One line on stdout: the decision's summary (``--json`` prints the whole body instead).
+One line on stdout: the decision's summary (``--json`` prints the whole body instead). Text from the
+answer (a summary quoting a freeze's reason, an error) is printed with control characters escaped
+(``\x1b``), so an answer cannot drive the terminal of whoever reads it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def add_parser(sub: Any) -> None:
     ck.error = usage_error  # type: ignore[method-assign]
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (ESC and the other C0/C1 controls, line
+    breaks, bidi overrides, ...) written as a Python escape; a space stays a space."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
 def _token() -> str | None:
     for name in ("SLO_STREAM_GATE_READ_TOKEN", "SLO_STREAM_GATE_TOKEN"):
         if os.environ.get(name):
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except Exception as exc:  # ConfigError, OSError, ValueError...
-        print(f"cannot tell: {exc}", file=sys.stderr)
+        print(printable(f"cannot tell: {exc}"), file=sys.stderr)
         return CANNOT_TELL
 
 
@@ -125,7 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         code, body, line = _ask(url, token, args.timeout)
         if code in (0, 2) or time.monotonic() + interval_s > deadline:
             break
-        print(f"{line} (asking again in {interval_s}s)", file=sys.stderr, flush=True)
+        print(f"{printable(line)} (asking again in {interval_s}s)", file=sys.stderr, flush=True)
         time.sleep(interval_s)
-    print(json.dumps(body, indent=2) if args.json and body is not None else line)
+    # json.dumps escapes control characters (and, ensure_ascii, everything else beyond ASCII)
+    print(json.dumps(body, indent=2) if args.json and body is not None else printable(line))
     return code

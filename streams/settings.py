@@ -62,9 +62,17 @@ class Settings:
     max_future_s: int = 300
     max_series_per_slo: int = 5000
     stale_after_s: int = 60  # wall clock without records before a partition's status is marked stale
-    # HTTP (Faust's web server: /metrics and, later, the gate API)
+    # HTTP (Faust's web server: the gate API, probes, /metrics)
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # Slow and idle clients (streams/adapters/http_server.py): a request's head must arrive within
+    # the header timeout of its first byte, a body the API reads within the body timeout, and a
+    # connection with no request under way is closed after the idle timeout (408 or a plain close).
+    http_header_timeout_s: int = 10
+    http_body_timeout_s: int = 10
+    http_idle_timeout_s: int = 60
+    # /metrics needs the read token too (when one is set); off: Prometheus scrapes without one.
+    metrics_require_token: bool = False
     # How the other workers reach this one (gate requests are forwarded to the worker owning the
     # service); default http://<web_host>:<web_port>. In Kubernetes: the pod's stable DNS name.
     canonical_url: str = ""
@@ -119,7 +127,8 @@ class Settings:
 
 _ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}
 _DURATIONS = {"step_s", "allowed_lateness_s", "max_future_s", "stale_after_s", "gate_stale_after_s",
-              "gate_max_evaluation_lag_s", "kube_watch_timeout_s",
+              "gate_max_evaluation_lag_s", "kube_watch_timeout_s", "http_header_timeout_s",
+              "http_body_timeout_s", "http_idle_timeout_s",
               "kube_event_max_age_s", "enforce_max_alert_age_s"}
 
 
@@ -208,6 +217,9 @@ def _check_http(s: Settings, bad: Bad) -> None:
         raise bad("web_port", "must be a TCP port")
     if not s.web_host or any(ch.isspace() or not ch.isprintable() for ch in s.web_host):
         raise bad("web_host", "must be a host name or address")
+    for name, most in (("http_header_timeout_s", 300), ("http_body_timeout_s", 600), ("http_idle_timeout_s", 3600)):
+        if not 1 <= getattr(s, name) <= most:
+            raise bad(name, f"must be 1s..{most}s")
     if s.canonical_url:
         u = urlsplit(s.canonical_url)
         if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/"):

@@ -10,11 +10,18 @@ Authentication: bearer tokens, compared in constant time, never logged. ``SLO_ST
 (or ``..._FILE``) is required for the endpoints that change state (change freezes); without it they
 answer 403. ``SLO_STREAM_GATE_READ_TOKEN`` (optional) makes reads require a token too (the read or
 the write token). Flagger cannot send headers, so a Flagger hook may carry the read token as
-``metadata.token``. Request bodies are limited to 64 KiB.
+``metadata.token``: only then is a body read before the token is checked, and only within the body
+limits. ``/healthz``, ``/readyz`` and ``/v1/openapi.json`` (the API's description, no data) are
+always open; ``/metrics`` needs the read token when ``SLO_STREAM_METRICS_REQUIRE_TOKEN`` is true.
+
+Request bodies are limited to 64 KiB and to ``SLO_STREAM_HTTP_BODY_TIMEOUT`` (408 after it); the
+head and idle deadlines are in :mod:`streams.adapters.http_server`. Bad input is a 4xx and at most
+one log line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -29,6 +36,8 @@ import orjson
 from faust.web import View
 from yarl import URL
 
+from streams.adapters import http_server
+from streams.adapters.metrics import CONTENT_TYPE_LATEST
 from streams.core import conventions as c
 from streams.core.answer import Question, answer
 from streams.core.errors import ConfigError
@@ -77,7 +86,8 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _same(a: str, b: str | None) -> bool:
-    return b is not None and hmac.compare_digest(a.encode(), b.encode())
+    # surrogateescape: a header's undecodable bytes compare unequal instead of raising
+    return b is not None and hmac.compare_digest(a.encode(errors="surrogateescape"), b.encode())
 
 
 class ApiError(Exception):
@@ -99,6 +109,19 @@ def _param(query: Mapping[str, Any], name: str, *, required: bool = False, patte
         value = str(value)
         raise ApiError(400, f"{name}={value[:80]!r} is not a valid name")
     return value
+
+
+async def _read_body(request: Any) -> bytes:
+    # read(n) returns what has arrived so far (one piece of a chunked body): read to the end, or to
+    # one byte past the limit.
+    parts: list[bytes] = []
+    size = 0
+    while part := await request.content.read(MAX_BODY + 1 - size):
+        parts.append(part)
+        size += len(part)
+        if size > MAX_BODY:
+            raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
+    return b"".join(parts)
 
 
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")
@@ -147,8 +170,17 @@ class _Readyz(_View):
 
 
 class _OpenApi(_View):
-    async def get(self, request: Any) -> Any:
+    async def get(self, request: Any) -> Any:  # open: the API's description holds no data
         return self.api.json(self, openapi_document())
+
+
+class _Metrics(_View):
+    async def get(self, request: Any) -> Any:
+        api = self.api
+        if api.settings.metrics_require_token:
+            api.authorize_read(request)
+        # aiohttp refuses a charset inside content_type=, so the whole header goes in headers.
+        return self.bytes(api.pipeline.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class _Slos(_View):
@@ -195,11 +227,17 @@ class _Flagger(_View):
             kind = FlaggerHook(hook)
         except ValueError:
             raise ApiError(404, f"unknown Flagger hook {hook[:40]!r}", hooks=[h.value for h in FlaggerHook]) from None
+        # The token is checked before the body is read, unless it can only be in the body (a read
+        # token is set and no Authorization header came): then the body is read within its limits.
+        in_header = request.headers.get("Authorization") is not None
+        if in_header:
+            api.authorize_read(request)
         payload = await api.read_json(request)
         meta = payload.get("metadata") or {}
         if not isinstance(meta, Mapping):
             raise ApiError(400, "metadata must be an object of strings")
-        api.authorize_read(request, body_token=meta.get("token"))
+        if not in_header:
+            api.authorize_read(request, body_token=meta.get("token"))
         name = payload.get("name")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "the Flagger payload needs 'name' (the canary)")
@@ -242,6 +280,7 @@ _PAGES = (
     ("/healthz", "healthz", _Healthz), ("/readyz", "readyz", _Readyz), ("/v1/openapi.json", "openapi", _OpenApi),
     ("/v1/slos", "slos", _Slos), ("/v1/slos/{name}", "slo", _SloDetail), ("/v1/gate", "gate", _Gate),
     ("/v1/flagger/{hook}", "flagger", _Flagger), ("/v1/freezes", "freezes", _Freezes),
+    ("/metrics", "metrics", _Metrics),
 )
 
 
@@ -275,6 +314,8 @@ class Api:
         self._forwarded: dict[str, tuple[float, int, bytes, str]] = {}
         for path, name, view in _PAGES:
             app.page(path, name=name)(type(view.__name__.lstrip("_"), (view,), {"api": self}))
+        http_server.install(app, header_timeout_s=settings.http_header_timeout_s,
+                            body_timeout_s=settings.http_body_timeout_s, idle_timeout_s=settings.http_idle_timeout_s)
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -297,7 +338,9 @@ class Api:
         if header is None:
             return None
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        # isprintable: no control character, and none of the surrogates that stand for bytes that
+        # are not UTF-8
+        if scheme.lower() != "bearer" or not token.strip() or not token.isprintable():
             raise ApiError(401, "Authorization must be 'Bearer <token>'")
         return token.strip()
 
@@ -320,18 +363,16 @@ class Api:
             raise ApiError(403, "the token is not valid for this endpoint")
 
     async def read_json(self, request: Any) -> dict[str, Any]:
+        """The body as a JSON object: at most MAX_BODY bytes (413), arrived within the body timeout
+        (408; the connection then closes)."""
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
-        # read(n) returns what has arrived so far (one piece of a chunked body): read to the end, or
-        # to one byte past the limit.
-        parts: list[bytes] = []
-        size = 0
-        while part := await request.content.read(MAX_BODY + 1 - size):
-            parts.append(part)
-            size += len(part)
-            if size > MAX_BODY:
-                raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
-        body = b"".join(parts)
+        timeout_s = self.settings.http_body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                body = await _read_body(request)
+        except TimeoutError:
+            raise ApiError(408, f"the body did not arrive within {timeout_s}s") from None
         try:
             doc = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError as exc:

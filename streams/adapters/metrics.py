@@ -144,16 +144,6 @@ class WorkerMetrics:
         """The Prometheus text format of everything in the registry (one scrape)."""
         return generate_latest(self.registry)
 
-    def serve(self, app: Any, path: str = "/metrics") -> None:
-        """Add ``GET path`` to the Faust app's web server (a faust.App, before the worker starts)."""
-        metrics = self
-
-        async def metrics_page(view: Any, request: Any) -> Any:
-            # aiohttp refuses a charset inside content_type=, so the whole header goes in headers.
-            return view.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        app.page(path, name="metrics")(metrics_page)
-
 
 class StateCollector(Collector):
     """Reads the engine's series state and the pipeline's stats at scrape time."""

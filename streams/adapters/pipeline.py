@@ -81,7 +81,6 @@ class Pipeline:
         self.alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
         self.status = app.topic(settings.topic_status, key_serializer="raw", value_serializer="raw")
         self.metrics = WorkerMetrics(self.engine, self.stats, app=app, topic=settings.topic_playback)
-        self.metrics.serve(app)  # GET /metrics on the worker's web server
         self.last_batch_wall: dict[int, float] = {}
         self._stale_marked: set[int] = set()
         self.started = False  # tables recovered at least once

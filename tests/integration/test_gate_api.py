@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -41,6 +42,19 @@ def call(url: str, *, token: str | None = None, body: Any = None, raw: bytes | N
             return resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
+
+
+def raw_status(port: int, method: str, path: str, headers: dict[str, bytes], body: bytes = b"") -> int:
+    """The status of one request whose header values are bytes as given (not necessarily UTF-8)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest(method, path)
+        for name, value in {**headers, "Content-Length": str(len(body)).encode()}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body or None)
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Any, timeout_s: float = 60) -> None:
@@ -100,10 +114,13 @@ def test_the_gate_answers_each_endpoint_with_auth_and_errors_then_blames_the_bad
     onset = start + 2 * HOUR
     with dep.worker(SLO_STREAM_WEB_PORT=str(port)) as proc:
         wait_ready(base, proc, dep.log_text)
-        # Probes and the OpenAPI document need no token.
+        # Probes and the OpenAPI document need no token; nor does /metrics by default
+        # (SLO_STREAM_METRICS_REQUIRE_TOKEN: tests/faults/test_security.py).
         assert call(f"{base}/healthz")[:2] == (200, {"status": "ok"})
         status, doc, _ = call(f"{base}/v1/openapi.json")
         assert status == 200 and doc["openapi"].startswith("3.") and "/v1/gate" in doc["paths"]
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+            assert resp.status == 200 and b"slo_stream_" in resp.read()
         # Reads need the read (or write) token when one is configured.
         status, body, headers = call(f"{base}/v1/slos")
         assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer")
@@ -155,6 +172,24 @@ def test_the_gate_answers_each_endpoint_with_auth_and_errors_then_blames_the_bad
         assert call(f"{base}/v1/flagger/not-a-hook", body=flagger, token=READ)[0] == 404
         assert call(f"{base}/v1/flagger/rollout", raw=b"{broken", token=READ)[0] == 400
         assert call(f"{base}/v1/flagger/rollout", raw=b"{" + b" " * 70_000 + b"}", token=READ)[0] == 413
+        # A metadata field that is not a string: 400, not a traceback.
+        for field in ("service", "cluster", "platform", "revision"):
+            for junk in (12, ["cart-api"], {"name": "cart-api"}, True):
+                bad = {**flagger, "metadata": {**flagger["metadata"], field: junk}}
+                status, body, _ = call(f"{base}/v1/flagger/confirm-rollout", body=bad, token=READ)
+                assert status == 400 and field in body["error"], (field, junk, status, body)
+        # An Authorization header that is not UTF-8: 401 on every protected endpoint (a control
+        # character in it: 400 from aiohttp's parser, before any view).
+        protected = [("GET", "/v1/slos", b""), ("GET", "/v1/slos/cart-api-availability", b""),
+                     ("GET", "/v1/gate?service=cart-api", b""), ("GET", "/v1/freezes?service=cart-api", b""),
+                     ("POST", "/v1/freezes", orjson.dumps({"service": "cart-api", "reason": "x"})),
+                     ("POST", "/v1/flagger/rollout", orjson.dumps(flagger))]
+        for auth, expected in ((b"Bearer \xff\xfe" + READ.encode(), 401), (b"Bearer " + READ.encode() + b"\xe9", 401),
+                               (b"\xc3\x28 x", 401), (b"Bearer \x01" + READ.encode(), 400)):
+            for method, path, data in protected:
+                got = raw_status(port, method, path, {"Authorization": auth, "Content-Type": b"application/json"},
+                                 data)
+                assert got == expected, (auth, method, path, got)
 
         # Change freezes: a write, so the write token and nothing else.
         freeze = {"service": "search-api", "reason": "migration window of the search team", "duration": "30m"}
@@ -218,6 +253,8 @@ def test_the_gate_answers_each_endpoint_with_auth_and_errors_then_blames_the_bad
     log = dep.log_text()
     for secret in (READ, WRITE):
         assert secret not in log
+    # Bad input is answered, not logged as a failure.
+    assert "Traceback" not in log and " failed" not in log, log[-3000:]
 
 
 def _changelog_keys(dep: Deployment) -> set[str]:

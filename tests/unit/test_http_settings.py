@@ -1,0 +1,36 @@
+"""The HTTP server's deadlines and the /metrics choice: documented defaults, durations read like every
+other, and a value out of range refused naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams import settings as settings_mod
+from streams.core.errors import ConfigError
+
+
+def test_the_defaults_are_the_documented_ones() -> None:
+    s = settings_mod.load({})
+    assert (s.http_header_timeout_s, s.http_body_timeout_s, s.http_idle_timeout_s) == (10, 10, 60)
+    assert s.metrics_require_token is False
+
+
+@pytest.mark.parametrize("env, field, value", [
+    ({"SLO_STREAM_HTTP_HEADER_TIMEOUT": "5"}, "http_header_timeout_s", 5),
+    ({"SLO_STREAM_HTTP_BODY_TIMEOUT": "30s"}, "http_body_timeout_s", 30),
+    ({"SLO_STREAM_HTTP_IDLE_TIMEOUT": "2m"}, "http_idle_timeout_s", 120),
+    ({"SLO_STREAM_METRICS_REQUIRE_TOKEN": "true"}, "metrics_require_token", True),
+], ids=["a header timeout in seconds", "a body timeout as 30s", "an idle timeout as 2m", "metrics behind the token"])
+def test_read_from_the_environment(env: dict[str, str], field: str, value: object) -> None:
+    assert getattr(settings_mod.load(env), field) == value
+
+
+@pytest.mark.parametrize("name, raw", [
+    ("SLO_STREAM_HTTP_HEADER_TIMEOUT", "0"), ("SLO_STREAM_HTTP_HEADER_TIMEOUT", "10m"),
+    ("SLO_STREAM_HTTP_BODY_TIMEOUT", "0s"), ("SLO_STREAM_HTTP_BODY_TIMEOUT", "11m"),
+    ("SLO_STREAM_HTTP_IDLE_TIMEOUT", "2h"), ("SLO_STREAM_HTTP_IDLE_TIMEOUT", "soon"),
+    ("SLO_STREAM_METRICS_REQUIRE_TOKEN", "maybe"),
+], ids=lambda v: str(v))
+def test_out_of_range_is_refused_naming_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        settings_mod.load({name: raw})
