@@ -34,6 +34,7 @@ from streams.core.changes import ServiceChanges, TrackedRollout, TrackedWarning
 from streams.core.stats import Proportion, two_proportion_z
 from streams.core.wire.rollout import Phase, revision_aliases
 from streams.core.wire.suspect import (
+    MAX_SUMMARY_LEN,
     Evidence,
     MigrationStep,
     Note,
@@ -292,6 +293,12 @@ def _own_warnings(case: _Case, mine: Sequence[TrackedWarning]) -> None:
         case.add(_warning_seen(w))
 
 
+def _clip(summary: str) -> str:
+    """A summary short enough for a page title and for the suspect to read back (a careless producer's
+    image list or event reason can be kilobytes)."""
+    return summary if len(summary) <= MAX_SUMMARY_LEN else summary[:MAX_SUMMARY_LEN - 1] + "…"
+
+
 def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[TrackedWarning],
                      revisions: RevisionsOf, cfg: CorrelationConfig) -> tuple[RolloutSuspect, list[str]] | None:
     """The suspect this rollout makes, and the keys of the warnings it explains; None when it cannot
@@ -316,7 +323,8 @@ def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[Tra
         summary += f"; {sum(w.count for w in mine)} warnings ({', '.join(reasons[:3])})"
     phase = Phase.SUPERSEDED if r.superseded_ts is not None and r.superseded_ts <= ctx.at else r.phase
     suspect = RolloutSuspect(
-        score=round(case.weight * _noisy_or(case.strengths), 4), summary=summary, service=r.service or ctx.service,
+        score=round(case.weight * _noisy_or(case.strengths), 4), summary=_clip(summary),
+        service=r.service or ctx.service,
         ref=r.ref, phase=phase, started_at=r.started_ts, same_cluster=ctx.cluster in ("*", wl.cluster),
         previous_revision=r.previous_revision, template_hash=r.template_hash, images=r.images,
         previous_images=r.previous_images, rollback=r.rollback, migration=r.migration, evidence=tuple(case.evidence))
@@ -350,8 +358,8 @@ def _warning_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
         evidence += [_warning_seen(w) for w in sorted(ws, key=lambda w: (-w.count, w.name))[:5]]
         out.append(WarningSuspect(
             score=round(weight * e, 4),
-            summary=f"{count}x {reason} on {len(objects)} object{'s' if len(objects) != 1 else ''} of "
-                    f"{namespace}/{wl} in {cluster}",
+            summary=_clip(f"{count}x {reason} on {len(objects)} object{'s' if len(objects) != 1 else ''} of "
+                          f"{namespace}/{wl} in {cluster}"),
             cluster=cluster, namespace=namespace, workload=wl, reason=reason, count=count,
             objects=tuple(objects[:10]), first_seen=first, last_seen=last, same_cluster=same_cluster,
             evidence=tuple(evidence)))

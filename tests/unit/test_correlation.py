@@ -20,10 +20,11 @@ from streams.core.correlation import (
 )
 from streams.core.engine import Engine, EngineConfig
 from streams.core.model import HOUR, Severity
+from streams.core.tracks import TRACK_PREFIX, AlertTracks
 from streams.core.wire import suspect as w
 from streams.core.wire.k8s_event import KubeEvent
 from streams.core.wire.rollout import Phase, RolloutRecord, revision_aliases
-from tests.factories import batch, kube_event, record, rollout_record, slo
+from tests.factories import batch, kube_event, record, rollout_record, rollout_suspect, slo, warning_suspect
 
 T0 = 1_700_000_000 // 3600 * 3600
 ONSET = T0 + 5 * HOUR
@@ -360,3 +361,39 @@ def test_the_revision_counts_of_a_cluster_that_stopped_sending_are_deleted_after
         restarted.commit(restarted.process(0, [(k, v, len(gone) + i)], now=T0 + 86400))
     assert "~rev|playback-api|eu-west-2" not in store, "deleted 3 hours after its last minute"
     assert "~rev|playback-api|eu-west-1" in store, "a cluster that goes on keeps its entry"
+
+
+def test_a_rollout_with_kilobytes_of_image_names_is_blamed_and_its_suspect_reads_back_after_a_restart() -> None:
+    """A careless producer's image list (each reference is accepted up to 4096 characters) makes a
+    summary far beyond what a suspect may carry; the engine clips it, so the suspect it stores with the
+    alert track reads back typed (a restarted worker's gate and metrics still see the rollout)."""
+    images = tuple(f"registry.example.com/{'x' * 3000}-{i}:1.8.0" for i in range(4))
+    sc = ServiceChanges()
+    sc.apply_rollout(rollout(T0 + 2 * 3600 - 120, revision="42", previous_revision="41", images=images))
+    changes = {"playback-api": sc.to_bytes()}
+    store: dict[str, bytes] = {}
+    engine = Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes)
+    alerts = []
+    msgs = outage_with_revisions("42", "41")
+    for i in range(0, len(msgs), 200):
+        res = engine.process(0, [(k, v, i + j) for j, (k, v) in enumerate(msgs[i:i + 200])], now=T0 + 86400)
+        engine.commit(res)
+        alerts.extend(res.alerts)
+    page = next(a for a in alerts if a.severity is Severity.PAGE)
+    top = page.suspects[0]
+    assert isinstance(top, w.RolloutSuspect) and top.images == images
+    assert len(top.summary) == w.MAX_SUMMARY_LEN and top.summary.endswith("…")
+    restarted = Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes)
+    restarted.assign({0})
+    assert restarted.tracks.suspects(page.dedup_key) == page.suspects
+
+
+def test_a_stored_suspect_this_version_cannot_read_is_kept_opaque_and_the_others_stay_typed() -> None:
+    """The engine's own stored track outlives versions: a suspect an older or newer writer stored that
+    does not read now must not stop the commit, the metrics or the gate that read the track."""
+    broken = w.RolloutSuspect.to_json(rollout_suspect())
+    broken["summary"] = "s" * 5000
+    store = {TRACK_PREFIX + "k": orjson.dumps({"suspects": [broken, warning_suspect().to_json()]})}
+    got = AlertTracks(store).stored_suspects("k")
+    assert isinstance(got[0], w.OpaqueSuspect) and got[0].to_json() == broken
+    assert got[1] == warning_suspect()

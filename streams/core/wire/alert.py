@@ -21,7 +21,7 @@ from streams.core.errors import RecordError
 from streams.core.model import Severity
 from streams.core.wire import fields as f
 from streams.core.wire.series import Dimensions
-from streams.core.wire.suspect import OpaqueSuspect, Suspect, decode_suspect
+from streams.core.wire.suspect import Suspect, decode_suspects
 
 MAX_DEDUP_KEY = 255  # PagerDuty's limit
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -105,22 +105,6 @@ def _time(value: object, what: str) -> int:
     return value if isinstance(value, int) else n  # type: ignore[return-value]
 
 
-def _suspects(value: object) -> tuple[Suspect, ...]:
-    """Suspects, each read by :func:`decode_suspect`; one that does not read travels on opaque: a
-    malformed suspect must never cost the page it belongs to (nothing acts on an opaque one)."""
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise f.bad("suspects", value, "must be a list")
-    out: list[Suspect] = []
-    for s in value:
-        try:
-            out.append(decode_suspect(s))
-        except RecordError:
-            out.append(OpaqueSuspect(MappingProxyType(dict(s)) if isinstance(s, Mapping) else s))
-    return tuple(out)
-
-
 def decode_alert(doc: object) -> Alert:
     """Read one ``slo.alerts`` value (parsed JSON). Raises :class:`RecordError` naming the field."""
     m = f.obj(doc, "alert")
@@ -142,7 +126,7 @@ def decode_alert(doc: object) -> Alert:
         error_budget_remaining=f.number(m.get("error_budget_remaining"), "error_budget_remaining"),
         objective=f.number(m.get("objective"), "objective"),
         links=MappingProxyType({str(k): v for k, v in links.items() if isinstance(v, str)}),
-        suspects=_suspects(m.get("suspects")),
+        suspects=decode_suspects(m.get("suspects")),
         burn_onset=None if onset is None else _time(onset, "burn_onset"),
     )
 

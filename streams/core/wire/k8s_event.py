@@ -22,6 +22,7 @@ from streams.core.errors import RecordError
 from streams.core.wire import fields as f
 
 # The object an Event is about may be any kind, whose names need only be a valid path segment.
+MAX_OBJECT_NAME_LEN: Final = 253  # a Kubernetes object name (DNS subdomain)
 _OBJECT_NAME_RE: Final = re.compile(r"^[^/%\s]{1,253}\Z")
 _KIND_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,62}\Z")
 EVENT_TYPES: Final = frozenset({"Normal", "Warning"})
@@ -157,6 +158,13 @@ def _involved(doc: Mapping[str, Any], v1: bool) -> tuple[Mapping[str, Any], str,
     return involved, kind, name, namespace
 
 
+def _owner(owner: Mapping[str, Any] | None, key: str) -> str | None:
+    """The owner's kind or name, or None when it is missing or could not be a Kubernetes one (longer
+    than an object name may be): an owner only helps name the workload, it never costs the event."""
+    value = f.nonempty_str(owner.get(key)) if owner else None
+    return value if value is not None and len(value) <= MAX_OBJECT_NAME_LEN else None
+
+
 def decode_event(doc: object, *, default_cluster: str | None) -> KubeEvent:
     """Read one ``k8s.events`` value, whatever wrote it: our bridge (core/v1 or events.k8s.io/v1
     shape plus ``cluster``), a raw Event of either API, or kubernetes-event-exporter's Kafka sink.
@@ -199,8 +207,7 @@ def decode_event(doc: object, *, default_cluster: str | None) -> KubeEvent:
         object_uid=s(involved.get("uid")), uid=uid, resource_version=rv if isinstance(rv, str) and rv else None,
         reason=reason[:f.MAX_TEXT_LEN], message=message[:f.MAX_TEXT_LEN], type=str(etype),
         count=_count(doc, v1), first_ts=first_ts, last_ts=last_ts, source=source,
-        labels=MappingProxyType(labels), owner_kind=s(owner.get("kind")) if owner else None,
-        owner_name=s(owner.get("name")) if owner else None,
+        labels=MappingProxyType(labels), owner_kind=_owner(owner, "kind"), owner_name=_owner(owner, "name"),
     )
 
 

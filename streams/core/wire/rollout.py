@@ -243,8 +243,8 @@ def _images(doc: Mapping[str, Any], name: str) -> tuple[str, ...]:
     value = doc.get(name, [])
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
-        raise f.bad(name, value, "must be a list of image references")
+    if not isinstance(value, list) or not all(isinstance(i, str) and 0 < len(i) <= f.MAX_TEXT_LEN for i in value):
+        raise f.bad(name, value, f"must be a list of image references (each at most {f.MAX_TEXT_LEN} characters)")
     return tuple(value)
 
 

@@ -28,6 +28,7 @@ from streams.core.wire.rollout import Migration, Phase, RolloutRef, Workload, re
 ROLLOUT: str = "rollout"
 WARNING: str = "k8s_warning"
 MAX_EVIDENCE_LINES = 8
+MAX_SUMMARY_LEN = 1000  # what our correlation writes; a reader takes up to fields.MAX_TEXT_LEN
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _PHASES = frozenset(p.value for p in Phase)
 
@@ -458,8 +459,17 @@ def decode_suspect(d: object) -> Suspect:
 
 
 def decode_suspects(value: object, what: str = "suspects") -> tuple[Suspect, ...]:
+    """Suspects, each read by :func:`decode_suspect`; one that does not read is kept as it came (an
+    :class:`OpaqueSuspect`): a malformed suspect must never cost the page or the incident it belongs
+    to, and nothing acts on an opaque one. Only a value that is not a list at all is an error."""
     if value is None:
         return ()
     if not isinstance(value, list):
         raise RecordError(c.REASON_BAD_FIELD, f"{what} must be a list")
-    return tuple(decode_suspect(s) for s in value)
+    out: list[Suspect] = []
+    for s in value:
+        try:
+            out.append(decode_suspect(s))
+        except RecordError:
+            out.append(OpaqueSuspect(MappingProxyType(dict(s)) if isinstance(s, Mapping) else s))
+    return tuple(out)
