@@ -104,9 +104,13 @@ def ensure_topics(
 def topic_configs(bootstrap: str, names: list[str], *, timeout_s: float = 30,
                   security: KafkaSecurity | None = None) -> dict[str, dict[str, str]]:
     """The configs of topics as the broker describes them (all, defaults included; a broker may leave
-    out what it does not track)."""
+    out what it does not track). :class:`TopicError` when the broker will not describe one of them."""
     with _admin_client(bootstrap, timeout_s, security) as admin:
-        return _read_configs(admin, names)
+        got = _read_configs(admin, names)
+    errors = {n: v for n, v in got.items() if isinstance(v, str)}
+    if errors:
+        raise TopicError(f"describing topic configs failed: {errors}", retryable=False)
+    return {n: v for n, v in got.items() if not isinstance(v, str)}
 
 
 # -- internals -------------------------------------------------------------------------------------------
@@ -265,12 +269,33 @@ def _wait_visible(admin: KafkaAdminClient, wanted: Mapping[str, int], deadline: 
         time.sleep(_POLL_S)
 
 
-def _read_configs(admin: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+def _read_configs(admin: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str] | str]:
+    """Per topic: its configs, or why the broker would not describe them (a denied DescribeConfigs ACL,
+    an unknown topic). kafka-python's ``describe_configs`` drops the per-topic error code, which makes
+    a denied topic look like one with no config at all (hence ``cleanup.policy=delete``, and a worker
+    that refuses to start): the request is sent through its client so that the code is read."""
     if not names:
         return {}
-    got = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names], config_filter="all")
-    return {name: {k: str(v.get("value")) for k, v in configs.items() if v.get("value") is not None}
-            for name, configs in (got.get("topic") or {}).items()}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+    request = admin._describe_configs_request(resources)
+    return configs_of(admin._manager.run(admin._manager.send, request))
+
+
+def configs_of(response: Any) -> dict[str, dict[str, str] | str]:
+    """The configs of each resource of a DescribeConfigs response, or its error (name and message)."""
+    out: dict[str, dict[str, str] | str] = {}
+    for result in response.results:
+        if result.error_code:
+            detail = result.error_message or ""
+            out[result.resource_name] = f"{for_code(result.error_code).__name__}: {detail}".rstrip(": ")
+            continue
+        configs: dict[str, str] = {}
+        for entry in result.configs:
+            item = entry.to_dict()
+            if item.get("value") is not None:
+                configs[str(item.get("name"))] = str(item["value"])
+        out[result.resource_name] = configs
+    return out
 
 
 def _config_problems(admin: KafkaAdminClient, specs: list[TopicSpec], bootstrap: str) -> list[TopicProblem]:
@@ -282,5 +307,14 @@ def _config_problems(admin: KafkaAdminClient, specs: list[TopicSpec], bootstrap:
         log.warning("could not read the configs of topics %s (%s): their cleanup policy is not checked",
                     sorted(s.name for s in specs), exc)
         return []
-    problems = [check(s, configs.get(s.name, {}), bootstrap=bootstrap) for s in specs]
-    return [p for p in problems if p is not None]
+    problems: list[TopicProblem] = []
+    for spec in specs:
+        got = configs.get(spec.name, "not described")
+        if isinstance(got, str):
+            log.warning("could not read the configs of topic %s (%s): its cleanup policy is not checked",
+                        spec.name, got)
+            continue
+        problem = check(spec, got, bootstrap=bootstrap)
+        if problem is not None:
+            problems.append(problem)
+    return problems
