@@ -206,6 +206,9 @@ def probe(bootstrap: str, sec: KafkaSecurity, *, connect_wait_s: float = 30.0, s
         kafka.metadata()
     except _Step as step:
         raise KafkaAccessError(where, step.what, step.check) from None
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:  # an answer too short or garbled to parse
+        raise KafkaAccessError(where, f"the answer is not Kafka's ({exc})",
+                               f"KAFKA_BOOTSTRAP_SERVERS and {PROTOCOL}") from None
     finally:
         conn.close()
         sock.close()
