@@ -131,17 +131,26 @@ def _middleware(watches: dict[Any, _Watch]) -> Any:
         keep_alive = True
         try:
             response = await handler(request)
-            if not request.content.at_eof():
-                # A body the handler did not read (it answered first): no next request on this
-                # connection, whose remaining bytes would only be the rest of that body.
-                response.force_close()
-            keep_alive = response.keep_alive is not False
+        except web.HTTPException as exc:  # a 404, 405, ... raised by the router: itself the response
+            keep_alive = _end_unread(request, exc)
+            raise
+        else:
+            keep_alive = _end_unread(request, response)
             return response
         finally:
             if watch is not None:
                 watch.finished(keep_alive=keep_alive)
 
     return deadlines
+
+
+def _end_unread(request: web.Request, response: web.StreamResponse) -> bool:
+    """Close the connection after ``response`` when the handler answered before reading the body (no
+    next request on it: its remaining bytes would only be the rest of that body, which aiohttp drains
+    without a request-head deadline). Whether the connection stays open."""
+    if not request.content.at_eof():
+        response.force_close()
+    return response.keep_alive is not False
 
 
 class _Runner(web.AppRunner):

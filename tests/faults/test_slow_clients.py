@@ -9,7 +9,8 @@ timeout lowered to 20 s to keep the test short) and, at once, on real sockets:
 - a Flagger body without an Authorization header (the token could be in the body, so it is read)
   at 1 byte per 10 s and 1 byte per second: 408 at the body timeout, then closed;
 - slow bodies behind a missing or wrong token (``POST /v1/freezes``, a Flagger hook with a wrong
-  bearer): answered 401 / 403 before any body byte is read, and closed within the drain time.
+  bearer), to a path that does not exist or with a method it does not take: answered 401 / 403 /
+  404 / 405 before any body byte is read, and closed within the drain time, with no second answer.
 
 Meanwhile the worker answers other requests at once, and its log has no traceback.
 """
@@ -47,6 +48,7 @@ class Held:
     what: str
     closed_after_s: float | None = None
     status: str = ""
+    answers: int = 0  # status lines received (a 408 after the answer would be a second)
 
 
 def trickle(port: int, held: Held, *, head: bytes, body: bytes = b"", every_s: float, cap_s: float) -> None:
@@ -81,6 +83,7 @@ def trickle(port: int, held: Held, *, head: bytes, body: bytes = b"", every_s: f
                     break
                 answer += chunk
         held.status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+        held.answers = answer.count(b"HTTP/1.1 ")
 
 
 def post_head(path: str, length: int, auth: str | None = None) -> bytes:
@@ -113,6 +116,10 @@ def test_idle_slow_head_and_slow_body_connections_are_closed_within_their_timeou
         "flagger, wrong bearer": (Held("a Flagger body at 1 byte per second with a wrong bearer"),
                                   {"head": post_head("/v1/flagger/rollout", len(flagger), f"Bearer {WRONG}"),
                                    "body": flagger, "every_s": 1.0}),
+        "unknown path": (Held("a body at 1 byte per second to a path that does not exist"),
+                         {"head": post_head("/v1/nowhere", len(freeze)), "body": freeze, "every_s": 1.0}),
+        "wrong method": (Held("a body at 1 byte per second to a GET-only path"),
+                         {"head": post_head("/healthz", len(freeze)), "body": freeze, "every_s": 1.0}),
     }
     expected = {  # (status line starts with, closed no later than; no earlier than)
         "idle": ("", IDLE_S - 1, IDLE_S + MARGIN_S),
@@ -122,6 +129,8 @@ def test_idle_slow_head_and_slow_body_connections_are_closed_within_their_timeou
         "body 1 B/s": ("HTTP/1.1 408", BODY_S - 0.5, BODY_S + LINGER_S + MARGIN_S),
         "freeze, no token": ("HTTP/1.1 401", 0.0, LINGER_S + MARGIN_S),
         "flagger, wrong bearer": ("HTTP/1.1 403", 0.0, LINGER_S + MARGIN_S),
+        "unknown path": ("HTTP/1.1 404", 0.0, LINGER_S + MARGIN_S),
+        "wrong method": ("HTTP/1.1 405", 0.0, LINGER_S + MARGIN_S),
     }
     with dep.worker(SLO_STREAM_WEB_PORT=str(port), SLO_STREAM_GATE_TOKEN=WRITE, SLO_STREAM_GATE_READ_TOKEN=READ,
                     SLO_STREAM_HTTP_IDLE_TIMEOUT=str(int(IDLE_S))) as proc:
@@ -149,6 +158,7 @@ def test_idle_slow_head_and_slow_body_connections_are_closed_within_their_timeou
         assert held.closed_after_s is not None, (key, held)
         assert earliest <= held.closed_after_s <= latest, (key, held)
         assert held.status.startswith(status), (key, held)
+        assert held.answers == (1 if status else 0), (key, held)
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     report(request, *lines, f"meanwhile GET /v1/gate answered in at most {max(quick) * 1000:.0f} ms")
 
