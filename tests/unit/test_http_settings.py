@@ -19,7 +19,8 @@ def test_the_defaults_are_the_documented_ones() -> None:
     ({"SLO_STREAM_HTTP_HEADER_TIMEOUT": "5"}, "http_header_timeout_s", 5),
     ({"SLO_STREAM_HTTP_BODY_TIMEOUT": "30s"}, "http_body_timeout_s", 30),
     ({"SLO_STREAM_HTTP_IDLE_TIMEOUT": "2m"}, "http_idle_timeout_s", 120),
-    ({"SLO_STREAM_METRICS_REQUIRE_TOKEN": "true"}, "metrics_require_token", True),
+    ({"SLO_STREAM_METRICS_REQUIRE_TOKEN": "true", "SLO_STREAM_GATE_READ_TOKEN": "r" * 32}, "metrics_require_token",
+     True),
 ], ids=["a header timeout in seconds", "a body timeout as 30s", "an idle timeout as 2m", "metrics behind the token"])
 def test_read_from_the_environment(env: dict[str, str], field: str, value: object) -> None:
     assert getattr(settings_mod.load(env), field) == value
@@ -34,3 +35,12 @@ def test_read_from_the_environment(env: dict[str, str], field: str, value: objec
 def test_out_of_range_is_refused_naming_the_variable(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=name):
         settings_mod.load({name: raw})
+
+
+@pytest.mark.parametrize("token", [{}, {"SLO_STREAM_GATE_READ_TOKEN": ""}], ids=["unset", "empty"])
+def test_metrics_behind_a_token_without_a_read_token_is_refused_at_start(token: dict[str, str]) -> None:
+    """Without a read token every read is open: /metrics would be too, contrary to what was asked."""
+    with pytest.raises(ConfigError, match="SLO_STREAM_METRICS_REQUIRE_TOKEN=true but SLO_STREAM_GATE_READ_TOKEN"):
+        settings_mod.load({"SLO_STREAM_METRICS_REQUIRE_TOKEN": "true", **token})
+    assert settings_mod.load({"SLO_STREAM_METRICS_REQUIRE_TOKEN": "true",
+                              "SLO_STREAM_GATE_READ_TOKEN_FILE": "/run/secrets/read"}).metrics_require_token
