@@ -3,8 +3,9 @@
 One reading of the ``SLO_STREAM_KAFKA_*`` settings and secrets (:func:`from_settings`) turned into what
 each client library takes: :func:`kafka_python` (KafkaConsumer, KafkaProducer, KafkaAdminClient),
 :func:`aiokafka` (AIOKafkaConsumer, AIOKafkaProducer) and :func:`faust_credentials` (``faust.App``'s
-``broker_credentials``). Every TLS client shares one ``ssl.SSLContext`` built here: CA file, client
-certificate and key (with its password), hostname verification on unless turned off.
+``broker_credentials``). Every TLS client gets its ``ssl.SSLContext`` from here, built from the same
+settings (CA file, client certificate and key with its password, hostname verification on unless
+turned off); the clients given one :class:`KafkaSecurity` share its context.
 
 :func:`probe` connects to the bootstrap address the way the clients will (TCP, TLS handshake, SASL
 handshake and authentication, ApiVersions, Metadata) with a timeout per step, and raises
