@@ -21,7 +21,16 @@ from streams.core.errors import RecordError
 from streams.core.freezes import FreezeBook, Order
 from streams.core.wire.change import Change
 from streams.core.wire.k8s_event import KubeEvent, decode_event
-from streams.core.wire.rollout import Migration, Phase, Replicas, RolloutRecord, RolloutRef, Workload, decode_rollout
+from streams.core.wire.rollout import (
+    Migration,
+    OfRollout,
+    Phase,
+    Replicas,
+    RolloutRecord,
+    RolloutRef,
+    Workload,
+    decode_rollout,
+)
 
 MAX_K8S_MESSAGE_BYTES = 1024 * 1024
 KEEP = "keep"
@@ -42,7 +51,7 @@ DEFAULT_LIMITS = ChangeLimits()
 
 
 @dataclass(slots=True)
-class TrackedRollout:
+class TrackedRollout(OfRollout):
     """One revision of one workload, merged from its ``k8s.rollouts`` records."""
 
     ref: RolloutRef
@@ -63,18 +72,6 @@ class TrackedRollout:
     failed_ts: float | None = None
     paused_ts: float | None = None
     superseded_ts: float | None = None  # a newer revision of the workload started then
-
-    @property
-    def workload(self) -> Workload:
-        return self.ref.workload
-
-    @property
-    def cluster(self) -> str:
-        return self.ref.workload.cluster
-
-    @property
-    def revision(self) -> str:
-        return self.ref.revision
 
     @property
     def phase_now(self) -> Phase:

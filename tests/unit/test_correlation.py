@@ -22,6 +22,7 @@ from streams.core.engine import Engine, EngineConfig
 from streams.core.model import HOUR, Severity
 from streams.core.tracks import TRACK_PREFIX, AlertTracks
 from streams.core.wire import suspect as w
+from streams.core.wire.alert import Alert
 from streams.core.wire.k8s_event import KubeEvent
 from streams.core.wire.rollout import Phase, RolloutRecord, revision_aliases
 from tests.factories import batch, kube_event, record, rollout_record, rollout_suspect, slo, warning_suspect
@@ -267,6 +268,17 @@ def outage_with_revisions(bad_revision: str, good_revision: str) -> list[tuple[b
     return msgs
 
 
+def first_page(engine: Engine, msgs: list[tuple[bytes, bytes]], per_batch: int = 100) -> Alert:
+    """Feed ``msgs`` to partition 0 in batches, committing each; the first page it fires."""
+    alerts = []
+    for i in range(0, len(msgs), per_batch):
+        res = engine.process(0, [(k, v, i + j) for j, (k, v) in enumerate(msgs[i:i + per_batch])],
+                             now=T0 + 86400)
+        engine.commit(res)
+        alerts.extend(res.alerts)
+    return next(a for a in alerts if a.severity is Severity.PAGE)
+
+
 def test_the_engine_fires_a_page_naming_the_rollout_with_revision_evidence() -> None:
     changes: dict[str, bytes] = {}
     sc = ServiceChanges()
@@ -274,14 +286,8 @@ def test_the_engine_fires_a_page_naming_the_rollout_with_revision_evidence() -> 
     sc.apply_rollout(rollout(T0 + 2 * 3600 - 100, service="search-api", deployment="search-api", revision="9"))
     changes["playback-api"] = sc.to_bytes()
     store: dict[str, bytes] = {}
-    engine = Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes)
-    alerts = []
     msgs = outage_with_revisions("42", "41")
-    for i in range(0, len(msgs), 100):
-        res = engine.process(0, [(k, v, i + j) for j, (k, v) in enumerate(msgs[i:i + 100])], now=T0 + 86400)
-        engine.commit(res)
-        alerts.extend(res.alerts)
-    page = next(a for a in alerts if a.severity is Severity.PAGE)
+    page = first_page(Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes), msgs)
     assert page.burn_onset == T0 + 2 * 3600
     top = page.suspects[0]
     assert isinstance(top, w.RolloutSuspect) and top.ref.name == "playback-api" and top.revision == "42"
@@ -372,14 +378,8 @@ def test_a_rollout_with_kilobytes_of_image_names_is_blamed_and_its_suspect_reads
     sc.apply_rollout(rollout(T0 + 2 * 3600 - 120, revision="42", previous_revision="41", images=images))
     changes = {"playback-api": sc.to_bytes()}
     store: dict[str, bytes] = {}
-    engine = Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes)
-    alerts = []
-    msgs = outage_with_revisions("42", "41")
-    for i in range(0, len(msgs), 200):
-        res = engine.process(0, [(k, v, i + j) for j, (k, v) in enumerate(msgs[i:i + 200])], now=T0 + 86400)
-        engine.commit(res)
-        alerts.extend(res.alerts)
-    page = next(a for a in alerts if a.severity is Severity.PAGE)
+    page = first_page(Engine([slo()], store, EngineConfig(allowed_lateness_s=0), changes=changes),
+                      outage_with_revisions("42", "41"))
     top = page.suspects[0]
     assert isinstance(top, w.RolloutSuspect) and top.images == images
     assert len(top.summary) == w.MAX_SUMMARY_LEN and top.summary.endswith("…")

@@ -102,6 +102,26 @@ class RolloutRef:
         return self.workload.name
 
 
+class OfRollout:
+    """The workload, cluster and revision of something about one rollout (its ``ref``): a tracked
+    rollout, a rollout suspect."""
+
+    __slots__ = ()
+    ref: RolloutRef
+
+    @property
+    def workload(self) -> Workload:
+        return self.ref.workload
+
+    @property
+    def cluster(self) -> str:
+        return self.ref.workload.cluster
+
+    @property
+    def revision(self) -> str:
+        return self.ref.revision
+
+
 @dataclass(frozen=True)
 class Replicas:
     """Replica counts of the workload when the record was written."""

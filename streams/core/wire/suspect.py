@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from streams.core import conventions as c
 from streams.core.errors import RecordError
 from streams.core.wire import fields as f
-from streams.core.wire.rollout import Migration, Phase, RolloutRef, Workload, revision_aliases
+from streams.core.wire.rollout import Migration, OfRollout, Phase, RolloutRef, Workload, revision_aliases
 
 ROLLOUT: str = "rollout"
 WARNING: str = "k8s_warning"
@@ -247,7 +247,7 @@ def _one_line(text: str, limit: int) -> str:
 
 
 @dataclass(frozen=True)
-class RolloutSuspect:
+class RolloutSuspect(OfRollout):
     """A rollout of the burning service (``ref``: workload and revision)."""
 
     score: float  # 0..1
@@ -267,18 +267,6 @@ class RolloutSuspect:
     rank: int = 0  # 1 = the most likely; 0 before ranking
 
     kind: ClassVar[str] = ROLLOUT
-
-    @property
-    def workload(self) -> Workload:
-        return self.ref.workload
-
-    @property
-    def cluster(self) -> str:
-        return self.ref.workload.cluster
-
-    @property
-    def revision(self) -> str:
-        return self.ref.revision
 
     @property
     def label(self) -> str:
