@@ -274,11 +274,14 @@ def _worker(args: argparse.Namespace) -> int:
     # "producer buffer full" is Faust's routine back-pressure on table writes (a few hundred per
     # batch against a 100-message buffer), logged as a warning on every batch: not news to anyone.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    from streams.adapters.http_api import Api, Tokens, default_gate_config
+
     s = settings_mod.load()
     if args.specs:
         s = replace(s, specs=args.specs)
     if args.web_port:
         s = replace(s, web_port=args.web_port)
+    tokens = Tokens.from_env().check(s)
     slos = load_specs(s.specs)
     broker = None
     if not s.bootstrap:
@@ -296,9 +299,7 @@ def _worker(args: argparse.Namespace) -> int:
             return code
         app = build_app(s, security)
         pipeline = Pipeline(app, s, slos, security=security)
-        from streams.adapters.http_api import Api, Tokens, default_gate_config
-
-        Api(app, s, pipeline, slos, Tokens.from_env(), default_gate_config(s))
+        Api(app, s, pipeline, slos, tokens, default_gate_config(s))
         logging.getLogger("slo_stream").info(
             "worker %d: %d SLOs from %s, bootstrap %s", os.getpid(), len(slos), s.specs, s.bootstrap)
         worker = faust.Worker(app, loglevel=args.loglevel, redirect_stdouts=False)

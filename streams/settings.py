@@ -161,9 +161,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     s = Settings(**values)  # type: ignore[arg-type]
     _check(s)
     _check_kafka_security(s, env)
-    if s.metrics_require_token and not (env.get(GATE_READ_TOKEN) or env.get(f"{GATE_READ_TOKEN}_FILE")):
-        raise ConfigError(f"{env_name('metrics_require_token')}=true but {GATE_READ_TOKEN} (or "
-                          f"{GATE_READ_TOKEN}_FILE) is not set: there is no token for /metrics to require")
     return s
 
 
@@ -286,7 +283,6 @@ def _check_kafka(s: Settings, bad: Bad) -> None:
         raise bad("bootstrap", "must be host:port[,host:port...]")
 
 
-GATE_READ_TOKEN = "SLO_STREAM_GATE_READ_TOKEN"  # a secret (streams.adapters.http_api reads it)
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 KAFKA_SASL_PASSWORD = "SLO_STREAM_KAFKA_SASL_PASSWORD"  # secrets: read_secret, so also <name>_FILE

@@ -74,6 +74,13 @@ class Tokens:
         env = os.environ if env is None else env
         return cls(write=_secret(env, TOKEN_ENV), read=_secret(env, READ_TOKEN_ENV))
 
+    def check(self, settings: Settings) -> Tokens:
+        """These tokens, or a ConfigError when the settings ask for one that is not set."""
+        if settings.metrics_require_token and not self.read:
+            raise ConfigError(f"SLO_STREAM_METRICS_REQUIRE_TOKEN=true but {READ_TOKEN_ENV} (or "
+                              f"{READ_TOKEN_ENV}_FILE) is not set: there is no token for /metrics to require")
+        return self
+
     def __repr__(self) -> str:  # never show a token, even in a traceback
         return f"Tokens(write={'set' if self.write else 'unset'}, read={'set' if self.read else 'unset'})"
 

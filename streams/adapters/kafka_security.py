@@ -370,10 +370,15 @@ def _string(s: str) -> bytes:
 
 
 def _strings(buf: bytes) -> list[str]:
+    """A Kafka array of strings; struct.error when the bytes do not hold what they announce."""
     (n,) = struct.unpack(">i", buf[:4])
+    if n > (len(buf) - 4) // 2:
+        raise struct.error(f"an array of {n} strings in {len(buf)} bytes")
     out, pos = [], 4
     for _ in range(max(0, n)):
         (length,) = struct.unpack(">h", buf[pos:pos + 2])
+        if length < 0 or pos + 2 + length > len(buf):
+            raise struct.error(f"a string of {length} bytes at {pos} of {len(buf)}")
         out.append(buf[pos + 2:pos + 2 + length].decode(errors="replace"))
         pos += 2 + length
     return out

@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 
 from streams.core.changes import ServiceChanges, TrackedRollout, TrackedWarning
 from streams.core.stats import Proportion, two_proportion_z
+from streams.core.wire.fields import MAX_TEXT_LEN
+from streams.core.wire.k8s_event import MAX_OBJECT_NAME_LEN
 from streams.core.wire.rollout import Phase, revision_aliases
 from streams.core.wire.suspect import (
     MAX_SUMMARY_LEN,
@@ -97,6 +99,8 @@ RevisionsOf = Callable[[str, float, float], RevisionCounts]
 def workload_of(kind: str, name: str, owner_kind: str | None = None, owner_name: str | None = None) -> str:
     """The Deployment-level name of an object: a Pod ``web-7d9f8c-x2x`` -> ``web``, a ReplicaSet
     ``web-7d9f8c`` -> ``web``. A best guess from the naming Kubernetes uses for Deployments."""
+    if owner_name is not None and len(owner_name) > MAX_OBJECT_NAME_LEN:  # not a Kubernetes name: unusable
+        owner_name = None
     if owner_kind == "ReplicaSet" and owner_name:
         return owner_name.rsplit("-", 1)[0] if "-" in owner_name else owner_name
     if owner_kind == "Deployment" and owner_name:
@@ -279,7 +283,7 @@ def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisio
 def _warning_seen(w: TrackedWarning) -> WarningSeen:
     return WarningSeen(reason=w.reason, object=f"{w.kind}/{w.name}", namespace=w.namespace, cluster=w.cluster,
                        count=w.count, first_seen=w.first_ts, last_seen=w.last_ts, message=w.message or "",
-                       detail=f"{w.count}x {w.reason} on {w.kind}/{w.name}")
+                       detail=_clip(f"{w.count}x {w.reason} on {w.kind}/{w.name}"))
 
 
 def _own_warnings(case: _Case, mine: Sequence[TrackedWarning]) -> None:
@@ -297,6 +301,11 @@ def _clip(summary: str) -> str:
     """A summary short enough for a page title and for the suspect to read back (a careless producer's
     image list or event reason can be kilobytes)."""
     return summary if len(summary) <= MAX_SUMMARY_LEN else summary[:MAX_SUMMARY_LEN - 1] + "…"
+
+
+def _readable(images: tuple[str, ...]) -> tuple[str, ...]:
+    """Image references a suspect can carry (state written before the reader's limit may hold longer)."""
+    return tuple(i for i in images if len(i) <= MAX_TEXT_LEN)
 
 
 def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[TrackedWarning],
@@ -326,8 +335,9 @@ def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[Tra
         score=round(case.weight * _noisy_or(case.strengths), 4), summary=_clip(summary),
         service=r.service or ctx.service,
         ref=r.ref, phase=phase, started_at=r.started_ts, same_cluster=ctx.cluster in ("*", wl.cluster),
-        previous_revision=r.previous_revision, template_hash=r.template_hash, images=r.images,
-        previous_images=r.previous_images, rollback=r.rollback, migration=r.migration, evidence=tuple(case.evidence))
+        previous_revision=r.previous_revision, template_hash=r.template_hash, images=_readable(r.images),
+        previous_images=_readable(r.previous_images), rollback=r.rollback, migration=r.migration,
+        evidence=tuple(case.evidence))
     return suspect, [w.key for w in mine]
 
 

@@ -104,4 +104,3 @@ def test_a_worker_refuses_a_state_changelog_that_deletes_and_says_how_to_fix_it(
         assert any(x.startswith("warning: topic " + changelog) for x in seen), "".join(seen)[-3000:]
     finally:
         stop_group(proc)
-

@@ -397,3 +397,21 @@ def test_a_stored_suspect_this_version_cannot_read_is_kept_opaque_and_the_others
     got = AlertTracks(store).stored_suspects("k")
     assert isinstance(got[0], w.OpaqueSuspect) and got[0].to_json() == broken
     assert got[1] == warning_suspect()
+
+
+def test_every_suspect_built_from_the_largest_input_accepted_reads_back_as_built() -> None:
+    """What correlation writes, its own reader takes: reasons and images at the reader's limit, an owner
+    name longer than Kubernetes allows (dropped), a pod name at the longest an object name may be."""
+    long_reason = "R" * 4096
+    pod = "playback-api-7d9f8c6b5-" + "x" * (253 - len("playback-api-7d9f8c6b5-"))
+    images = tuple(f"registry.example.com/{'i' * 4000}:{n}" for n in range(3))
+    sc = changes_of(
+        rollout(ONSET - 240, images=images),
+        warning(ONSET - 30, reason=long_reason, name=pod),
+        warning(ONSET - 20, reason="BackOff", name="cart-7c9-abcde", namespace="shop",
+                owner_kind="ReplicaSet", owner_name="o" * 300))
+    got = correlate(ctx(), sc, no_revisions)
+    assert {type(s) for s in got} == {w.RolloutSuspect, w.WarningSuspect}
+    for s in got:
+        assert w.decode_suspect(orjson.loads(orjson.dumps(s.to_json()))) == s, s.label[:80]
+        assert len(s.summary) <= w.MAX_SUMMARY_LEN

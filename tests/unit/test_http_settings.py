@@ -3,9 +3,14 @@ other, and a value out of range refused naming the variable."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from streams import settings as settings_mod
+from streams.adapters.http_api import Tokens
 from streams.core.errors import ConfigError
 
 
@@ -37,10 +42,20 @@ def test_out_of_range_is_refused_naming_the_variable(name: str, raw: str) -> Non
         settings_mod.load({name: raw})
 
 
+
 @pytest.mark.parametrize("token", [{}, {"SLO_STREAM_GATE_READ_TOKEN": ""}], ids=["unset", "empty"])
-def test_metrics_behind_a_token_without_a_read_token_is_refused_at_start(token: dict[str, str]) -> None:
-    """Without a read token every read is open: /metrics would be too, contrary to what was asked."""
+def test_a_worker_asked_for_metrics_behind_a_token_without_a_read_token_refuses_to_start(
+        token: dict[str, str]) -> None:
+    """Without a read token every read is open: /metrics would be too, contrary to what was asked. Only
+    the worker serves that /metrics: the other commands, sharing its configuration, load it as it is."""
+    env = {"SLO_STREAM_METRICS_REQUIRE_TOKEN": "true", "SLO_STREAM_SPECS": "/nonexistent", **token}
     with pytest.raises(ConfigError, match="SLO_STREAM_METRICS_REQUIRE_TOKEN=true but SLO_STREAM_GATE_READ_TOKEN"):
-        settings_mod.load({"SLO_STREAM_METRICS_REQUIRE_TOKEN": "true", **token})
-    assert settings_mod.load({"SLO_STREAM_METRICS_REQUIRE_TOKEN": "true",
-                              "SLO_STREAM_GATE_READ_TOKEN_FILE": "/run/secrets/read"}).metrics_require_token
+        Tokens.from_env(env).check(settings_mod.load(env))
+    assert settings_mod.load(env).metrics_require_token, "the notifier and the rest load the settings"
+    assert Tokens.from_env({**env, "SLO_STREAM_GATE_READ_TOKEN": "r" * 32}).check(settings_mod.load(env)).read
+    env_cli = {k: v for k, v in os.environ.items() if not k.startswith(("SLO_STREAM_", "KAFKA_"))}
+    worker = subprocess.run([sys.executable, "-m", "streams", "worker"], env={**env_cli, **env},
+                            capture_output=True, text=True, timeout=60, check=False)
+    lines = worker.stderr.strip().splitlines()
+    assert worker.returncode == 2 and len(lines) == 1, worker.stderr
+    assert "SLO_STREAM_METRICS_REQUIRE_TOKEN=true but SLO_STREAM_GATE_READ_TOKEN" in lines[0]

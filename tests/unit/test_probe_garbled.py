@@ -51,3 +51,15 @@ def test_a_frame_too_short_for_its_answer_is_one_kafka_access_error(short_answer
     line = str(exc.value)
     assert "\n" not in line and short_answers in line and "the answer is not Kafka's" in line, line
     assert "KAFKA_BOOTSTRAP_SERVERS" in line
+
+
+def test_a_string_array_that_announces_more_than_it_holds_is_refused_at_once() -> None:
+    """The SASL mechanisms of a handshake answer: an announced count of 2**31-1 with strings of length
+    -2 would otherwise loop two billion times building a list of empty strings."""
+    good = struct.pack(">i", 2) + struct.pack(">h", 5) + b"PLAIN" + struct.pack(">h", 13) + b"SCRAM-SHA-512"
+    assert kafka_security._strings(good) == ["PLAIN", "SCRAM-SHA-512"]
+    for bad in (struct.pack(">i", 2**31 - 1) + struct.pack(">h", -2) * 10,
+                struct.pack(">i", 1) + struct.pack(">h", -2),
+                struct.pack(">i", 1) + struct.pack(">h", 50) + b"x"):
+        with pytest.raises(struct.error):
+            kafka_security._strings(bad)
