@@ -32,8 +32,7 @@ from dataclasses import dataclass, replace
 
 from streams.core.changes import ServiceChanges, TrackedRollout, TrackedWarning
 from streams.core.stats import Proportion, two_proportion_z
-from streams.core.wire.fields import MAX_TEXT_LEN
-from streams.core.wire.k8s_event import MAX_OBJECT_NAME_LEN
+from streams.core.wire.fields import MAX_K8S_NAME_LEN, MAX_TEXT_LEN
 from streams.core.wire.rollout import Phase, revision_aliases
 from streams.core.wire.suspect import (
     MAX_SUMMARY_LEN,
@@ -99,7 +98,7 @@ RevisionsOf = Callable[[str, float, float], RevisionCounts]
 def workload_of(kind: str, name: str, owner_kind: str | None = None, owner_name: str | None = None) -> str:
     """The Deployment-level name of an object: a Pod ``web-7d9f8c-x2x`` -> ``web``, a ReplicaSet
     ``web-7d9f8c`` -> ``web``. A best guess from the naming Kubernetes uses for Deployments."""
-    if owner_name is not None and len(owner_name) > MAX_OBJECT_NAME_LEN:  # not a Kubernetes name: unusable
+    if owner_name is not None and len(owner_name) > MAX_K8S_NAME_LEN:  # not a Kubernetes name: unusable
         owner_name = None
     if owner_kind == "ReplicaSet" and owner_name:
         return owner_name.rsplit("-", 1)[0] if "-" in owner_name else owner_name

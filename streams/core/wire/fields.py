@@ -14,7 +14,9 @@ from streams.core import conventions as c
 from streams.core.errors import RecordError
 
 # A DNS-1123 subdomain: the names of Deployments and ReplicaSets (dots allowed, up to 253 characters).
-K8S_NAME_RE: Final = re.compile(r"^(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+MAX_K8S_NAME_LEN: Final = 253
+K8S_NAME_RE: Final = re.compile(
+    rf"^(?=.{{1,{MAX_K8S_NAME_LEN}}}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 MAX_REVISION_LEN: Final = 128
 MAX_TEXT_LEN: Final = 4096
 

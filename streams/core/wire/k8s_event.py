@@ -22,8 +22,7 @@ from streams.core.errors import RecordError
 from streams.core.wire import fields as f
 
 # The object an Event is about may be any kind, whose names need only be a valid path segment.
-MAX_OBJECT_NAME_LEN: Final = 253  # a Kubernetes object name (DNS subdomain)
-_OBJECT_NAME_RE: Final = re.compile(r"^[^/%\s]{1,253}\Z")
+_OBJECT_NAME_RE: Final = re.compile(rf"^[^/%\s]{{1,{f.MAX_K8S_NAME_LEN}}}\Z")
 _KIND_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,62}\Z")
 EVENT_TYPES: Final = frozenset({"Normal", "Warning"})
 # Kubernetes counts are int32; a larger one is clamped (sums of them must stay JSON-encodable).
@@ -162,7 +161,7 @@ def _owner(owner: Mapping[str, Any] | None, key: str) -> str | None:
     """The owner's kind or name, or None when it is missing or could not be a Kubernetes one (longer
     than an object name may be): an owner only helps name the workload, it never costs the event."""
     value = f.nonempty_str(owner.get(key)) if owner else None
-    return value if value is not None and len(value) <= MAX_OBJECT_NAME_LEN else None
+    return value if value is not None and len(value) <= f.MAX_K8S_NAME_LEN else None
 
 
 def decode_event(doc: object, *, default_cluster: str | None) -> KubeEvent:

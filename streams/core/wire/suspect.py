@@ -423,8 +423,9 @@ def _decode_rollout(m: Mapping[str, Any]) -> RolloutSuspect:
 def _decode_warning(m: Mapping[str, Any]) -> WarningSuspect:
     return WarningSuspect(
         score=_score(m.get("score")), summary=f.text(m.get("summary"), "summary"),
-        cluster=f.check_cluster(m.get("cluster")), namespace=f.text(m.get("namespace"), "namespace", 253),
-        workload=f.text(m.get("workload"), "workload", 253), reason=f.text(m.get("reason"), "reason"),
+        cluster=f.check_cluster(m.get("cluster")),
+        namespace=f.text(m.get("namespace"), "namespace", f.MAX_K8S_NAME_LEN),
+        workload=f.text(m.get("workload"), "workload", f.MAX_K8S_NAME_LEN), reason=f.text(m.get("reason"), "reason"),
         count=f.integer(m.get("count"), "count"), objects=f.str_list(m.get("objects"), "objects"),
         first_seen=f.number(m.get("first_seen"), "first_seen"), last_seen=f.number(m.get("last_seen"), "last_seen"),
         same_cluster=f.boolean(m.get("same_cluster"), "same_cluster"), evidence=_evidence(m),
