@@ -61,6 +61,11 @@ class Settings:
     allowed_lateness_s: int = 120
     max_future_s: int = 300
     max_series_per_slo: int = 5000
+    # Admission at the series limit (docs/semantics.md, "Limits"): dimension=pattern pairs (fnmatch,
+    # comma-separated) of placements admitted first, e.g. "cluster=prod-*,region=us-east-1"; and how long
+    # an untrusted series goes without data before a new series may take its place.
+    series_allow: str = ""
+    series_idle_s: int = 3600
     stale_after_s: int = 60  # wall clock without records before a partition's status is marked stale
     # HTTP (Faust's web server: the gate API, probes, /metrics)
     web_host: str = "127.0.0.1"
@@ -126,7 +131,7 @@ class Settings:
 
 
 _ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}
-_DURATIONS = {"step_s", "allowed_lateness_s", "max_future_s", "stale_after_s", "gate_stale_after_s",
+_DURATIONS = {"step_s", "allowed_lateness_s", "max_future_s", "stale_after_s", "series_idle_s", "gate_stale_after_s",
               "gate_max_evaluation_lag_s", "kube_watch_timeout_s", "http_header_timeout_s",
               "http_body_timeout_s", "http_idle_timeout_s",
               "kube_event_max_age_s", "enforce_max_alert_age_s"}
@@ -203,6 +208,12 @@ def _check_worker(s: Settings, bad: Bad) -> None:
         raise bad("app_id", "must be a lowercase DNS label")
     if s.max_series_per_slo < 1:
         raise bad("max_series_per_slo", "must be >= 1")
+    try:
+        series_allow(s)
+    except ValueError as exc:
+        raise bad("series_allow", str(exc)) from None
+    if not 60 <= s.series_idle_s <= 90 * 86400:
+        raise bad("series_idle_s", "must be 1m..90d")
     if s.stale_after_s < 1:
         raise bad("stale_after_s", "must be at least 1s")
     if not 0.0 <= s.gate_budget_floor <= 1.0:
@@ -321,6 +332,23 @@ def _check_kafka_security(s: Settings, env: Mapping[str, str]) -> None:
         if path and not os.access(path, os.R_OK):
             why = "no such file" if not os.path.exists(path) else "not readable by this user"
             raise bad(name, f"cannot read the file ({why})")
+
+
+_ALLOW_PATTERN_RE = re.compile(r"^[A-Za-z0-9._*?\[\]!-]{1,253}\Z")
+
+
+def series_allow(s: Settings) -> tuple[tuple[str, str], ...]:
+    """``SLO_STREAM_SERIES_ALLOW`` as (dimension, fnmatch pattern) pairs; ValueError when malformed."""
+    out = []
+    for item in filter(None, (x.strip() for x in s.series_allow.split(","))):
+        dim, eq, pattern = item.partition("=")
+        if not eq or dim.strip() not in c.DIMENSIONS:
+            raise ValueError(f"{item!r}: each item must be dimension=pattern, dimension one of "
+                             f"{', '.join(c.DIMENSIONS)}")
+        if not _ALLOW_PATTERN_RE.match(pattern.strip()):
+            raise ValueError(f"{item!r}: the pattern must be a label value with * ? [ ] wildcards")
+        out.append((dim.strip(), pattern.strip()))
+    return tuple(out)
 
 
 def kube_namespaces(s: Settings) -> list[str]:

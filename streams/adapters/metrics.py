@@ -127,6 +127,7 @@ class WorkerMetrics:
         )
         self.services = frozenset(s.service for s in engine.slos.values())
         self.registry.register(StateCollector(engine, stats, app=app, topic=topic))
+        self.registry.register(AdmissionCollector(engine))
         self.registry.register(ChangesCollector(engine))
 
     def observe_request(self, endpoint: str, method: str, code: int, seconds: float) -> None:
@@ -369,6 +370,51 @@ def _consumer(app: Any) -> Any:
     except Exception:
         return None
 
+
+
+class AdmissionCollector(Collector):
+    """Series admission (streams.core.series): series per SLO against the limit, refusals, displaced
+    series, and the placements refused most recently (a bounded sample: at most
+    ``streams.core.series.REFUSED_SAMPLE`` per SLO, label values already validated as names)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    @staticmethod
+    def _families() -> list[Any]:
+        return [
+            GaugeMetricFamily(c.M_SERIES, "SLO series this worker holds, per SLO. At the limit (see "
+                              "slo_stream_series_limit) new placements are refused or displace idle series.",
+                              labels=[c.L_SLO, c.L_SERVICE]),
+            GaugeMetricFamily(c.M_SERIES_LIMIT, "Series per SLO a worker admits (SLO_STREAM_MAX_SERIES_PER_SLO).",
+                              labels=[]),
+            CounterMetricFamily(c.M_SERIES_REFUSED, "Records refused because their SLO had no room for a new "
+                                "series (dead letter series_limit), since the worker started.",
+                                labels=[c.L_SLO, c.L_SERVICE]),
+            CounterMetricFamily(c.M_SERIES_EVICTED, "Series that gave their place to a new one (idle untrusted "
+                                "series; docs/semantics.md, Limits), since the worker started.",
+                                labels=[c.L_SLO, c.L_SERVICE]),
+            GaugeMetricFamily(c.M_SERIES_REFUSED_RECENT, "Refused records per placement, for the placements "
+                              "refused most recently (a sample of at most 10 per SLO): what is knocking at the limit.",
+                              labels=list(c.SERIES_LABELS)),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        fams = self._families()
+        series, limit, refused, evicted, recent = fams
+        idx = self.engine.series
+        for slo in sorted(self.engine.slos.values(), key=lambda s: s.name):
+            series.add_metric([slo.name, slo.service], idx.series_count(slo.name))
+            got = idx.refusals.get(slo.name)
+            refused.add_metric([slo.name, slo.service], got.count if got else 0)
+            evicted.add_metric([slo.name, slo.service], idx.evicted.get(slo.name, 0))
+            for (cluster, region, platform), n in (got.sample.items() if got else ()):
+                recent.add_metric([slo.name, slo.service, cluster, region, platform], n)
+        limit.add_metric([], idx.max_series_per_slo)
+        yield from fams
 
 
 class ChangesCollector(Collector):

@@ -18,6 +18,7 @@ import faust
 import mode
 from faust.types import TP
 
+from streams import settings as settings_mod
 from streams.adapters import kafka_security
 from streams.adapters.changes import Changes
 from streams.adapters.kafka_security import KafkaSecurity
@@ -73,6 +74,8 @@ class Pipeline:
                 allowed_lateness_s=settings.allowed_lateness_s,
                 max_future_s=settings.max_future_s,
                 max_series_per_slo=settings.max_series_per_slo,
+                series_allow=settings_mod.series_allow(settings),
+                series_idle_s=settings.series_idle_s,
             ),
             changes=self.changes.table,
         )

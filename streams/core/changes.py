@@ -45,6 +45,10 @@ class ChangeLimits:
     max_warnings: int = 64  # newest kept
     max_uids_per_warning: int = 16
     retention_s: int = 2 * 86400  # state older than this (event time) is dropped
+    # Clusters the Kubernetes bridge reported for the service (trusted placements, streams.core.series):
+    # the most recently seen kept, each for this long after it was last seen.
+    max_clusters: int = 256
+    cluster_retention_s: int = 35 * 86400
 
 
 DEFAULT_LIMITS = ChangeLimits()
@@ -202,11 +206,12 @@ def warning_key(ev: KubeEvent) -> str:
 class ServiceChanges:
     """The recent rollouts, Warning events and change freezes of one service."""
 
-    __slots__ = ("freezes", "newest_ts", "rollouts", "warnings")
+    __slots__ = ("clusters", "freezes", "newest_ts", "rollouts", "warnings")
 
     def __init__(self) -> None:
         self.rollouts: dict[str, TrackedRollout] = {}  # by RolloutRef.key
         self.warnings: dict[str, TrackedWarning] = {}  # by TrackedWarning.key
+        self.clusters: dict[str, float] = {}  # cluster -> event time it was last reported
         self.freezes = FreezeBook()
         self.newest_ts = 0.0
 
@@ -216,6 +221,8 @@ class ServiceChanges:
                                 "w": {k: w.to_json() for k, w in self.warnings.items()}, "t": self.newest_ts}
         if self.freezes:
             body["f"] = self.freezes.to_json()
+        if self.clusters:
+            body["c"] = self.clusters
         return orjson.dumps(body)
 
     @classmethod
@@ -227,6 +234,7 @@ class ServiceChanges:
             sc.warnings = {k: TrackedWarning.from_json(v) for k, v in (d.get("w") or {}).items()}
             sc.freezes = FreezeBook.from_json(d.get("f"))
             sc.newest_ts = float(d.get("t") or 0.0)
+            sc.clusters = {str(k): float(v) for k, v in (d.get("c") or {}).items()}
         return sc
 
     # -- merging --
@@ -248,7 +256,12 @@ class ServiceChanges:
                     and (other.superseded_ts is None or r.ts < other.superseded_ts) and other.started_ts <= r.ts):
                 other.superseded_ts = r.ts
         self.newest_ts = max(self.newest_ts, r.ts)
+        self._saw(r.workload.cluster, r.ts)
         self.prune(cfg)
+
+    def _saw(self, cluster: str, ts: float) -> None:
+        if ts > self.clusters.get(cluster, 0.0):
+            self.clusters[cluster] = ts
 
     def apply_warning(self, ev: KubeEvent, cfg: ChangeLimits = DEFAULT_LIMITS) -> None:
         """Merge one Warning event. An Event's ``count`` is cumulative per uid, so repeats and
@@ -277,6 +290,7 @@ class ServiceChanges:
             if ev.message:
                 cur.message = ev.message[:300]
         self.newest_ts = max(self.newest_ts, last)
+        self._saw(ev.cluster, last)
         self.prune(cfg)
 
     def prune(self, cfg: ChangeLimits = DEFAULT_LIMITS) -> None:
@@ -288,6 +302,10 @@ class ServiceChanges:
             del self.warnings[k]
         _cap(self.rollouts, cfg.max_rollouts, lambda k: (self.rollouts[k].phase_ts, k))
         _cap(self.warnings, cfg.max_warnings, lambda k: (self.warnings[k].last_ts, k))
+        gone = self.newest_ts - cfg.cluster_retention_s
+        for k in [k for k, ts in self.clusters.items() if ts < gone]:
+            del self.clusters[k]
+        _cap(self.clusters, cfg.max_clusters, lambda k: (self.clusters[k], k))
 
     def rollout(self, ref: RolloutRef) -> TrackedRollout | None:
         return self.rollouts.get(ref.key)

@@ -79,6 +79,8 @@ class Counters:
         # levels only, an upper bound).
         self._last_data: dict[str, int] = {}
         self.applied_offset: dict[int, int] = {}
+        # Chunk keys of evicted series, per partition, deleted from the store by the next flush.
+        self._doomed: dict[int, list[str]] = {}
 
     # ---- recovery -------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class Counters:
         """
         for p in partitions:
             self.applied_offset.pop(p, None)
+            self._doomed.pop(p, None)
         for s in [s for s, p in self._series_partition.items() if p in partitions]:
             self._forget(s)
         self._chunk_sums.clear()
@@ -121,6 +124,7 @@ class Counters:
         """Forget the index of partitions this worker no longer owns (the store keeps its data)."""
         for p in partitions:
             self.applied_offset.pop(p, None)
+            self._doomed.pop(p, None)
         for s in [s for s, p in self._series_partition.items() if p in partitions]:
             self._forget(s)
 
@@ -208,6 +212,9 @@ class Counters:
         """Write every pending bucket of ``partition`` into the store, once per chunk; return the
         number of chunks written. ``offset`` is the highest source offset of the batch."""
         written = 0
+        for key in self._doomed.pop(partition, ()):
+            if key in self.store:
+                del self.store[key]
         done = []
         for series, pend in self._pending.items():
             if self._series_partition.get(series) != partition:
@@ -264,6 +271,19 @@ class Counters:
         for s in empty:
             self._forget(s)
         return deleted
+
+    def has_pending(self, series: str) -> bool:
+        return series in self._pending
+
+    def evict(self, series: str) -> None:
+        """Forget ``series`` now; its stored chunks are deleted by the next :meth:`flush` of its
+        partition (the store is written with a partition's batch only)."""
+        p = self._series_partition.get(series)
+        per_level = self._chunks.get(series)
+        if p is not None and per_level is not None:
+            self._doomed.setdefault(p, []).extend(
+                _key(series, lvi, ch) for lvi, ids in enumerate(per_level) for ch in ids)
+        self._forget(series)
 
     def _chunk_ids(self, series: str) -> tuple[set[int], set[int], set[int]]:
         ids = self._chunks.get(series)

@@ -35,7 +35,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from streams.core import conventions as c
-from streams.core.alerting import make_alert, step
+from streams.core.alerting import Track, make_alert, step
 from streams.core.burnrate import BurnEvaluation, evaluate
 from streams.core.changes import ServiceChanges
 from streams.core.correlation import DEFAULT_CONFIG as DEFAULT_CORRELATION
@@ -44,7 +44,7 @@ from streams.core.counters import L0_WIDTH, Counters
 from streams.core.model import Slo
 from streams.core.readmodel import ReadModel
 from streams.core.revisions import REV_BUCKET_S, Aggregate, RevisionLog
-from streams.core.series import Cells, SeriesIndex
+from streams.core.series import Admission, Cells, SeriesIndex
 from streams.core.tracks import AlertTracks
 from streams.core.watermarks import PartitionMeta, Watermarks, steps_to
 from streams.core.wire.alert import Alert, AlertState
@@ -57,6 +57,10 @@ class EngineConfig:
     allowed_lateness_s: int = 120
     max_future_s: int = 300
     max_series_per_slo: int = 5000
+    # Admission at the series limit (streams.core.series): (dimension, pattern) pairs of trusted
+    # placements, and how long an untrusted series goes without data before a new one may take its place.
+    series_allow: tuple[tuple[str, str], ...] = ()
+    series_idle_s: int = 3600
     # Evaluation steps caught up after the watermark jumps over a gap (1 hour of 10 s steps); the
     # older steps of a longer gap are skipped (documented in docs/semantics.md).
     max_catchup_steps: int = 360
@@ -119,9 +123,13 @@ class Engine:
         self.slos = {s.name: s for s in slos}
         self.store = store
         self.counters = Counters(store, max_window_s=max(s.window_s for s in slos))
-        self.series = SeriesIndex(slos, self.counters, max_series_per_slo=self.config.max_series_per_slo)
         self.marks = Watermarks(store)
         self.tracks = AlertTracks(store)
+        cfg = self.config
+        self.series = SeriesIndex(
+            slos, self.counters,
+            admission=Admission(cfg.max_series_per_slo, cfg.series_allow, cfg.series_idle_s),
+            known_clusters=self._known_clusters, protected=self._alerting)
         self.revisions = RevisionLog(store)
         self.read = ReadModel(self.slos, self.counters, self.marks, self.tracks, self.changes)
         # After this long without data a series with no firing alert is not evaluated: every short
@@ -129,6 +137,16 @@ class Engine:
         self._quiet_after = {s.name: max(w.short_s for w in s.policy.windows) if s.policy.windows else 0
                              for s in slos}
         self._parsers: dict[int, RecordParser] = {}
+
+    def _known_clusters(self, service: str) -> frozenset[str]:
+        """The clusters the Kubernetes bridge reported for ``service`` (trusted placements)."""
+        raw = self.changes.get(service)
+        return frozenset(ServiceChanges.from_bytes(raw).clusters) if raw else frozenset()
+
+    def _alerting(self, series: str) -> bool:
+        """``series`` has an alert firing or resolving (its series must not be displaced)."""
+        slo = self.slos.get(series.split("|", 1)[0])
+        return slo is not None and any(self.tracks.track(dk) != Track() for _, dk in self.tracks.keys(series, slo))
 
     # ---- partitions ---------------------------------------------------------------------------
 
@@ -173,6 +191,7 @@ class Engine:
             parser = self._parsers[partition] = RecordParser(self.config.limits)
         meta = self.meta(partition)
         step_s = self.config.step_s
+        self.series.begin(partition)
         b = _Batch(partition, now, meta, self.counters.applied_offset.get(partition, -1), meta.max_ts,
                    meta.evaluated_to + step_s if meta.evaluated_to else None)
         # One message at a time: its records are parsed, then counted into ``agg`` and dropped before
@@ -240,10 +259,11 @@ class Engine:
                 res.unmatched += 1
                 continue
             dims = (service, cluster, region, platform)
-            if dims not in dim_series and not admit(dims):
+            if dims not in dim_series and not admit(dims, ts):
                 rejected.append(Rejected(c.REASON_SERIES_LIMIT,
-                                         f"an SLO of {service} already has {cfg.max_series_per_slo} "
-                                         f"series; {'/'.join(dims)} not counted", offset, r.index, r.to_dict()))
+                                         f"an SLO of {service} has {cfg.max_series_per_slo} series, none of them "
+                                         f"idle for {cfg.series_idle_s}s; {'/'.join(dims)} not counted",
+                                         offset, r.index, r.to_dict()))
                 continue
             rev = r.revision
             if rev is not None:
@@ -365,8 +385,11 @@ class Engine:
         self.counters.flush(p, offset)
         if meta.evaluated_to:
             self.revisions.expire(p, meta.evaluated_to)
-        if meta.evaluated_to and self.counters.expire(p, meta.evaluated_to):
+        expired = bool(meta.evaluated_to and self.counters.expire(p, meta.evaluated_to))
+        if expired:
             self.series.recount()
+        if expired or self.series.evicted_since_commit:
+            self.series.evicted_since_commit = False
             last = self.read.last_status
             for series in [s for s in last if not self.counters.has_series(s)]:
                 del last[series]

@@ -7,15 +7,27 @@ cell per (service, cluster, region, platform, 10 s bucket): ``[errors, total, to
 then one "slower than threshold" count per distinct threshold of the service]``; :meth:`SeriesIndex.push`
 expands the cells into the series' counters.
 
-Admission: at most ``max_series_per_slo`` series per SLO; a record that would open one more is
-refused (dead letter ``series_limit``).
+Admission (docs/semantics.md, "Limits"): at most ``max_series_per_slo`` series per SLO. A record that
+would open one more at the limit takes the place of the admitted series that has gone longest without
+data, so that a burst of junk cannot lock real placements out for the SLO window:
+
+- a *trusted* new series (a kept dimension matches the configured allow-list, or its cluster is one the
+  Kubernetes bridge reported for the service) takes the place of the least recently fed untrusted one;
+- any other new series takes the place of an untrusted one only if that one has had no data for
+  ``idle_s`` (a junk burst is recycled after that long, a live series is never displaced by junk);
+- trusted series and series with an open alert are never displaced.
+
+A record that finds no place is refused (dead letter ``series_limit``); the refusal is counted per SLO
+and its placement kept in a small sample for the pipeline-health dashboard. A displaced series loses its
+counts (it is forgotten as if it had expired).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from streams.core import conventions as c
 from streams.core.counters import L0_WIDTH, Counters
@@ -71,46 +83,161 @@ def plan_services(slos: Sequence[Slo]) -> dict[str, ServicePlan]:
 # an SLO groups a dimension away, new values of it make no new series, so the series limit does not
 # bound this cache: its own limit does.
 MAX_DIMENSION_TUPLES = 100_000
+# Refused placements remembered per SLO for the dashboard (the most recent ones).
+REFUSED_SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How new series are admitted at the limit (see the module doc)."""
+
+    max_series_per_slo: int = 5000
+    # (dimension, fnmatch pattern): a series whose kept dimension matches is trusted.
+    allow: tuple[tuple[str, str], ...] = ()
+    idle_s: int = 3600
+    max_dimension_tuples: int = MAX_DIMENSION_TUPLES
+
+
+@dataclass
+class Refusals:
+    """Refusals of one SLO at its series limit: the count, and the most recent placements refused."""
+
+    count: int = 0
+    # (cluster, region, platform) -> refusals, the most recently refused last
+    sample: OrderedDict[tuple[str, str, str], int] = field(default_factory=OrderedDict)
+
+    def note(self, placement: tuple[str, str, str]) -> None:
+        self.count += 1
+        self.sample[placement] = self.sample.get(placement, 0) + 1
+        self.sample.move_to_end(placement)
+        while len(self.sample) > REFUSED_SAMPLE:
+            self.sample.popitem(last=False)
+
+
+def _placement(series: str) -> tuple[str, str, str]:
+    _, cluster, region, platform = series.split("|")
+    return cluster, region, platform
 
 
 class SeriesIndex:
-    """The counting plans per service, the admitted series, and the counts since the worker started."""
+    """The counting plans per service, the admitted series, and the counts since the worker started.
 
-    def __init__(self, slos: Sequence[Slo], counters: Counters, *, max_series_per_slo: int,
-                 max_dimension_tuples: int = MAX_DIMENSION_TUPLES) -> None:
+    ``known_clusters(service)`` gives the clusters the Kubernetes bridge reported for a service;
+    ``protected(series)`` says whether a series has an open alert. Both are asked only at the limit.
+    """
+
+    def __init__(self, slos: Sequence[Slo], counters: Counters, *, admission: Admission = Admission(),
+                 known_clusters: Callable[[str], Collection[str]] = lambda service: (),
+                 protected: Callable[[str], bool] = lambda series: False) -> None:
         self.services = plan_services(slos)
+        self._service_of = {s.name: s.service for s in slos}
         self.counters = counters
-        self.max_series_per_slo = max_series_per_slo
-        self.max_dimension_tuples = max_dimension_tuples
+        self.admission = admission
+        self.max_series_per_slo = admission.max_series_per_slo
+        self.max_dimension_tuples = admission.max_dimension_tuples
+        self.known_clusters = known_clusters
+        self.protected = protected
         self.dim_series: dict[Dims, tuple[str, ...]] = {}  # dimensions already admitted -> their series
-        self._per_slo: Counter[str] = Counter()
+        self._by_slo: dict[str, set[str]] = {}
         self._admitted: set[str] = set()
         # Per series, [bad, total] counted since this worker started (never reset, never dropped when
         # a partition leaves): the cumulative Prometheus counters of every SLO series.
         self.sli_totals: dict[str, list[int]] = {}
+        self.refusals: dict[str, Refusals] = {}  # per SLO, since the worker started
+        self.evicted: Counter[str] = Counter()  # series displaced per SLO, since the worker started
+        self.evicted_since_commit = False
+        # Per batch: the partition, its event time, the eviction candidates per SLO (oldest data
+        # first) and the trusted clusters per service, built when first needed.
+        self._partition = -1
+        self._at = 0.0
+        self._candidates: dict[str, deque[tuple[int, str]]] = {}
+        self._known: dict[str, Collection[str]] = {}
 
     def recount(self) -> None:
         """Rebuild the admission state from the counters' series (after an assignment or expiry)."""
         self.dim_series.clear()
         self._admitted = set(self.counters.all_series())
-        self._per_slo = Counter(s.split("|", 1)[0] for s in self._admitted)
+        self._by_slo = {}
+        for s in self._admitted:
+            self._by_slo.setdefault(s.split("|", 1)[0], set()).add(s)
+        self._candidates.clear()
 
-    def admit(self, dims: Dims) -> bool:
-        """Admit the series of every SLO of ``dims[0]`` for these dimensions, unless one is past the
-        series limit of its SLO."""
+    def series_count(self, slo: str) -> int:
+        return len(self._by_slo.get(slo, ()))
+
+    def begin(self, partition: int) -> None:
+        """A batch of ``partition`` starts: what was learnt for the last one is out of date."""
+        self._partition = partition
+        self._candidates.clear()
+        self._known.clear()
+
+    def admit(self, dims: Dims, at: float) -> bool:
+        """Admit the series of every SLO of ``dims[0]`` for these dimensions (``at``: the record's
+        event time), making room at the limit as the module doc says; False when one finds no room."""
         svc = self.services[dims[0]]
         names = tuple(plan.series(dims) for plan in svc.plans)
-        new = [n for n in names if n not in self._admitted]
         limit = self.max_series_per_slo
-        if any(self._per_slo[n.split("|", 1)[0]] >= limit for n in new):
-            return False
-        for n in new:
-            self._per_slo[n.split("|", 1)[0]] += 1
+        for plan, n in zip(svc.plans, names, strict=True):
+            if n in self._admitted:
+                continue
+            slo = plan.slo.name
+            mine = self._by_slo.setdefault(slo, set())
+            if len(mine) >= limit and not self._make_room(slo, self._trusted(plan.slo.service, n), at):
+                self.refusals.setdefault(slo, Refusals()).note((dims[1], dims[2], dims[3]))
+                return False
+            mine.add(n)
             self._admitted.add(n)
         if len(self.dim_series) >= self.max_dimension_tuples:
             self.dim_series.clear()  # a cache: the tuples seen again are admitted again
         self.dim_series[dims] = names
         return True
+
+    def _trusted(self, service: str, series: str) -> bool:
+        """A kept dimension of ``series`` (not ``*``) matches the allow-list, or its cluster is known."""
+        values = _placement(series)
+        for (dim, pattern) in self.admission.allow:
+            v = values[c.DIMENSIONS.index(dim)]
+            if v != "*" and fnmatchcase(v, pattern):
+                return True
+        if values[0] == "*":
+            return False
+        known = self._known.get(service)
+        if known is None:
+            known = self._known[service] = self.known_clusters(service)
+        return values[0] in known
+
+    def _make_room(self, slo: str, trusted: bool, at: float) -> bool:
+        """Displace one series of ``slo`` for a new one (see the module doc); True if one was."""
+        cands = self._candidates.get(slo)
+        if cands is None:
+            last_data, part = self.counters.last_data, self.counters.partition_of
+            service = self._service_of[slo]
+            # Only series of the batch's partition: their state is written with this batch.
+            cands = self._candidates[slo] = deque(sorted(
+                (last_data(s), s) for s in self._by_slo.get(slo, ())
+                if part(s) == self._partition and not self._trusted(service, s)))
+        while cands:
+            last, s = cands[0]
+            if (s not in self._admitted or self.counters.last_data(s) != last or self.counters.has_pending(s)
+                    or self.protected(s)):
+                cands.popleft()  # gone, fed since the list was made, or alerting: not a candidate
+                continue
+            if not trusted and at - last < self.admission.idle_s:
+                return False  # the oldest is not idle: neither is any other
+            cands.popleft()
+            self.evict(s)
+            return True
+        return False
+
+    def evict(self, series: str) -> None:
+        """Forget ``series`` (its stored chunks are deleted with the batch's state)."""
+        slo = series.split("|", 1)[0]
+        self._admitted.discard(series)
+        self._by_slo.get(slo, set()).discard(series)
+        self.counters.evict(series)
+        self.dim_series.clear()  # tuples that led to it must be admitted again
+        self.evicted[slo] += 1
+        self.evicted_since_commit = True
 
     def count_replayed(self, r: Playback, partition: int) -> bool:
         """A record at or below a chunk's applied offset (a replay after a crash): counted only in the
@@ -135,11 +262,14 @@ class SeriesIndex:
         services = self.services
         dim_series = self.dim_series
         totals = self.sli_totals
+        admitted = self._admitted
         for (service, cluster, region, platform, bucket0), cell in agg.items():
             svc = services[service]
             dims = (service, cluster, region, platform)
             names = dim_series.get(dims) or tuple(plan.series(dims) for plan in svc.plans)
             for plan, series in zip(svc.plans, names, strict=True):
+                if series not in admitted:
+                    continue  # displaced after this cell was counted (see evict)
                 if plan.threshold_index is None:
                     bad, total = cell[0], cell[1]
                 elif cell[2]:

@@ -57,6 +57,11 @@ from streams.core.conventions import (
     M_OFFSET_REREADS,
     M_RECORDS,
     M_ROLLOUT_STARTED,
+    M_SERIES,
+    M_SERIES_EVICTED,
+    M_SERIES_LIMIT,
+    M_SERIES_REFUSED,
+    M_SERIES_REFUSED_RECENT,
     M_SLI_BAD_EVENTS,
     M_SLI_EVENTS,
     M_STATE_BYTES,
@@ -762,6 +767,7 @@ def pipeline_health() -> dict[str, Any]:
     _pipeline_running(board)
     _pipeline_throughput(board, inst)
     _pipeline_rejects(board, inst)
+    _pipeline_admission(board, inst)
     _pipeline_processing(board, inst)
     _pipeline_notifier(board)
     return board.to_dict()
@@ -863,6 +869,37 @@ def _pipeline_rejects(board: Board, inst: str) -> None:
         "normal; a steady rate is not.",
         [query(_by("sum", ["instance"], _rate(M_OFFSET_REREADS, inst)), legend="{{instance}}")],
         unit=PER_SECOND, no_value="no worker"), w=6, h=8)
+
+
+def _pipeline_admission(board: Board, inst: str) -> None:
+    """Row: series per SLO against the limit, refusals, displaced series, the placements refused."""
+    board.row("Series admission")
+    board.panel(_timeseries(
+        "Series per SLO (of the limit)",
+        "SLO series the workers hold, per SLO, as a share of SLO_STREAM_MAX_SERIES_PER_SLO. At 100 % a new "
+        "placement takes the place of an idle untrusted series, or is refused (docs/semantics.md, Limits).",
+        [query(f"{_by('sum', ['slo'], _sel(M_SERIES, inst))} / on () group_left max({M_SERIES_LIMIT})",
+               legend="{{slo}}")],
+        unit="percentunit", no_value="no series", soft_max=1), w=6, h=8)
+    board.panel(_timeseries(
+        "Records refused at the series limit per second",
+        "Records dead-lettered (series_limit) because their SLO had no room for a new series: a burst of junk "
+        "placements, or a real placement beyond the limit (SloStreamSeriesLimit opens a ticket).",
+        [query(_by("sum", ["slo"], _rate(M_SERIES_REFUSED, inst)), legend="refused {{slo}}"),
+         query(_by("sum", ["slo"], _rate(M_SERIES_EVICTED, inst)), legend="displaced {{slo}}")],
+        unit=PER_SECOND, no_value="nothing refused", bars=True), w=6, h=8)
+    rename = {"slo": "SLO", "cluster": "Cluster", "region": "Region", "platform": "Platform",
+              "Value": "Records refused"}
+    labels = ["slo", "cluster", "region", "platform"]
+    board.panel(_table(
+        "Placements refused most recently",
+        "The newest placements refused at the series limit (at most 10 per SLO and worker), with their refused "
+        "records since the worker started. Real ones: add them to SLO_STREAM_SERIES_ALLOW; junk: find the "
+        "producer in the dead-letter topic (reason series_limit).",
+        [query(_by("sum", labels, _sel(M_SERIES_REFUSED_RECENT, inst)), instant=True, table=True)],
+        no_value="No placement refused",
+        transformations=[_sort(("Value", True)), _organize(rename=rename, order=[*labels, "Value"])],
+    ), w=12, h=8)
 
 
 def _pipeline_processing(board: Board, inst: str) -> None:

@@ -26,7 +26,9 @@ The streaming path's liveness, for Alertmanager to page once per burn (docs/fall
   ``keep_firing_for`` :attr:`Liveness.grace_s` (a rebalance or a rolling restart hands them over first);
 - :data:`~streams.render.promql.DOWN_ALERT` (``severity: page``, one rule per ``cause``) in a group of its
   own: no worker exports metrics, no notifier consumes, or no series anywhere has a fresh evaluation,
-  for :attr:`Liveness.down_for_s`.
+  for :attr:`Liveness.down_for_s`;
+- :data:`~streams.render.promql.SERIES_LIMIT_ALERT` (``severity: ticket``, per SLO) in the same group:
+  records of an SLO were refused in the last 10 minutes for want of room for a new series.
 
 Each SLO gets one rule group, recordings first: rules of a group run in order at the same
 timestamp, so the alerts read the recordings of the same evaluation (Sloth's separate groups lag
@@ -45,10 +47,13 @@ from typing import Any
 
 from streams.core.conventions import (
     DIMENSIONS,
+    L_SERVICE,
     L_SEVERITY,
+    L_SLO,
     M_ASSIGNED_PARTITIONS,
     M_LAST_EVALUATION,
     M_NOTIFIER_CONSUMING,
+    M_SERIES_REFUSED,
     M_SLI_BAD_EVENTS,
     M_SLI_EVENTS,
     SERIES_LABELS,
@@ -71,6 +76,7 @@ from streams.render.promql import (
     L_SLOTH_SLO,
     L_SLOTH_WINDOW,
     OBJECTIVE_RECORD,
+    SERIES_LIMIT_ALERT,
     SLI_ERROR_RECORD,
     STREAMING_PATH_GROUP,
     TIME_PERIOD_RECORD,
@@ -299,4 +305,19 @@ def _streaming_path_group(liveness: Liveness) -> dict[str, Any]:
         }
         for cause, expr, text in causes
     ]
+    rules.append({
+        "alert": SERIES_LIMIT_ALERT,
+        "expr": f"sum by ({L_SLO}, {L_SERVICE}) (increase({M_SERIES_REFUSED}[10m])) > 0\n",
+        "labels": {L_SEVERITY: Severity.TICKET.value},
+        "annotations": {
+            A_SUMMARY: "ticket: SLO {{ $labels.slo }} refuses records of new placements (series limit)",
+            A_DESCRIPTION: (
+                "{{ $value | humanize }} records of {{ $labels.service }} were dead-lettered (series_limit) in "
+                "the last 10 minutes: the SLO holds SLO_STREAM_MAX_SERIES_PER_SLO series and none was idle "
+                "long enough to give way. The placements refused are on the pipeline-health dashboard "
+                "(\"Series admission\"). Real placements: add them to SLO_STREAM_SERIES_ALLOW or raise the "
+                "limit; junk: find the producer (docs/semantics.md, Limits)."
+            ),
+        },
+    })
     return {"name": STREAMING_PATH_GROUP, "rules": rules}

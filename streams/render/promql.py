@@ -23,6 +23,8 @@ GROUP_PREFIX = "slo-stream-"
 HEARTBEAT_ALERT = "SloStreamHeartbeat"
 DOWN_ALERT = "SloStreamDown"
 STREAMING_PATH_GROUP = "slo-stream:streaming-path"  # ":" is in no SLO name: no clash with a group of one
+# A ticket when an SLO refused records for want of room for new series (docs/semantics.md, "Limits").
+SERIES_LIMIT_ALERT = "SloStreamSeriesLimit"
 L_CAUSE = "cause"  # of a DOWN_ALERT: workers_absent | notifier_absent | evaluations_stale
 # Sloth's names (slok/sloth, internal/prometheus/conventions.go), so its dashboards and habits apply.
 SLI_ERROR_RECORD = "slo:sli_error:ratio_rate{window}"

@@ -22,12 +22,13 @@ from streams.core.conventions import (
     M_ASSIGNED_PARTITIONS,
     M_LAST_EVALUATION,
     M_NOTIFIER_CONSUMING,
+    M_SERIES_REFUSED,
     M_SLI_BAD_EVENTS,
     M_SLI_EVENTS,
 )
 from streams.render.alertmanager import RECEIVER_NONE, RECEIVER_PAGE, RECEIVER_TICKET
 from streams.render.outputs import ALERTMANAGER_FILE, RULES_FILE, alertmanager_file
-from streams.render.promql import ALERT_NAME, DOWN_ALERT, HEARTBEAT_ALERT
+from streams.render.promql import ALERT_NAME, DOWN_ALERT, HEARTBEAT_ALERT, SERIES_LIMIT_ALERT
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -347,10 +348,39 @@ def test_the_streaming_path_down_pages_after_5_minutes(tmp_path: Path, cause: st
     ])
 
 
+@needs_promtool
+def test_records_refused_at_the_series_limit_open_a_ticket_per_slo_for_ten_minutes(tmp_path: Path) -> None:
+    # Two workers export the refusals of one SLO; refusals start at 5m on worker-2 and stop at 7m. Another
+    # SLO refuses nothing. The ticket names the SLO and its service, fires at once and lasts while the
+    # refusals are within the last 10 minutes.
+    slo = {"slo": SERIES["slo"], "service": SERIES["service"]}
+    other = {"slo": "stream-router-availability", "service": "stream-router"}
+    job = {"job": "slo-stream-worker"}
+    rule = _liveness_rule(SERIES_LIMIT_ALERT)
+    assert rule["labels"] == {"severity": "ticket"}
+
+    def ticket(value: str) -> dict[str, Any]:
+        annotations = {k: v.replace("{{ $labels.slo }}", slo["slo"]).replace("{{ $labels.service }}", slo["service"])
+                       .replace("{{ $value | humanize }}", value) for k, v in rule["annotations"].items()}
+        return {"exp_labels": {**rule["labels"], **slo}, "exp_annotations": annotations}
+
+    _liveness_test(tmp_path, [
+        (_labelled(M_SERIES_REFUSED, **slo, **job, instance="worker-1"), "0x40"),
+        (_labelled(M_SERIES_REFUSED, **slo, **job, instance="worker-2"), "0x9 100+100x4 500x30"),
+        (_labelled(M_SERIES_REFUSED, **other, **job, instance="worker-1"), "0x40"),
+    ], [
+        ("4m30s", SERIES_LIMIT_ALERT, []),
+        ("7m", SERIES_LIMIT_ALERT, [ticket("500")]),
+        ("16m30s", SERIES_LIMIT_ALERT, [ticket("100")]),
+        ("17m30s", SERIES_LIMIT_ALERT, []),
+    ])
+
+
 @needs_amtool
 @pytest.mark.parametrize(("labels", "receiver"), [
     ({"alertname": HEARTBEAT_ALERT, **SERIES}, RECEIVER_NONE),
     ({"alertname": DOWN_ALERT, "severity": "page", "cause": "workers_absent"}, RECEIVER_PAGE),
+    ({"alertname": SERIES_LIMIT_ALERT, "severity": "ticket", "slo": SERIES["slo"]}, RECEIVER_TICKET),
 ])
 def test_amtool_routes_the_heartbeat_nowhere_and_the_streaming_path_down_to_the_page_receiver(
     labels: dict[str, str], receiver: str

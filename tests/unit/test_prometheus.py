@@ -19,7 +19,14 @@ from streams.core.conventions import (
 from streams.core.model import HOUR, AlertPolicy
 from streams.render.alertmanager import alertmanager_config
 from streams.render.prometheus import Liveness, prometheus_rules
-from streams.render.promql import ALERT_NAME, DOWN_ALERT, HEARTBEAT_ALERT, STREAMING_PATH_GROUP, promql_string
+from streams.render.promql import (
+    ALERT_NAME,
+    DOWN_ALERT,
+    HEARTBEAT_ALERT,
+    SERIES_LIMIT_ALERT,
+    STREAMING_PATH_GROUP,
+    promql_string,
+)
 from tests import factories
 
 
@@ -156,8 +163,8 @@ def test_each_slo_has_a_heartbeat_per_series_while_a_worker_evaluates_it_and_a_n
 def test_the_streaming_path_down_pages_for_absent_workers_an_absent_notifier_or_stale_evaluations() -> None:
     doc = prometheus_rules([factories.slo()], liveness=Liveness(fresh_s=60, grace_s=5, down_for_s=30))
     assert [g["name"] for g in doc["groups"]] == ["slo-stream-playback-api-availability", STREAMING_PATH_GROUP]
-    down = {r["labels"]["cause"]: r for r in doc["groups"][-1]["rules"]}
-    assert {r["alert"] for r in down.values()} == {DOWN_ALERT}
+    down = {r["labels"]["cause"]: r for r in doc["groups"][-1]["rules"] if r["alert"] == DOWN_ALERT}
+    assert [r["alert"] for r in doc["groups"][-1]["rules"]] == [DOWN_ALERT] * 3 + [SERIES_LIMIT_ALERT]
     assert {cause: r["expr"] for cause, r in down.items()} == {
         "workers_absent": f"absent({M_ASSIGNED_PARTITIONS})\n",
         "notifier_absent": f"absent({M_NOTIFIER_CONSUMING} == 1)\n",
