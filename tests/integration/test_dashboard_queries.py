@@ -225,8 +225,8 @@ def check_every_query(prom: Prometheus, boards: dict[str, dict[str, Any]], worke
 # -- the scenario --------------------------------------------------------------------------------------
 
 
-def late_record(service: str, ts: float) -> tuple[bytes, bytes]:
-    rec = {"ts": ts, "service": service, "cluster": CLUSTER, "region": REGION, "platform": PLATFORM,
+def late_record(service: str, ts: float, cluster: str = CLUSTER) -> tuple[bytes, bytes]:
+    rec = {"ts": ts, "service": service, "cluster": cluster, "region": REGION, "platform": PLATFORM,
            "total": 10, "errors": 0}
     return service.encode(), orjson.dumps({"schema_version": c.SCHEMA_VERSION, "records": [rec]})
 
@@ -234,7 +234,9 @@ def late_record(service: str, ts: float) -> tuple[bytes, bytes]:
 def test_every_dashboard_query_returns_data_from_a_real_worker_and_notifier(kafka_bootstrap: str,
                                                                             tmp_path: Path) -> None:
     t_start = time.time()
-    dep = Deployment.create(kafka_bootstrap, tmp_path, SLO_STREAM_ALLOWED_LATENESS="20")
+    # The traffic plan's three placements fill each SLO's series limit: one more is refused (admission panels).
+    dep = Deployment.create(kafka_bootstrap, tmp_path, SLO_STREAM_ALLOWED_LATENESS="20",
+                            SLO_STREAM_MAX_SERIES_PER_SLO="3", SLO_STREAM_SERIES_IDLE="30d")
     start = int(time.time()) // 60 * 60 - 4 * HOUR
     onset_s = 2 * HOUR
     onset = start + onset_s
@@ -269,7 +271,7 @@ def test_every_dashboard_query_returns_data_from_a_real_worker_and_notifier(kafk
                      for s in SERVICES}
             poll(port, lambda samples: all(value(samples, c.M_ALERT_FIRING, **p) == 1 for p in pages.values()),
                  timeout_s=120, what="every service paging", proc=proc, log=dep.log_text)
-            dep.produce([late_record("playback-api", cut - HOUR)])
+            dep.produce([late_record("playback-api", cut - HOUR), late_record("playback-api", cut, "junk-1")])
             for s in SERVICES:
                 for query in (f"service={s}", f"service={s}&cluster={CLUSTER}", f"service={s}&platform=legacy"):
                     status, body, _ = call(f"{base}/v1/gate?{query}")
