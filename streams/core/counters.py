@@ -272,9 +272,6 @@ class Counters:
             self._forget(s)
         return deleted
 
-    def has_pending(self, series: str) -> bool:
-        return series in self._pending
-
     def evict(self, series: str) -> None:
         """Forget ``series`` now; its stored chunks are deleted by the next :meth:`flush` of its
         partition (the store is written with a partition's batch only)."""

@@ -150,7 +150,10 @@ class SeriesIndex:
         # first) and the trusted clusters per service, built when first needed.
         self._partition = -1
         self._at = 0.0
-        self._candidates: dict[str, deque[tuple[int, str]]] = {}
+        self._idle: dict[str, deque[tuple[float, str]]] = {}
+        self._light: dict[str, deque[tuple[int, float, str]]] = {}
+        self._admitted_at: dict[str, float] = {}
+        self._window_s = {s.name: s.window_s for s in slos}
         self._known: dict[str, Collection[str]] = {}
 
     def recount(self) -> None:
@@ -160,7 +163,12 @@ class SeriesIndex:
         self._by_slo = {}
         for s in self._admitted:
             self._by_slo.setdefault(s.split("|", 1)[0], set()).add(s)
-        self._candidates.clear()
+        self._forget_batch()
+
+    def _forget_batch(self) -> None:
+        self._idle.clear()
+        self._light.clear()
+        self._admitted_at.clear()
 
     def series_count(self, slo: str) -> int:
         return len(self._by_slo.get(slo, ()))
@@ -168,7 +176,7 @@ class SeriesIndex:
     def begin(self, partition: int) -> None:
         """A batch of ``partition`` starts: what was learnt for the last one is out of date."""
         self._partition = partition
-        self._candidates.clear()
+        self._forget_batch()
         self._known.clear()
 
     def admit(self, dims: Dims, at: float) -> bool:
@@ -187,6 +195,7 @@ class SeriesIndex:
                 return False
             mine.add(n)
             self._admitted.add(n)
+            self._admitted_at[n] = at
         if len(self.dim_series) >= self.max_dimension_tuples:
             self.dim_series.clear()  # a cache: the tuples seen again are admitted again
         self.dim_series[dims] = names
@@ -207,27 +216,52 @@ class SeriesIndex:
         return values[0] in known
 
     def _make_room(self, slo: str, trusted: bool, at: float) -> bool:
-        """Displace one series of ``slo`` for a new one (see the module doc); True if one was."""
-        cands = self._candidates.get(slo)
-        if cands is None:
-            last_data, part = self.counters.last_data, self.counters.partition_of
-            service = self._service_of[slo]
-            # Only series of the batch's partition: their state is written with this batch.
-            cands = self._candidates[slo] = deque(sorted(
-                (last_data(s), s) for s in self._by_slo.get(slo, ())
-                if part(s) == self._partition and not self._trusted(service, s)))
-        while cands:
-            last, s = cands[0]
-            if (s not in self._admitted or self.counters.last_data(s) != last or self.counters.has_pending(s)
-                    or self.protected(s)):
-                cands.popleft()  # gone, fed since the list was made, or alerting: not a candidate
-                continue
-            if not trusted and at - last < self.admission.idle_s:
-                return False  # the oldest is not idle: neither is any other
-            cands.popleft()
-            self.evict(s)
-            return True
+        """Displace one series of ``slo`` for a new one (see the module doc); True if one was.
+
+        Candidates are the untrusted series of the batch's partition (their state is written with this
+        batch), those admitted earlier in this batch included, without an open alert. An untrusted
+        newcomer takes the place of the one fed longest ago, if that has been idle ``idle_s``; a trusted
+        newcomer takes the place of the one with the fewest events in the SLO window (junk before a busy
+        placement), fed longest ago first."""
+        key = self._recency
+        if not trusted:
+            cands = self._idle.get(slo)
+            if cands is None:
+                cands = self._idle[slo] = deque(sorted((key(s), s) for s in self._candidates_of(slo)))
+            while cands:
+                last, s = cands[0]
+                if s not in self._admitted or key(s) != last or self.protected(s):
+                    cands.popleft()  # gone, or fed since the list was made, or alerting
+                    continue
+                if at - last < self.admission.idle_s:
+                    return False  # the one fed longest ago is not idle: no other is
+                cands.popleft()
+                self.evict(s)
+                return True
+            return False
+        light = self._light.get(slo)
+        if light is None:
+            window = self._window_s[slo]
+            at10 = int(at // L0_WIDTH) * L0_WIDTH
+            light = self._light[slo] = deque(sorted(
+                (self.counters.window(s, at10, window)[1], key(s), s) for s in self._candidates_of(slo)))
+        while light:
+            _, _, s = light.popleft()
+            if s in self._admitted and not self.protected(s):
+                self.evict(s)
+                return True
         return False
+
+    def _candidates_of(self, slo: str) -> list[str]:
+        part = self.counters.partition_of
+        service = self._service_of[slo]
+        return [s for s in self._by_slo.get(slo, ())
+                if (s in self._admitted_at or part(s) == self._partition) and not self._trusted(service, s)]
+
+    def _recency(self, series: str) -> float:
+        """When ``series`` last had data: its newest counted bucket, or the event time it was admitted
+        at in this batch (its counts are not in the counters before the batch pushes them)."""
+        return max(self.counters.last_data(series), self._admitted_at.get(series, 0.0))
 
     def evict(self, series: str) -> None:
         """Forget ``series`` (its stored chunks are deleted with the batch's state)."""
