@@ -8,13 +8,14 @@ then one "slower than threshold" count per distinct threshold of the service]``;
 expands the cells into the series' counters.
 
 Admission (docs/semantics.md, "Limits"): at most ``max_series_per_slo`` series per SLO. A record that
-would open one more at the limit takes the place of the admitted series that has gone longest without
-data, so that a burst of junk cannot lock real placements out for the SLO window:
+would open one more at the limit may take the place of an admitted one, so that a burst of junk cannot
+lock real placements out for the SLO window:
 
 - a *trusted* new series (a kept dimension matches the configured allow-list, or its cluster is one the
-  Kubernetes bridge reported for the service) takes the place of the least recently fed untrusted one;
-- any other new series takes the place of an untrusted one only if that one has had no data for
-  ``idle_s`` (a junk burst is recycled after that long, a live series is never displaced by junk);
+  Kubernetes bridge reported for the service) takes the place of the untrusted one with the fewest events
+  in the SLO window;
+- any other new series takes the place of the untrusted one fed longest ago, only if that one has had no
+  data for ``idle_s`` (a junk burst is recycled after that long, a live series is never displaced by junk);
 - trusted series and series with an open alert are never displaced.
 
 A record that finds no place is refused (dead letter ``series_limit``); the refusal is counted per SLO
