@@ -6,9 +6,12 @@ A real worker on the embedded broker holds a few hours of playback history for t
 connections and measures each latency from the moment the request was *due*, so a stall of the
 server is not hidden by the client waiting for it (no coordinated omission).
 
-    python -m bench.gate [--rate 500] [--seconds 20] [--two-workers]
+    python -m bench.gate [--rate 500] [--seconds 20] [--two-workers] [--burst N]
 
 ``--two-workers`` asks the worker that does *not* own the service: every request is forwarded.
+``--burst N`` measures twice in one run, side by side: quiet, then while N records of N new placements
+(distinct clusters of license-service, each a new series: up to the series limit admitted, the rest
+dead-lettered) reach the worker two seconds into the load (issue 19: the gate keeps its latency).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +110,32 @@ def _evaluated_to(port: int, service: str) -> float:
     return min((float(x.get("evaluated_at") or 0) for x in series), default=0.0)
 
 
-def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool) -> dict[str, object]:
+def _burst_messages(n: int, at: float) -> list[tuple[bytes, bytes]]:
+    """``n`` records of ``n`` new clusters of license-service at event time ``at``, 500 per message."""
+    recs = [{"ts": at + i / n, "service": "license-service", "cluster": f"burst-{i}", "region": "eu-west",
+             "platform": "kubernetes", "total": 10, "errors": 0, "revision": f"r{i}"} for i in range(n)]
+    return [(b"license-service", json.dumps({"schema_version": 1, "records": recs[i:i + 500]}).encode())
+            for i in range(0, n, 500)]
+
+
+def _run_load(url: str, rate: float, seconds: float, *, burst: list[tuple[bytes, bytes]] | None = None,
+              produce: Any = None) -> dict[str, object]:
+    """The load from a second process; with ``burst``, ``produce(burst)`` two seconds in."""
+    load = subprocess.Popen([sys.executable, "-m", "bench.gate", "--load", url, "--rate", str(rate),
+                             "--seconds", str(seconds)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    if burst:
+        time.sleep(2.0)
+        produce(burst)
+    out, err = load.communicate(timeout=600)
+    if load.returncode != 0:
+        return {"error": err[-2000:]}
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool, burst: int = 0
+               ) -> dict[str, object]:
     from kafka import KafkaProducer
 
     from bench.workload import client_security
@@ -175,11 +204,25 @@ def bench_gate(bootstrap: str, *, rate: float, seconds: float, two_workers: bool
         if target is None:
             return {"error": f"the gate never answered for {service}; logs in {tmp}"}
         url = f"http://127.0.0.1:{target}/v1/gate?service={service}"
-        out = subprocess.run([sys.executable, "-m", "bench.gate", "--load", url, "--rate", str(rate),
-                              "--seconds", str(seconds)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        if out.returncode != 0:
-            return {"error": out.stderr[-2000:]}
-        result: dict[str, object] = json.loads(out.stdout)
+        result = _run_load(url, rate, seconds)
+        if "error" in result:
+            return result
+        if burst:
+
+            def produce(messages: list[tuple[bytes, bytes]]) -> None:
+                p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                  max_request_size=16 * 1024 * 1024, **kafka_security.kafka_python(security))
+                for key, value in messages:
+                    p.send(s.topic_playback, key=key, value=value)
+                p.flush()
+                p.close()
+
+            at = scenario.start_ts + scenario.duration_s - 30
+            during = _run_load(url, rate, seconds, burst=_burst_messages(burst, at), produce=produce)
+            if "error" in during:
+                return during
+            result["burst"] = burst
+            result["during"] = during
         result["forwarded"] = two_workers
         result["logs"] = str(tmp)
         return result
@@ -192,9 +235,15 @@ def report(r: dict[str, object]) -> str:
     if "error" in r:
         return f"gate      skipped: {r['error']}"
     via = "every request forwarded to the owning worker" if r["forwarded"] else "asking the owning worker"
-    return (f"gate      p50 {r['p50_ms']:.2f} ms  p90 {r['p90_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+    line = (f"gate      p50 {r['p50_ms']:.2f} ms  p90 {r['p90_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
             f"max {r['max_ms']:.1f} ms at {r['achieved_rate']:.0f} requests/s ({r['answered']:,} answered, "
             f"errors {r['errors'] or 'none'}, decisions {r['decisions']}; {via}; from a second process)")
+    d = r.get("during")
+    if isinstance(d, dict):
+        line += (f"\ngate      during a burst of {r['burst']:,} new series: p50 {d['p50_ms']:.2f} ms  p99 "
+                 f"{d['p99_ms']:.2f} ms  max {d['max_ms']:.1f} ms ({d['answered']:,} of {d['requests']:,} answered, "
+                 f"errors {d['errors'] or 'none'}); p99 burst / quiet = {d['p99_ms'] / r['p99_ms']:.1f}")
+    return line
 
 
 def main() -> int:
@@ -203,6 +252,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="how long to send (default 20)")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--two-workers", action="store_true", help="ask the worker that does not own the service")
+    ap.add_argument("--burst", type=int, default=0, metavar="N",
+                    help="measure again while N records of N new series arrive (default: no burst)")
     ap.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # the second process
     args = ap.parse_args()
     if args.load:
@@ -217,7 +268,8 @@ def main() -> int:
         broker.start()
         bootstrap = broker.bootstrap
     try:
-        print(report(bench_gate(bootstrap, rate=args.rate, seconds=args.seconds, two_workers=args.two_workers)))
+        print(report(bench_gate(bootstrap, rate=args.rate, seconds=args.seconds, two_workers=args.two_workers,
+                                burst=args.burst)))
     finally:
         if broker is not None:
             broker.stop()

@@ -34,6 +34,11 @@ from streams.settings import Settings
 
 log = logging.getLogger("slo_stream.pipeline")
 
+# Bounded work per event-loop turn: the engine takes a batch in parts of about this many bytes of
+# messages, and the sends of dead letters and statuses give the loop a turn every SEND_TURN, so that the
+# HTTP API and the consumer's heartbeats keep their latency during a burst (issue 19).
+PART_BYTES = 256 * 1024
+SEND_TURN = 256
 COMMIT_GAP_CHECK_S = 5.0
 HOLE_CHECK_S = 1.0
 SEEK_TIMEOUT_S = 30.0  # a seek in the consumer thread answers at once; longer means that thread is stuck
@@ -88,6 +93,7 @@ class Pipeline:
         self._stale_marked: set[int] = set()
         self.started = False  # tables recovered at least once
         self.batches: dict[int, int] = {}  # batches committed per partition (a version of its state)
+        self._epoch = 0  # changes with every assignment and revocation (see _moved)
         self.table.on_recover(self._on_recover)
         app.on_partitions_revoked.connect(self._on_revoked)
         # A failed batch must not be skipped by restarting the agent in place: crash the worker.
@@ -129,7 +135,22 @@ class Pipeline:
             log.info("recovered state for partitions %s: %d series", sorted(new),
                      self.engine.counters.series_count())
 
+    def _moved(self, partition: int, epoch: int) -> bool:
+        """Partitions were revoked or assigned since ``epoch`` (during a batch's await): the engine's
+        state of ``partition`` is no longer what the batch started from, so nothing of the batch is
+        committed; whoever owns the partition now reads the batch again from the committed offset
+        (an alert delivered meanwhile is sent again at worst, under the same dedup key)."""
+        if self._epoch == epoch:
+            return False
+        log.info("partitions moved during a batch of partition %d; it is read again", partition)
+        if partition in self.engine.assigned():
+            self.engine.revoke({partition})  # drop what the batch changed in memory
+            self._assign({partition})
+        self.guard.forget({partition})
+        return True
+
     def _assign(self, partitions: set[int]) -> None:
+        self._epoch += 1
         self.engine.assign(partitions)
         now = time.time()
         for p in partitions:
@@ -139,6 +160,7 @@ class Pipeline:
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         parts = {tp.partition for tp in revoked if tp.topic == self.settings.topic_playback}
         if parts:
+            self._epoch += 1
             self.engine.revoke(parts)
             self.guard.forget(parts)
             for tp in [tp for tp in self._gaps_seen if tp.partition in parts]:
@@ -171,8 +193,10 @@ class Pipeline:
         """Process one partition's part of a batch. Returns which messages were taken when some were
         refused beyond an offset hole (see :mod:`streams.core.offsets`), else None."""
         engine = self.engine
+        offered = len(messages)
         if partition not in engine.assigned():
             self._assign({partition})
+        epoch = self._epoch
         now = time.time()
         # The next offset the state needs: the meta offset + 1, or the log's start (0) when the
         # partition has no meta record. Never the group's committed offset: a missing meta record
@@ -200,7 +224,20 @@ class Pipeline:
             if not messages:
                 return taken
         t0 = time.perf_counter()
-        res = engine.process(partition, messages, now=now)
+        res, busy = None, 0.0
+        for part in parts(messages, PART_BYTES):
+            tp = time.perf_counter()
+            got = engine.process(partition, part, now=now)
+            busy += time.perf_counter() - tp
+            if res is None:
+                res = got
+            else:
+                res.absorb(got)
+            if len(part) < len(messages):
+                await asyncio.sleep(0)  # a turn for the HTTP API, the heartbeats and the timers
+                if self._moved(partition, epoch):
+                    return [False] * offered
+        assert res is not None
         t1 = time.perf_counter()
         try:
             await self._deliver(res, messages)
@@ -215,6 +252,8 @@ class Pipeline:
                          "resume from the last committed offset", partition)
             raise
         t2 = time.perf_counter()
+        if self._moved(partition, epoch):
+            return [False] * offered
         # State last: alert tracks, counters, then the partition meta record.
         self.table.write_partition = partition
         try:
@@ -222,12 +261,14 @@ class Pipeline:
         finally:
             self.table.write_partition = None
         t3 = time.perf_counter()
-        self.metrics.observe_batch(t1 - t0, t3 - t0)
+        self.metrics.observe_batch(busy, t3 - t0)
         log.debug("batch p%d: %d messages, %d records; process %.1f ms, deliver %.1f ms, commit %.1f ms",
                   partition, len(messages), res.records, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         # The latest status per series: at-least-once like the rest, but nothing depends on it.
-        for ev in res.statuses.values():
+        for i, ev in enumerate(res.statuses.values(), 1):
             await self.status.send(key=ev.series.encode(), value=engine.read.status(ev, now=now).encode())
+            if i % SEND_TURN == 0:
+                await asyncio.sleep(0)
         self.last_batch_wall[partition] = now
         self.batches[partition] = self.batches.get(partition, 0) + 1
         self._stale_marked.discard(partition)
@@ -252,9 +293,11 @@ class Pipeline:
         if res.rejected:
             originals = {off: value for _, value, off in messages}
             topic = self.settings.topic_playback
-            for rej in res.rejected:
+            for i, rej in enumerate(res.rejected, 1):
                 letter = refused(rej, topic=topic, partition=res.partition, original=originals.get(rej.offset))
                 futures.append(await self.dead_letter.send(key=letter.key.encode(), value=letter.encode()))
+                if i % SEND_TURN == 0:
+                    await asyncio.sleep(0)
         if futures:
             await asyncio.gather(*futures)
 
@@ -377,6 +420,24 @@ class Pipeline:
             log.info("progress: %d messages, %d records, %d rejected, %d evaluations, %d alerts, %d series%s",
                      st["messages"], st["records"], st["rejected"], st["evaluations"], st["alerts"],
                      self.engine.counters.series_count(), holes)
+
+
+def parts(messages: list[tuple[bytes | None, bytes | None, int]], most_bytes: int
+          ) -> list[list[tuple[bytes | None, bytes | None, int]]]:
+    """``messages`` in consecutive parts of at most ``most_bytes`` of values (a larger message alone)."""
+    out: list[list[tuple[bytes | None, bytes | None, int]]] = []
+    part: list[tuple[bytes | None, bytes | None, int]] = []
+    size = 0
+    for m in messages:
+        n = len(m[1] or b"")
+        if part and size + n > most_bytes:
+            out.append(part)
+            part, size = [], 0
+        part.append(m)
+        size += n
+    if part or not out:
+        out.append(part)
+    return out
 
 
 async def first_offset_from(bootstrap: str, topic: str, partition: int, offset: int,

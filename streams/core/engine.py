@@ -85,6 +85,20 @@ class BatchResult:
     def rejected_by_reason(self) -> Counter[str]:
         return Counter(r.reason for r in self.rejected)
 
+    def absorb(self, later: BatchResult) -> None:
+        """Add the result of the next part of the same batch (see :meth:`Engine.process`)."""
+        if later.partition != self.partition:
+            raise ValueError(f"partition {later.partition} is not {self.partition}")
+        self.records += later.records
+        self.rejected += later.rejected
+        self.alerts += later.alerts
+        self.statuses.update(later.statuses)
+        self.evaluations += later.evaluations
+        self.steps += later.steps
+        self.unmatched += later.unmatched
+        self.replay_skipped += later.replay_skipped
+        self.max_offset = max(self.max_offset, later.max_offset)
+
 
 @dataclass
 class _Batch:
@@ -183,7 +197,10 @@ class Engine:
     ) -> BatchResult:
         """Validate, count and evaluate one batch of ``(key, value, offset)`` from ``partition``.
 
-        ``now`` is the wall clock (epoch seconds), used only to reject timestamps too far ahead.
+        ``now`` is the wall clock (epoch seconds), used only to reject timestamps too far ahead. A batch
+        may be processed in consecutive parts before one :meth:`commit` of their results joined with
+        :meth:`BatchResult.absorb` (the adapter does, to give the event loop a turn between parts): the
+        counts, evaluations and alerts are those of the whole batch at once.
         """
         res = BatchResult(partition)
         parser = self._parsers.get(partition)

@@ -203,7 +203,10 @@ def _actions(text: str) -> list[str]:
     return out
 
 
-OWN_ACTIONS = {'"{{"', '"}}"', "$value | humanizePercentage", *(f"$labels.{d}" for d in c.DIMENSIONS)}
+# The template actions the generator writes itself: escapes, values, and labels whose values are names it
+# validated (the series labels; SloStreamSeriesLimit's slo and service, from the workers' own metric).
+OWN_ACTIONS = {'"{{"', '"}}"', "$value | humanizePercentage", "$value | humanize", "$labels.slo", "$labels.service",
+               *(f"$labels.{d}" for d in c.DIMENSIONS)}
 
 
 def _untemplate(text: str) -> str:

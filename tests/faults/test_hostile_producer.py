@@ -74,7 +74,8 @@ class Prober(threading.Thread):
     def __init__(self, base: str) -> None:
         super().__init__(daemon=True)
         self.base = base
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # of the gate
+        self.scrapes: list[float] = []  # of /metrics
         self.failures: list[str] = []
         self.stop = threading.Event()
 
@@ -86,7 +87,7 @@ class Prober(threading.Thread):
             try:
                 with urllib.request.urlopen(self.base + paths[i % 2], timeout=10) as resp:
                     resp.read()
-                self.latencies.append(time.perf_counter() - t)
+                (self.latencies if i % 2 == 0 else self.scrapes).append(time.perf_counter() - t)
             except OSError as exc:
                 self.failures.append(f"{paths[i % 2]}: {type(exc).__name__}: {exc}")
             i += 1
@@ -155,13 +156,14 @@ def test_a_junk_burst_leaves_bounded_state_no_stall_and_no_lockout_of_real_place
     def events(cluster: str, region: str, platform: str) -> float:
         return total(samples, c.M_SLI_EVENTS, slo=SLO, cluster=cluster, region="*", platform=platform)
 
-    lat = sorted(prober.latencies)
+    lat, scrapes = sorted(prober.latencies), sorted(prober.scrapes)
     p99 = lat[int(0.99 * (len(lat) - 1))] if lat else float("nan")
     report(request,
            f"hostile producer: {JUNK:,} junk clusters in {burst_s:.1f} s; state entries {entries0:.0f} -> "
            f"{entries1:.0f}; RSS {rss0:.0f} -> {rss1:.0f} MiB; {series:.0f} series of {SLO} (limit {LIMIT}); "
-           f"{refused:.0f} records refused; {len(lat)} probes answered during the burst, p99 {p99 * 1e3:.0f} ms, "
-           f"max {lat[-1] * 1e3 if lat else float('nan'):.0f} ms, {len(prober.failures)} failed")
+           f"{refused:.0f} records refused; during the burst {len(lat)} gate requests answered, p99 {p99 * 1e3:.0f} ms, "
+           f"max {lat[-1] * 1e3 if lat else float('nan'):.0f} ms; {len(scrapes)} /metrics scrapes, max "
+           f"{scrapes[-1] * 1e3 if scrapes else float('nan'):.0f} ms; {len(prober.failures)} failed")
 
     # Bounded: at most the limit's series (three bucket levels each, plus a chunk boundary), and the
     # revisions of refused records leave nothing behind.

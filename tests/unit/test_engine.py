@@ -336,3 +336,28 @@ def test_the_dimension_tuples_remembered_stay_bounded_when_an_slo_groups_the_dim
     assert len(e.series.dim_series) <= 50
     assert res.records == 500 and not res.rejected
     assert e.series.sli_totals == {"playback-api-availability|eu-west-1|*|kubernetes": [0, 500]}
+
+
+@pytest.mark.parametrize("parts", [2, 3, 17])
+def test_a_batch_processed_in_parts_before_one_commit_equals_the_batch_at_once(parts: int) -> None:
+    msgs = steady_then_outage(HOUR, 600, 1200)
+    msgs.insert(500, batch([record(T0 + 1, cluster="late-1")]))  # late: a dead letter mid-batch
+    whole, split = Engine([slo()], {}, EngineConfig(allowed_lateness_s=30)), \
+        Engine([slo()], {}, EngineConfig(allowed_lateness_s=30))
+    states = set()
+    for first in range(0, len(msgs), 1000):
+        chunk = [(k, v, first + i) for i, (k, v) in enumerate(msgs[first:first + 1000])]
+        a = whole.process(0, chunk, now=NOW)
+        states |= {x.state for x in a.alerts}
+        whole.commit(a)
+        step = -(-len(chunk) // parts)
+        b = split.process(0, chunk[:step], now=NOW)
+        for i in range(step, len(chunk), step):
+            b.absorb(split.process(0, chunk[i:i + step], now=NOW))
+        split.commit(b)
+        assert [x.encode() for x in b.alerts] == [x.encode() for x in a.alerts]
+        assert [(r.reason, r.offset) for r in b.rejected] == [(r.reason, r.offset) for r in a.rejected]
+        assert (b.records, b.evaluations, b.steps, b.max_offset) == (a.records, a.evaluations, a.steps, a.max_offset)
+        assert b.statuses == a.statuses
+    assert whole.store == split.store
+    assert AlertState.FIRING in states  # the parts crossed the firing of a page
