@@ -38,7 +38,9 @@ log = logging.getLogger("slo_stream.pipeline")
 # messages, and the sends of dead letters and statuses give the loop a turn every SEND_TURN, so that the
 # HTTP API and the consumer's heartbeats keep their latency during a burst (issue 19).
 PART_BYTES = 256 * 1024
+EVALUATIONS_PER_TURN = 500  # series evaluations (tens of microseconds each) between two turns
 SEND_TURN = 256
+WRITES_PER_TURN = 1000  # state table writes (each also a changelog record)
 COMMIT_GAP_CHECK_S = 5.0
 HOLE_CHECK_S = 1.0
 SEEK_TIMEOUT_S = 30.0  # a seek in the consumer thread answers at once; longer means that thread is stuck
@@ -224,16 +226,20 @@ class Pipeline:
             if not messages:
                 return taken
         t0 = time.perf_counter()
-        res, busy = None, 0.0
-        for part in parts(messages, PART_BYTES):
+        res: BatchResult | None = None
+        busy = 0.0
+        work = [lambda part=part: engine.process(partition, part, now=now, max_evaluations=EVALUATIONS_PER_TURN)
+                for part in parts(messages, PART_BYTES)]
+        while work or engine.due(partition):
+            step = work.pop(0) if work else lambda: engine.evaluate_due(partition, EVALUATIONS_PER_TURN)
             tp = time.perf_counter()
-            got = engine.process(partition, part, now=now)
+            got = step()
             busy += time.perf_counter() - tp
             if res is None:
                 res = got
             else:
                 res.absorb(got)
-            if len(part) < len(messages):
+            if work or engine.due(partition):
                 await asyncio.sleep(0)  # a turn for the HTTP API, the heartbeats and the timers
                 if self._moved(partition, epoch):
                     return [False] * offered
@@ -254,10 +260,16 @@ class Pipeline:
         t2 = time.perf_counter()
         if self._moved(partition, epoch):
             return [False] * offered
-        # State last: alert tracks, counters, then the partition meta record.
+        # State last: alert tracks, counters, then the partition meta record, with a turn every
+        # WRITES_PER_TURN chunk writes (a pause leaves a prefix of the writes, as a crash would).
         self.table.write_partition = partition
         try:
-            engine.commit(res)
+            for _ in engine.commit_steps(res, every=WRITES_PER_TURN):
+                self.table.write_partition = None
+                await asyncio.sleep(0)
+                if self._moved(partition, epoch):
+                    return [False] * offered
+                self.table.write_partition = partition
         finally:
             self.table.write_partition = None
         t3 = time.perf_counter()

@@ -81,6 +81,7 @@ class Counters:
         self.applied_offset: dict[int, int] = {}
         # Chunk keys of evicted series, per partition, deleted from the store by the next flush.
         self._doomed: dict[int, list[str]] = {}
+        self.flushed = 0  # chunks the last flush wrote
 
     # ---- recovery -------------------------------------------------------------------------
 
@@ -211,13 +212,26 @@ class Counters:
     def flush(self, partition: int, offset: int) -> int:
         """Write every pending bucket of ``partition`` into the store, once per chunk; return the
         number of chunks written. ``offset`` is the highest source offset of the batch."""
-        written = 0
+        steps = self.flush_steps(partition, offset, every=None)
+        for _ in steps:
+            pass
+        return self.flushed
+
+    def flush_steps(self, partition: int, offset: int, *, every: int | None) -> Iterator[None]:
+        """:meth:`flush`, pausing (yielding) after every ``every`` chunk writes, between two series:
+        a series' chunks are written and its pending counts dropped with no pause in between, so a
+        reader at a pause sums each series once. :attr:`flushed` says how many chunks were written."""
+        self.flushed = 0
+        since = 0
         for key in self._doomed.pop(partition, ()):
             if key in self.store:
                 del self.store[key]
-        done = []
-        for series, pend in self._pending.items():
-            if self._series_partition.get(series) != partition:
+        for series in [s for s in self._pending if self._series_partition.get(s) == partition]:
+            if every is not None and since >= every:
+                since = 0
+                yield
+            pend = self._pending.get(series)
+            if pend is None:  # forgotten (evicted, expired) during a pause
                 continue
             chunk_ids = self._chunk_ids(series)
             for lv, buckets in zip(self.levels, pend, strict=True):
@@ -237,13 +251,11 @@ class Counters:
                     self.store[key] = arr.tobytes()
                     self._chunk_sums.pop(key, None)
                     chunk_ids[lv.index].add(chunk)
-                    written += 1
-            done.append(series)
-        for s in done:
-            del self._pending[s]
+                    self.flushed += 1
+                    since += 1
+            del self._pending[series]
         if offset > self.applied_offset.get(partition, -1):
             self.applied_offset[partition] = offset
-        return written
 
     def expire(self, partition: int, now: int, *, every_s: int = 60) -> int:
         """Delete chunks of ``partition`` wholly older than each level keeps, relative to ``now``

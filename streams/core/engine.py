@@ -30,8 +30,8 @@ traffic.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from streams.core import conventions as c
@@ -101,6 +101,22 @@ class BatchResult:
 
 
 @dataclass
+class _Budget:
+    """Evaluation work one call may still do (None: no limit)."""
+
+    left: float | None
+
+
+@dataclass
+class _Step:
+    """An evaluation step crossed: its time, the partition's series then, and the next to look at."""
+
+    at: int
+    series: list[str]
+    next: int = 0
+
+
+@dataclass
 class _Batch:
     """One partition batch in progress: its clock and the counts not pushed yet."""
 
@@ -116,6 +132,7 @@ class _Batch:
     rev_agg: Aggregate = field(default_factory=dict)
     parsed: int = 0
     parse_rejects: int = 0
+    budget: _Budget = field(default_factory=lambda: _Budget(None))  # evaluations this call may do
 
 
 class Engine:
@@ -151,6 +168,9 @@ class Engine:
         self._quiet_after = {s.name: max(w.short_s for w in s.policy.windows) if s.policy.windows else 0
                              for s in slos}
         self._parsers: dict[int, RecordParser] = {}
+        # Per partition, the evaluation steps crossed but not evaluated yet, in order (see process():
+        # the evaluations of a large partition may be spread over several calls).
+        self._due: dict[int, deque[_Step]] = {}
 
     def _known_clusters(self, service: str) -> frozenset[str]:
         """The clusters the Kubernetes bridge reported for ``service`` (trusted placements)."""
@@ -168,6 +188,8 @@ class Engine:
         """Take over ``partitions``: rebuild the index from the (recovered) store. Also the way to
         drop a partition's in-memory state after a failed batch (revoke, then assign)."""
         self.counters.recover(partitions)
+        for p in partitions:
+            self._due.pop(p, None)
         self.tracks.forget(partitions)
         self.revisions.drop(partitions)
         self.revisions.recover(partitions)
@@ -175,6 +197,8 @@ class Engine:
         self.series.recount()
 
     def revoke(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self._due.pop(p, None)
         self.counters.release(partitions)
         self.tracks.forget(partitions)
         self.revisions.drop(partitions)
@@ -193,7 +217,8 @@ class Engine:
     # ---- phase 1: process -----------------------------------------------------------------------
 
     def process(
-        self, partition: int, messages: Sequence[tuple[bytes | None, bytes | None, int]], *, now: float
+        self, partition: int, messages: Sequence[tuple[bytes | None, bytes | None, int]], *, now: float,
+        max_evaluations: int | None = None,
     ) -> BatchResult:
         """Validate, count and evaluate one batch of ``(key, value, offset)`` from ``partition``.
 
@@ -201,6 +226,13 @@ class Engine:
         may be processed in consecutive parts before one :meth:`commit` of their results joined with
         :meth:`BatchResult.absorb` (the adapter does, to give the event loop a turn between parts): the
         counts, evaluations and alerts are those of the whole batch at once.
+
+        ``max_evaluations`` bounds the series evaluated in this call: the steps the watermark crossed
+        are evaluated in order, and what is left waits for :meth:`evaluate_due` (the adapter gives the
+        event loop a turn in between; :meth:`due` says how many are left). The alerts are the same as
+        at once: a step's series are those of the partition when it is crossed, and a window at step
+        ``t`` sums only buckets before ``t``, which later records (all at or after the watermark) never
+        touch; a quiet series may be evaluated where at once it was skipped (see :meth:`_evaluate`).
         """
         res = BatchResult(partition)
         parser = self._parsers.get(partition)
@@ -210,7 +242,8 @@ class Engine:
         step_s = self.config.step_s
         self.series.begin(partition)
         b = _Batch(partition, now, meta, self.counters.applied_offset.get(partition, -1), meta.max_ts,
-                   meta.evaluated_to + step_s if meta.evaluated_to else None)
+                   meta.evaluated_to + step_s if meta.evaluated_to else None, budget=_Budget(max_evaluations))
+        self._run_due(partition, res, b.budget)  # what an earlier part left, first
         # One message at a time: its records are parsed, then counted into ``agg`` and dropped before
         # the next message is parsed. A batch holds up to batch_max messages of up to hundreds of
         # records each; parsing them all first kept every record object of the batch alive at once,
@@ -232,7 +265,34 @@ class Engine:
         meta.max_ts = b.max_ts
         if b.next_eval is not None:
             meta.evaluated_to = b.next_eval - step_s
+        self._run_due(partition, res, b.budget)
         return res
+
+    def due(self, partition: int) -> int:
+        """Series evaluations crossed but not done yet on ``partition``."""
+        return sum(len(st.series) - st.next for st in self._due.get(partition, ()))
+
+    def evaluate_due(self, partition: int, max_evaluations: int | None = None) -> BatchResult:
+        """Go on with the evaluations :meth:`process` left (part of the same batch: absorb the result)."""
+        res = BatchResult(partition)
+        self._run_due(partition, res, _Budget(max_evaluations))
+        return res
+
+    def _run_due(self, partition: int, res: BatchResult, budget: _Budget) -> None:
+        """Evaluate the due steps in order while ``budget`` lasts (an evaluation costs one unit, a
+        quiet series skipped a twentieth)."""
+        queue = self._due.get(partition)
+        while queue:
+            st = queue[0]
+            while st.next < len(st.series):
+                if budget.left is not None and budget.left <= 0:
+                    return
+                series = st.series[st.next]
+                st.next += 1
+                cost = 1.0 if self._evaluate(partition, st.at, res, series) else 0.05
+                if budget.left is not None:
+                    budget.left -= cost
+            queue.popleft()
 
     def _count(self, b: _Batch, recs: list[Playback], res: BatchResult) -> None:
         """Count one message's records into the batch (the hot path: locals, no call per record but
@@ -320,43 +380,50 @@ class Engine:
         ``wm``; returns the next step to cross."""
         self._push(b)
         step_s = self.config.step_s
+        queue = self._due.setdefault(b.partition, deque())
+        series = self.counters.series(b.partition)  # the series of each step crossed now (shared)
         for t in steps_to(next_eval, wm, step_s, self.config.max_catchup_steps):
-            self._evaluate(b.partition, t, res)
+            res.steps += 1
+            queue.append(_Step(t, series))
+            self._run_due(b.partition, res, b.budget)  # at once, as far as the budget goes
         return int(wm // step_s) * step_s + step_s
 
-    def _evaluate(self, partition: int, at: int, res: BatchResult) -> None:
-        res.steps += 1
+    def _evaluate(self, partition: int, at: int, res: BatchResult, series: str) -> bool:
+        """Evaluate ``series`` at step ``at``; False when it was skipped.
+
+        A quiet series with no data in any short window cannot fire: it is skipped (this is what keeps
+        a catch-up over a gap cheap). A firing one is evaluated to resolve it. Evaluated later than its
+        step was crossed (a spread batch, see process()), a series may have data after the step and
+        be evaluated where at once it was skipped: its conditions are false (no data in its windows
+        before the step), its alerts the same."""
         window = self.counters.window
-        last_data = self.counters.last_data
         tracks = self.tracks
-        for series in self.counters.series(partition):
-            slo = self.slos.get(series.split("|", 1)[0])
-            if slo is None:
+        slo = self.slos.get(series.split("|", 1)[0])
+        if slo is None or not self.counters.has_series(series):
+            return False  # displaced or expired since the step was crossed
+        keys = tracks.keys(series, slo)
+        before = [tracks.track_at(dk, at) for _, dk in keys]
+        if at - self.counters.last_data(series) > self._quiet_after[slo.name] and not any(t.firing for t in before):
+            return False
+        ev = evaluate(slo, series, at, {w: window(series, at, w) for w in slo.windows_s})
+        res.evaluations += 1
+        res.statuses[series] = ev
+        for (severity, dk), track in zip(keys, before, strict=True):
+            new, change = step(track, condition=ev.active(severity), at=at, hold_s=slo.policy.hold_s)
+            if new != track:
+                tracks.change(dk, partition, new)
+            if change is None:
                 continue
-            keys = tracks.keys(series, slo)
-            before = [tracks.track_at(dk, at) for _, dk in keys]
-            # A quiet series with no data in any short window cannot fire: skip it (this is what
-            # keeps a catch-up over a gap cheap). A firing one is evaluated to resolve it.
-            if at - last_data(series) > self._quiet_after[slo.name] and not any(t.firing for t in before):
-                continue
-            ev = evaluate(slo, series, at, {w: window(series, at, w) for w in slo.windows_s})
-            res.evaluations += 1
-            res.statuses[series] = ev
-            for (severity, dk), track in zip(keys, before, strict=True):
-                new, change = step(track, condition=ev.active(severity), at=at, hold_s=slo.policy.hold_s)
-                if new != track:
-                    tracks.change(dk, partition, new)
-                if change is None:
-                    continue
-                started = new.fired_at if change is AlertState.FIRING else track.fired_at
-                alert = make_alert(slo, ev, severity, change, started_at=started or at)
-                if change is AlertState.FIRING:
-                    onset, suspects = self.suspects_for(series, slo, at)
-                    alert = replace(alert, suspects=tuple(suspects), burn_onset=onset)
-                    tracks.fired(dk, partition, alert.suspects)
-                else:
-                    tracks.resolved(dk, partition, at)
-                res.alerts.append(alert)
+            started = new.fired_at if change is AlertState.FIRING else track.fired_at
+            alert = make_alert(slo, ev, severity, change, started_at=started or at)
+            if change is AlertState.FIRING:
+                onset, suspects = self.suspects_for(series, slo, at)
+                alert = replace(alert, suspects=tuple(suspects), burn_onset=onset)
+                tracks.fired(dk, partition, alert.suspects)
+            else:
+                tracks.resolved(dk, partition, at)
+            res.alerts.append(alert)
+        return True
 
     # ---- correlation ------------------------------------------------------------------------------
 
@@ -394,12 +461,21 @@ class Engine:
         """Write the batch's state: alert tracks (with their resolution markers, see
         :mod:`streams.core.tracks`), per-revision counts, counter chunks, then the partition meta
         record last."""
+        for _ in self.commit_steps(res, every=None):
+            pass
+
+    def commit_steps(self, res: BatchResult, *, every: int | None) -> Iterator[None]:
+        """:meth:`commit`, pausing (yielding) after about every ``every`` counter chunk writes (the
+        adapter gives the event loop a turn there). The writes and their order are those of
+        :meth:`commit`; stopping at a pause leaves a prefix of them, as a crash would."""
         p = res.partition
+        if self._due.get(p):
+            raise RuntimeError(f"partition {p}: {self.due(p)} evaluations are still due (evaluate_due first)")
         self.tracks.commit(p, self.marks.stored_to(p))
         self.revisions.commit(p)
         meta = self.meta(p)
         offset = max(res.max_offset, meta.offset)
-        self.counters.flush(p, offset)
+        yield from self.counters.flush_steps(p, offset, every=every)
         if meta.evaluated_to:
             self.revisions.expire(p, meta.evaluated_to)
         expired = bool(meta.evaluated_to and self.counters.expire(p, meta.evaluated_to))

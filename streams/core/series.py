@@ -231,12 +231,14 @@ class SeriesIndex:
                 cands = self._idle[slo] = deque(sorted((key(s), s) for s in self._candidates_of(slo)))
             while cands:
                 last, s = cands[0]
-                if s not in self._admitted or key(s) != last or self.protected(s):
-                    cands.popleft()  # gone, or fed since the list was made, or alerting
+                if s not in self._admitted or key(s) != last:
+                    cands.popleft()  # gone, or fed since the list was made
                     continue
                 if at - last < self.admission.idle_s:
-                    return False  # the one fed longest ago is not idle: no other is
+                    return False  # the one fed longest ago is not idle: no other is (the common case)
                 cands.popleft()
+                if self.protected(s):
+                    continue  # alerting
                 self.evict(s)
                 return True
             return False

@@ -161,7 +161,8 @@ def test_a_junk_burst_leaves_bounded_state_no_stall_and_no_lockout_of_real_place
     report(request,
            f"hostile producer: {JUNK:,} junk clusters in {burst_s:.1f} s; state entries {entries0:.0f} -> "
            f"{entries1:.0f}; RSS {rss0:.0f} -> {rss1:.0f} MiB; {series:.0f} series of {SLO} (limit {LIMIT}); "
-           f"{refused:.0f} records refused; during the burst {len(lat)} gate requests answered, p99 {p99 * 1e3:.0f} ms, "
+           f"{refused:.0f} records refused; during the burst {len(lat)} gate requests answered, "
+           f"p99 {p99 * 1e3:.0f} ms, "
            f"max {lat[-1] * 1e3 if lat else float('nan'):.0f} ms; {len(scrapes)} /metrics scrapes, max "
            f"{scrapes[-1] * 1e3 if scrapes else float('nan'):.0f} ms; {len(prober.failures)} failed")
 

@@ -361,3 +361,63 @@ def test_a_batch_processed_in_parts_before_one_commit_equals_the_batch_at_once(p
         assert b.statuses == a.statuses
     assert whole.store == split.store
     assert AlertState.FIRING in states  # the parts crossed the firing of a page
+
+
+@pytest.mark.parametrize("budget", [1, 3, 50])
+def test_evaluations_spread_over_calls_by_a_budget_equal_the_evaluations_at_once(budget: int) -> None:
+    # Five clusters, one of them in a total outage (pages, then resolves); batches of 20 minutes, each
+    # crossing many steps: with a budget the steps' evaluations wait for later calls, in order.
+    clusters = [f"c{i}" for i in range(5)]
+    msgs = [batch([record(T0 + s + i / 10, cluster=cl, errors=1 if cl == "c2" and 3600 <= s < 4200 else 0)
+                   for cl in clusters for i in range(10)]) for s in range(3 * HOUR)]
+    whole = Engine([slo()], {}, EngineConfig(allowed_lateness_s=30))
+    spread = Engine([slo()], {}, EngineConfig(allowed_lateness_s=30))
+    seen, calls = [], 0
+    for first in range(0, len(msgs), 1200):
+        chunk = [(k, v, first + i) for i, (k, v) in enumerate(msgs[first:first + 1200])]
+        a = whole.process(0, chunk, now=NOW)
+        whole.commit(a)
+        b = spread.process(0, chunk, now=NOW, max_evaluations=budget)
+        assert b.evaluations <= budget
+        while spread.due(0):
+            more = spread.evaluate_due(0, budget)
+            assert 0 < more.evaluations <= budget
+            b.absorb(more)
+            calls += 1
+        spread.commit(b)
+        assert [x.encode() for x in b.alerts] == [x.encode() for x in a.alerts]
+        assert (b.evaluations, b.steps) == (a.evaluations, a.steps)
+        assert b.statuses == a.statuses
+        seen += a.alerts
+    assert whole.store == spread.store
+    assert {x.state for x in seen} == {AlertState.FIRING, AlertState.RESOLVED}
+    assert calls > 0
+
+
+def test_a_batch_with_evaluations_still_due_cannot_be_committed() -> None:
+    engine = Engine([slo()], {}, EngineConfig(allowed_lateness_s=0))
+    res = engine.process(0, [(k, v, i) for i, (k, v) in enumerate(steady_then_outage(600, 0))], now=NOW,
+                         max_evaluations=0)
+    assert engine.due(0) > 0
+    with pytest.raises(RuntimeError, match="still due"):
+        engine.commit(res)
+
+
+def test_a_commit_in_steps_writes_what_commit_writes_and_a_reader_at_a_pause_counts_each_series_once() -> None:
+    clusters = [f"c{i}" for i in range(30)]
+    msgs = [batch([record(T0 + s + i / 10, cluster=cl, errors=i % 2) for cl in clusters for i in range(10)])
+            for s in range(600)]
+    chunk = [(k, v, i) for i, (k, v) in enumerate(msgs)]
+    at_once, stepped = Engine([slo()], {}, EngineConfig()), Engine([slo()], {}, EngineConfig())
+    at_once.commit(at_once.process(0, chunk, now=NOW))
+    res = stepped.process(0, chunk, now=NOW)
+    series = stepped.counters.series(0)
+    end = T0 + 600
+    want = {s: stepped.counters.window(s, end, 3600) for s in series}
+    pauses = 0
+    for _ in stepped.commit_steps(res, every=2):
+        pauses += 1
+        assert {s: stepped.counters.window(s, end, 3600) for s in series} == want
+    assert pauses >= len(series) // 2 - 1
+    assert stepped.store == at_once.store
+    assert want[series[0]] == (3000, 6000)
