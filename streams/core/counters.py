@@ -224,8 +224,12 @@ class Counters:
         self.flushed = 0
         since = 0
         for key in self._doomed.pop(partition, ()):
+            if every is not None and since >= every:
+                since = 0
+                yield
             if key in self.store:
                 del self.store[key]
+                since += 1
         for series in [s for s in self._pending if self._series_partition.get(s) == partition]:
             if every is not None and since >= every:
                 since = 0

@@ -100,6 +100,10 @@ class BatchResult:
         self.max_offset = max(self.max_offset, later.max_offset)
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class _Budget:
     """Evaluation work one call may still do (None: no limit)."""
@@ -109,11 +113,14 @@ class _Budget:
 
 @dataclass
 class _Step:
-    """An evaluation step crossed: its time, the partition's series then, and the next to look at."""
+    """An evaluation step crossed: its time, the partition's series then (with their positions, shared
+    by the steps crossed together), the next to look at, and those evaluated ahead (Engine._settle)."""
 
     at: int
     series: list[str]
+    pos: dict[str, int]
     next: int = 0
+    settled: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -171,6 +178,7 @@ class Engine:
         # Per partition, the evaluation steps crossed but not evaluated yet, in order (see process():
         # the evaluations of a large partition may be spread over several calls).
         self._due: dict[int, deque[_Step]] = {}
+        self._res: BatchResult | None = None  # the result of the call under way (Engine._settle)
 
     def _known_clusters(self, service: str) -> frozenset[str]:
         """The clusters the Kubernetes bridge reported for ``service`` (trusted placements)."""
@@ -178,9 +186,24 @@ class Engine:
         return frozenset(ServiceChanges.from_bytes(raw).clusters) if raw else frozenset()
 
     def _alerting(self, series: str) -> bool:
-        """``series`` has an alert firing or resolving (its series must not be displaced)."""
+        """``series`` must not be displaced: an alert of it is firing or resolving (after its due
+        evaluations, which may fire it, are done)."""
         slo = self.slos.get(series.split("|", 1)[0])
-        return slo is not None and any(self.tracks.track(dk) != Track() for _, dk in self.tracks.keys(series, slo))
+        if slo is None:
+            return False
+        p = self.counters.partition_of(series)
+        if p is not None and self._res is not None and self._due.get(p):
+            self._settle(p, self._res, series)  # its due evaluations first: it may fire there
+        return any(self.tracks.track(dk) != Track() for _, dk in self.tracks.keys(series, slo))
+
+    def _settle(self, partition: int, res: BatchResult, series: str) -> None:
+        """Evaluate ``series`` at every due step that has not reached it yet, in order (ahead of the
+        other series of those steps: each series' steps stay in order, so the alerts are the same)."""
+        for st in self._due.get(partition, ()):
+            i = st.pos.get(series)
+            if i is not None and i >= st.next and series not in st.settled:
+                st.settled.add(series)
+                self._evaluate(partition, st.at, res, series)
 
     # ---- partitions ---------------------------------------------------------------------------
 
@@ -243,7 +266,9 @@ class Engine:
         self.series.begin(partition)
         b = _Batch(partition, now, meta, self.counters.applied_offset.get(partition, -1), meta.max_ts,
                    meta.evaluated_to + step_s if meta.evaluated_to else None, budget=_Budget(max_evaluations))
+        self._res = res
         self._run_due(partition, res, b.budget)  # what an earlier part left, first
+        self.series.before_ranking = lambda: self._push(b)
         # One message at a time: its records are parsed, then counted into ``agg`` and dropped before
         # the next message is parsed. A batch holds up to batch_max messages of up to hundreds of
         # records each; parsing them all first kept every record object of the batch alive at once,
@@ -261,6 +286,8 @@ class Engine:
             b.parsed += len(recs)
             self._count(b, recs, res)
         self._push(b)
+        self.series.before_ranking = _nothing
+        self._res = None
         res.records = b.parsed - (len(rejected) - b.parse_rejects) - res.replay_skipped
         meta.max_ts = b.max_ts
         if b.next_eval is not None:
@@ -289,6 +316,8 @@ class Engine:
                     return
                 series = st.series[st.next]
                 st.next += 1
+                if series in st.settled:
+                    continue
                 cost = 1.0 if self._evaluate(partition, st.at, res, series) else 0.05
                 if budget.left is not None:
                     budget.left -= cost
@@ -338,8 +367,8 @@ class Engine:
             dims = (service, cluster, region, platform)
             if dims not in dim_series and not admit(dims, ts):
                 rejected.append(Rejected(c.REASON_SERIES_LIMIT,
-                                         f"an SLO of {service} has {cfg.max_series_per_slo} series, none of them "
-                                         f"idle for {cfg.series_idle_s}s; {'/'.join(dims)} not counted",
+                                         f"an SLO of {service} has {cfg.max_series_per_slo} series and none can "
+                                         f"give way (docs/semantics.md, Limits); {'/'.join(dims)} not counted",
                                          offset, r.index, r.to_dict()))
                 continue
             rev = r.revision
@@ -382,9 +411,10 @@ class Engine:
         step_s = self.config.step_s
         queue = self._due.setdefault(b.partition, deque())
         series = self.counters.series(b.partition)  # the series of each step crossed now (shared)
+        pos = {name: i for i, name in enumerate(series)}
         for t in steps_to(next_eval, wm, step_s, self.config.max_catchup_steps):
             res.steps += 1
-            queue.append(_Step(t, series))
+            queue.append(_Step(t, series, pos))
             self._run_due(b.partition, res, b.budget)  # at once, as far as the budget goes
         return int(wm // step_s) * step_s + step_s
 
@@ -489,4 +519,5 @@ class Engine:
                 self.tracks.forget_series(series)
         meta.offset = offset
         self.marks.write(p)
-        self.read.last_status.update(res.statuses)
+        has = self.counters.has_series
+        self.read.last_status.update((k, ev) for k, ev in res.statuses.items() if has(k))

@@ -16,11 +16,13 @@ lock real placements out for the SLO window:
   in the SLO window;
 - any other new series takes the place of the untrusted one fed longest ago, only if that one has had no
   data for ``idle_s`` (a junk burst is recycled after that long, a live series is never displaced by junk);
-- trusted series and series with an open alert are never displaced.
+- trusted series and series with an open alert are never displaced (a series' evaluations still due
+  in the batch are done first: it may fire there);
+- a record is admitted in every SLO of its service or in none (nothing is displaced for a refused one).
 
 A record that finds no place is refused (dead letter ``series_limit``); the refusal is counted per SLO
 and its placement kept in a small sample for the pipeline-health dashboard. A displaced series loses its
-counts (it is forgotten as if it had expired).
+counts and its Prometheus counters (it is forgotten as if it had expired).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Any
 
 from streams.core import conventions as c
 from streams.core.counters import L0_WIDTH, Counters
@@ -138,6 +141,8 @@ class SeriesIndex:
         self.max_dimension_tuples = admission.max_dimension_tuples
         self.known_clusters = known_clusters
         self.protected = protected
+        # Called before candidates are ranked: the engine pushes the batch's counts so far.
+        self.before_ranking: Callable[[], None] = lambda: None
         self.dim_series: dict[Dims, tuple[str, ...]] = {}  # dimensions already admitted -> their series
         self._by_slo: dict[str, set[str]] = {}
         self._admitted: set[str] = set()
@@ -182,21 +187,31 @@ class SeriesIndex:
 
     def admit(self, dims: Dims, at: float) -> bool:
         """Admit the series of every SLO of ``dims[0]`` for these dimensions (``at``: the record's
-        event time), making room at the limit as the module doc says; False when one finds no room."""
+        event time), making room at the limit as the module doc says; False when one finds no room.
+        All or nothing: every SLO finds room (or a series to displace) before any is displaced or added."""
         svc = self.services[dims[0]]
         names = tuple(plan.series(dims) for plan in svc.plans)
         limit = self.max_series_per_slo
+        victims: list[tuple[deque[Any], str]] = []
         for plan, n in zip(svc.plans, names, strict=True):
             if n in self._admitted:
                 continue
             slo = plan.slo.name
-            mine = self._by_slo.setdefault(slo, set())
-            if len(mine) >= limit and not self._make_room(slo, self._trusted(plan.slo.service, n), at):
+            if len(self._by_slo.get(slo, ())) < limit:
+                continue
+            found = self._victim(slo, self._trusted(plan.slo.service, n), at)
+            if found is None:
                 self.refusals.setdefault(slo, Refusals()).note((dims[1], dims[2], dims[3]))
                 return False
-            mine.add(n)
-            self._admitted.add(n)
-            self._admitted_at[n] = at
+            victims.append(found)
+        for queue, victim in victims:
+            queue.popleft()
+            self.evict(victim)
+        for plan, n in zip(svc.plans, names, strict=True):
+            if n not in self._admitted:
+                self._by_slo.setdefault(plan.slo.name, set()).add(n)
+                self._admitted.add(n)
+                self._admitted_at[n] = at
         if len(self.dim_series) >= self.max_dimension_tuples:
             self.dim_series.clear()  # a cache: the tuples seen again are admitted again
         self.dim_series[dims] = names
@@ -216,18 +231,21 @@ class SeriesIndex:
             known = self._known[service] = self.known_clusters(service)
         return values[0] in known
 
-    def _make_room(self, slo: str, trusted: bool, at: float) -> bool:
-        """Displace one series of ``slo`` for a new one (see the module doc); True if one was.
+    def _victim(self, slo: str, trusted: bool, at: float) -> tuple[deque[Any], str] | None:
+        """The series of ``slo`` a new one would displace (see the module doc), at the head of the
+        returned candidate queue (the caller pops it when it displaces it); None when there is none.
 
         Candidates are the untrusted series of the batch's partition (their state is written with this
-        batch), those admitted earlier in this batch included, without an open alert. An untrusted
-        newcomer takes the place of the one fed longest ago, if that has been idle ``idle_s``; a trusted
-        newcomer takes the place of the one with the fewest events in the SLO window (junk before a busy
-        placement), fed longest ago first."""
+        batch), those admitted earlier in this batch included, with no alert open and no evaluation
+        due. An untrusted newcomer takes the place of the one fed longest ago, if that has been idle
+        ``idle_s``; a trusted newcomer takes the place of the one with the fewest events in the SLO
+        window (junk before a busy placement), fed longest ago first. The batch's counts so far are
+        pushed into the counters before the candidates are ranked (``before_ranking``)."""
         key = self._recency
         if not trusted:
             cands = self._idle.get(slo)
             if cands is None:
+                self.before_ranking()
                 cands = self._idle[slo] = deque(sorted((key(s), s) for s in self._candidates_of(slo)))
             while cands:
                 last, s = cands[0]
@@ -235,25 +253,25 @@ class SeriesIndex:
                     cands.popleft()  # gone, or fed since the list was made
                     continue
                 if at - last < self.admission.idle_s:
-                    return False  # the one fed longest ago is not idle: no other is (the common case)
-                cands.popleft()
+                    return None  # the one fed longest ago is not idle: no other is (the common case)
                 if self.protected(s):
-                    continue  # alerting
-                self.evict(s)
-                return True
-            return False
+                    cands.popleft()
+                    continue
+                return cands, s
+            return None
         light = self._light.get(slo)
         if light is None:
+            self.before_ranking()
             window = self._window_s[slo]
             at10 = int(at // L0_WIDTH) * L0_WIDTH
             light = self._light[slo] = deque(sorted(
                 (self.counters.window(s, at10, window)[1], key(s), s) for s in self._candidates_of(slo)))
         while light:
-            _, _, s = light.popleft()
+            s = light[0][2]
             if s in self._admitted and not self.protected(s):
-                self.evict(s)
-                return True
-        return False
+                return light, s
+            light.popleft()
+        return None
 
     def _candidates_of(self, slo: str) -> list[str]:
         part = self.counters.partition_of
@@ -272,6 +290,7 @@ class SeriesIndex:
         self._admitted.discard(series)
         self._by_slo.get(slo, set()).discard(series)
         self.counters.evict(series)
+        self.sli_totals.pop(series, None)  # its Prometheus counters go with it
         self.dim_series.clear()  # tuples that led to it must be admitted again
         self.evicted[slo] += 1
         self.evicted_since_commit = True

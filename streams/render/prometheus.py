@@ -313,8 +313,9 @@ def _streaming_path_group(liveness: Liveness) -> dict[str, Any]:
             A_SUMMARY: "ticket: SLO {{ $labels.slo }} refuses records of new placements (series limit)",
             A_DESCRIPTION: (
                 "{{ $value | humanize }} records of {{ $labels.service }} were dead-lettered (series_limit) in "
-                "the last 10 minutes: the SLO holds SLO_STREAM_MAX_SERIES_PER_SLO series and none was idle "
-                "long enough to give way. The placements refused are on the pipeline-health dashboard "
+                "the last 10 minutes: the SLO holds SLO_STREAM_MAX_SERIES_PER_SLO series and none could give way "
+                "(idle long enough, or untrusted for a trusted newcomer). The placements refused are on the "
+                "pipeline-health dashboard "
                 "(\"Series admission\"). Real placements: add them to SLO_STREAM_SERIES_ALLOW or raise the "
                 "limit; junk: find the producer (docs/semantics.md, Limits)."
             ),

@@ -146,3 +146,54 @@ def test_a_series_grouped_away_is_trusted_by_its_kept_dimensions_only() -> None:
     feed2([record(T0, region="r1"), record(T0 + 1, region="r2")])
     assert not feed2([record(T0 + 2, region="us-east")])
     assert e2.counters.series_count() == 2
+
+
+def test_admission_is_all_or_nothing_over_the_slos_of_a_service() -> None:
+    # Two SLOs of one service: "a" keeps the cluster, "b" groups it away (one series per region). Both
+    # full. An allow-listed cluster in a new region could displace a series of "a", but "b" has no
+    # room for the new region: the record is refused and nothing is displaced or added.
+    a = slo(name="playback-api-a", group_by=("cluster", "region", "platform"))
+    b = slo(name="playback-api-b", group_by=("region",))
+    e = Engine([a, b], {}, EngineConfig(allowed_lateness_s=0, max_series_per_slo=2, series_idle_s=IDLE_S,
+                                        series_allow=(("cluster", "us-*"),)))
+    feed = Feeder(e)
+    feed([record(T0, cluster="c1", region="r1"), record(T0 + 1, cluster="c2", region="r2")])
+    before = set(e.counters.all_series())
+    assert feed([record(T0 + 2, cluster="us-1", region="r3")])
+    assert set(e.counters.all_series()) == before
+    assert e.series.series_count("playback-api-a") == e.series.series_count("playback-api-b") == 2
+    assert not e.series.evicted
+
+
+def test_a_series_with_an_evaluation_still_due_is_not_displaced_and_its_alerts_come() -> None:
+    # "zburn" starts failing; an allow-listed newcomer arrives at the end of the same batch. With the
+    # evaluations spread over calls (a budget of 1), the alerts are those of the batch at once.
+    def run(budget: int | None) -> tuple[list, set[str]]:
+        e = Engine([slo()], {}, EngineConfig(allowed_lateness_s=0, max_series_per_slo=2, series_idle_s=IDLE_S,
+                                             series_allow=(("cluster", "us-*"),)))
+        end = 7 * HOUR
+        recs = [record(T0 + s, cluster="busy", total=50) for s in range(0, end, 5)]
+        recs += [record(T0 + s, cluster="zburn", total=5, errors=5 if s >= end - 600 else 0) for s in range(0, end, 5)]
+        recs.sort(key=lambda r: r["ts"])
+        recs.append(record(T0 + end, cluster="us-east-1"))
+        msgs = [(k, v, i) for i, (k, v) in enumerate(batch(recs[j:j + 100]) for j in range(0, len(recs), 100))]
+        res = e.process(0, msgs, now=NOW, max_evaluations=budget)
+        while e.due(0):
+            res.absorb(e.evaluate_due(0, budget))
+        e.commit(res)
+        return [(a.dedup_key, a.state) for a in res.alerts], set(e.counters.all_series())
+
+    at_once, spread = run(None), run(1)
+    assert at_once[0] and spread[0] == at_once[0]
+    assert "playback-api-availability|zburn|eu-west|kubernetes" in spread[1]
+
+
+def test_a_displaced_series_leaves_no_prometheus_counters_and_no_status() -> None:
+    e = engine()
+    feed = Feeder(e)
+    feed(junk(T0, LIMIT))
+    feed([record(T0 + 2 * IDLE_S + i, cluster="real") for i in range(20)])
+    gone = "playback-api-availability|junk-0|eu-west|kubernetes"
+    assert e.series.evicted["playback-api-availability"] == 1
+    assert gone not in e.series.sli_totals and gone not in e.read.last_status
+    assert len(e.series.sli_totals) == LIMIT
