@@ -137,6 +137,12 @@ class Pipeline:
             log.info("recovered state for partitions %s: %d series", sorted(new),
                      self.engine.counters.series_count())
 
+    async def _turn(self, partition: int, epoch: int) -> bool:
+        """Give the event loop a turn in the middle of a batch of ``partition``; True when partitions
+        moved meanwhile (see :meth:`_moved`: the batch is then abandoned)."""
+        await asyncio.sleep(0)
+        return self._moved(partition, epoch)
+
     def _moved(self, partition: int, epoch: int) -> bool:
         """Partitions were revoked or assigned since ``epoch`` (during a batch's await): the engine's
         state of ``partition`` is no longer what the batch started from, so nothing of the batch is
@@ -226,24 +232,22 @@ class Pipeline:
             if not messages:
                 return taken
         t0 = time.perf_counter()
-        res: BatchResult | None = None
+        # The batch in parts, then the evaluations the parts left, each call within its budget and
+        # with a turn for the HTTP API, the heartbeats and the timers before the next.
+        res = BatchResult(partition)
         busy = 0.0
-        work = [lambda part=part: engine.process(partition, part, now=now, max_evaluations=EVALUATIONS_PER_TURN)
-                for part in parts(messages, PART_BYTES)]
-        while work or engine.due(partition):
-            step = work.pop(0) if work else lambda: engine.evaluate_due(partition, EVALUATIONS_PER_TURN)
+        for i, part in enumerate(parts(messages, PART_BYTES)):
+            if i and await self._turn(partition, epoch):
+                return [False] * offered
             tp = time.perf_counter()
-            got = step()
+            res.absorb(engine.process(partition, part, now=now, max_evaluations=EVALUATIONS_PER_TURN))
             busy += time.perf_counter() - tp
-            if res is None:
-                res = got
-            else:
-                res.absorb(got)
-            if work or engine.due(partition):
-                await asyncio.sleep(0)  # a turn for the HTTP API, the heartbeats and the timers
-                if self._moved(partition, epoch):
-                    return [False] * offered
-        assert res is not None
+        while engine.due(partition):
+            if await self._turn(partition, epoch):
+                return [False] * offered
+            tp = time.perf_counter()
+            res.absorb(engine.evaluate_due(partition, EVALUATIONS_PER_TURN))
+            busy += time.perf_counter() - tp
         t1 = time.perf_counter()
         try:
             await self._deliver(res, messages)
@@ -266,8 +270,7 @@ class Pipeline:
         try:
             for _ in engine.commit_steps(res, every=WRITES_PER_TURN):
                 self.table.write_partition = None
-                await asyncio.sleep(0)
-                if self._moved(partition, epoch):
+                if await self._turn(partition, epoch):
                     return [False] * offered
                 self.table.write_partition = partition
         finally:

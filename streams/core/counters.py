@@ -26,7 +26,7 @@ partial bucket is taken from level 0, so nothing at or after ``t`` is ever count
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Generator, Iterator, MutableMapping
 from dataclasses import dataclass
 
 from streams.core.model import DAY, HOUR
@@ -81,7 +81,6 @@ class Counters:
         self.applied_offset: dict[int, int] = {}
         # Chunk keys of evicted series, per partition, deleted from the store by the next flush.
         self._doomed: dict[int, list[str]] = {}
-        self.flushed = 0  # chunks the last flush wrote
 
     # ---- recovery -------------------------------------------------------------------------
 
@@ -212,16 +211,13 @@ class Counters:
     def flush(self, partition: int, offset: int) -> int:
         """Write every pending bucket of ``partition`` into the store, once per chunk; return the
         number of chunks written. ``offset`` is the highest source offset of the batch."""
-        steps = self.flush_steps(partition, offset, every=None)
-        for _ in steps:
-            pass
-        return self.flushed
+        return _to_the_end(self.flush_steps(partition, offset, every=None))
 
-    def flush_steps(self, partition: int, offset: int, *, every: int | None) -> Iterator[None]:
+    def flush_steps(self, partition: int, offset: int, *, every: int | None) -> Generator[None, None, int]:
         """:meth:`flush`, pausing (yielding) after every ``every`` chunk writes, between two series:
         a series' chunks are written and its pending counts dropped with no pause in between, so a
-        reader at a pause sums each series once. :attr:`flushed` says how many chunks were written."""
-        self.flushed = 0
+        reader at a pause sums each series once. Returns the number of chunks written."""
+        written = 0
         since = 0
         for key in self._doomed.pop(partition, ()):
             if every is not None and since >= every:
@@ -255,11 +251,12 @@ class Counters:
                     self.store[key] = arr.tobytes()
                     self._chunk_sums.pop(key, None)
                     chunk_ids[lv.index].add(chunk)
-                    self.flushed += 1
+                    written += 1
                     since += 1
             del self._pending[series]
         if offset > self.applied_offset.get(partition, -1):
             self.applied_offset[partition] = offset
+        return written
 
     def expire(self, partition: int, now: int, *, every_s: int = 60) -> int:
         """Delete chunks of ``partition`` wholly older than each level keeps, relative to ``now``
@@ -359,6 +356,15 @@ class Counters:
                     bad += pb
                     total += pt
         return bad, total
+
+
+def _to_the_end(steps: Generator[None, None, int]) -> int:
+    """Run paused work (a generator of pauses) through every pause; what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return int(done.value)
 
 
 def _key(series: str, level: int, chunk: int) -> str:

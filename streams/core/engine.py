@@ -167,7 +167,7 @@ class Engine:
         self.series = SeriesIndex(
             slos, self.counters,
             admission=Admission(cfg.max_series_per_slo, cfg.series_allow, cfg.series_idle_s),
-            known_clusters=self._known_clusters, protected=self._alerting)
+            known_clusters=self._known_clusters, protected=self._protected)
         self.revisions = RevisionLog(store)
         self.read = ReadModel(self.slos, self.counters, self.marks, self.tracks, self.changes)
         # After this long without data a series with no firing alert is not evaluated: every short
@@ -185,7 +185,7 @@ class Engine:
         raw = self.changes.get(service)
         return frozenset(ServiceChanges.from_bytes(raw).clusters) if raw else frozenset()
 
-    def _alerting(self, series: str) -> bool:
+    def _protected(self, series: str) -> bool:
         """``series`` must not be displaced: an alert of it is firing or resolving (after its due
         evaluations, which may fire it, are done)."""
         slo = self.slos.get(series.split("|", 1)[0])

@@ -19,14 +19,13 @@ exactly (ground truth), and the worker still the same process.
 
 from __future__ import annotations
 
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
 
+from bench.hostile import Prober, rss_mib
 from streams.adapters.processes import free_port
 from streams.core import conventions as c
 from tests.faults.helpers_input import alive, child_pid, report, scrape, total, try_scrape, wait_until
@@ -59,39 +58,6 @@ def rec(ts: float, cluster: str, region: str = "eu-west", platform: str = "kuber
 def real_traffic(t0: float, t1: float) -> list[dict]:
     """The real placements: one record of 10 requests per placement every 10 s of event time."""
     return [rec(t, cl, rg, pf) for t in range(int(t0), int(t1), 10) for cl, rg, pf in REAL]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-class Prober(threading.Thread):
-    """Asks the worker every 100 ms until stopped; remembers every latency and every failure."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__(daemon=True)
-        self.base = base
-        self.latencies: list[float] = []  # of the gate
-        self.scrapes: list[float] = []  # of /metrics
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        paths = (f"/v1/gate?service={SERVICE}", "/metrics")
-        i = 0
-        while not self.stop.is_set():
-            t = time.perf_counter()
-            try:
-                with urllib.request.urlopen(self.base + paths[i % 2], timeout=10) as resp:
-                    resp.read()
-                (self.latencies if i % 2 == 0 else self.scrapes).append(time.perf_counter() - t)
-            except OSError as exc:
-                self.failures.append(f"{paths[i % 2]}: {type(exc).__name__}: {exc}")
-            i += 1
-            self.stop.wait(0.1)
 
 
 def test_a_junk_burst_leaves_bounded_state_no_stall_and_no_lockout_of_real_placements(
