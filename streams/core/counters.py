@@ -223,9 +223,9 @@ class Counters:
             if every is not None and since >= every:
                 since = 0
                 yield
+            since += 1  # counted whether or not the chunk was ever written: the look-up costs too
             if key in self.store:
                 del self.store[key]
-                since += 1
         for series in [s for s in self._pending if self._series_partition.get(s) == partition]:
             if every is not None and since >= every:
                 since = 0

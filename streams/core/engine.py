@@ -179,6 +179,9 @@ class Engine:
         # the evaluations of a large partition may be spread over several calls).
         self._due: dict[int, deque[_Step]] = {}
         self._res: BatchResult | None = None  # the result of the call under way (Engine._settle)
+        # The partition whose batch is under way (processed, maybe in parts, not committed yet): the
+        # admission's per-batch rankings are kept over its parts, as for the batch at once.
+        self._open: int | None = None
 
     def _known_clusters(self, service: str) -> frozenset[str]:
         """The clusters the Kubernetes bridge reported for ``service`` (trusted placements)."""
@@ -211,6 +214,7 @@ class Engine:
         """Take over ``partitions``: rebuild the index from the (recovered) store. Also the way to
         drop a partition's in-memory state after a failed batch (revoke, then assign)."""
         self.counters.recover(partitions)
+        self._open = None
         for p in partitions:
             self._due.pop(p, None)
         self.tracks.forget(partitions)
@@ -220,6 +224,7 @@ class Engine:
         self.series.recount()
 
     def revoke(self, partitions: set[int]) -> None:
+        self._open = None
         for p in partitions:
             self._due.pop(p, None)
         self.counters.release(partitions)
@@ -263,7 +268,9 @@ class Engine:
             parser = self._parsers[partition] = RecordParser(self.config.limits)
         meta = self.meta(partition)
         step_s = self.config.step_s
-        self.series.begin(partition)
+        if self._open != partition:
+            self._open = partition
+            self.series.begin(partition)
         b = _Batch(partition, now, meta, self.counters.applied_offset.get(partition, -1), meta.max_ts,
                    meta.evaluated_to + step_s if meta.evaluated_to else None, budget=_Budget(max_evaluations))
         self._res = res
@@ -495,14 +502,15 @@ class Engine:
             pass
 
     def commit_steps(self, res: BatchResult, *, every: int | None) -> Iterator[None]:
-        """:meth:`commit`, pausing (yielding) after about every ``every`` counter chunk writes (the
-        adapter gives the event loop a turn there). The writes and their order are those of
+        """:meth:`commit`, pausing (yielding) after about every ``every`` per-revision or counter chunk
+        writes (the adapter gives the event loop a turn there when one is due). The writes and their order are those of
         :meth:`commit`; stopping at a pause leaves a prefix of them, as a crash would."""
         p = res.partition
         if self._due.get(p):
             raise RuntimeError(f"partition {p}: {self.due(p)} evaluations are still due (evaluate_due first)")
+        self._open = None
         self.tracks.commit(p, self.marks.stored_to(p))
-        self.revisions.commit(p)
+        yield from self.revisions.commit_steps(p, every=every)
         meta = self.meta(p)
         offset = max(res.max_offset, meta.offset)
         yield from self.counters.flush_steps(p, offset, every=every)

@@ -10,7 +10,7 @@ leave nothing behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -139,11 +139,19 @@ class RevisionLog:
             self._dirty.add(rk)
 
     def commit(self, partition: int) -> None:
-        for rk in [rk for rk in self._dirty if self.states[rk].partition == partition]:
+        for _ in self.commit_steps(partition, every=None):
+            pass
+
+    def commit_steps(self, partition: int, *, every: int | None) -> Iterator[None]:
+        """:meth:`commit`, pausing (yielding) after every ``every`` writes (a burst of new clusters
+        dirties thousands of entries)."""
+        for i, rk in enumerate([rk for rk in self._dirty if self.states[rk].partition == partition], 1):
             self._dirty.discard(rk)
             st = self.states[rk]
             self.store[f"{REV_PREFIX}{rk[0]}|{rk[1]}"] = st.to_bytes()
             st.committed = st.offset
+            if every is not None and i % every == 0:
+                yield
 
     def counts(self, service: str, cluster: str, start: float, end: float) -> dict[str, tuple[int, int]]:
         """(errors, total) per playback ``revision`` of ``service`` in ``cluster`` over the minutes in

@@ -180,7 +180,8 @@ class SeriesIndex:
         return len(self._by_slo.get(slo, ()))
 
     def begin(self, partition: int) -> None:
-        """A batch of ``partition`` starts: what was learnt for the last one is out of date."""
+        """A batch of ``partition`` starts (the engine calls this once for all its parts): what was
+        learnt for the last one is out of date."""
         self._partition = partition
         self._forget_batch()
         self._known.clear()

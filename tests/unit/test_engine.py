@@ -10,6 +10,7 @@ import pytest
 from streams.core import conventions as c
 from streams.core.engine import Engine, EngineConfig
 from streams.core.model import HOUR, Severity
+from streams.core.revisions import REV_PREFIX
 from streams.core.wire.alert import AlertState, decode_alert
 from streams.core.wire.status import decode_status
 from tests.factories import batch, record, slo
@@ -421,3 +422,22 @@ def test_a_commit_in_steps_writes_what_commit_writes_and_a_reader_at_a_pause_cou
     assert pauses >= len(series) // 2 - 1
     assert stepped.store == at_once.store
     assert want[series[0]] == (3000, 6000)
+
+
+def test_a_commit_in_steps_pauses_between_per_revision_writes_too_and_writes_what_commit_writes() -> None:
+    """A burst of new clusters dirties a per-revision entry per cluster: those writes are paced like
+    the chunk writes (each pause leaves a prefix of commit's writes)."""
+    clusters = [f"c{i}" for i in range(40)]
+    msgs = [batch([record(T0 + i, cluster=cl, revision=f"r-{cl}") for cl in clusters]) for i in range(5)]
+    chunk = [(k, v, i) for i, (k, v) in enumerate(msgs)]
+    at_once, stepped = Engine([slo()], {}, EngineConfig()), Engine([slo()], {}, EngineConfig())
+    at_once.commit(at_once.process(0, chunk, now=NOW))
+    res = stepped.process(0, chunk, now=NOW)
+    revision_keys_at_pauses = []
+    for _ in stepped.commit_steps(res, every=4):
+        revision_keys_at_pauses.append(sum(1 for k in stepped.store if k.startswith(REV_PREFIX)))
+    assert stepped.store == at_once.store
+    assert sum(1 for k in at_once.store if k.startswith(REV_PREFIX)) == len(clusters)
+    # Paused every 4 revision writes: 4, 8, ... before the chunk writes start.
+    assert revision_keys_at_pauses[:len(clusters) // 4] == list(range(4, len(clusters) + 1, 4))
+    assert stepped.revisions.counts("playback-api", "c7", T0, T0 + 60) == {"r-c7": (0, 5)}

@@ -197,3 +197,35 @@ def test_a_displaced_series_leaves_no_prometheus_counters_and_no_status() -> Non
     assert e.series.evicted["playback-api-availability"] == 1
     assert gone not in e.series.sli_totals and gone not in e.read.last_status
     assert len(e.series.sli_totals) == LIMIT
+
+
+def test_a_batch_in_parts_ranks_the_candidates_once_as_at_once() -> None:
+    """The adapter hands a batch in parts; the ranking of the series that could give way (every
+    candidate looked at and sorted) is made once for the batch, not once per part (a burst of junk
+    made it again for every part), and what is admitted or refused is the same as at once."""
+    def run(parts: int) -> tuple[int, list[int], int]:
+        e = engine()
+        feed = Feeder(e)
+        feed(junk(T0, LIMIT))
+        msgs = [batch([r]) for r in junk(T0 + IDLE_S + 10, 3 * LIMIT, "late")]
+        offered = [(k, v, feed.offset + i) for i, (k, v) in enumerate(msgs)]
+        rankings = 0
+        candidates_of = e.series._candidates_of
+
+        def counting(slo_name: str) -> list[str]:
+            nonlocal rankings
+            rankings += 1
+            return candidates_of(slo_name)
+
+        e.series._candidates_of = counting  # type: ignore[method-assign]
+        size = len(offered) // parts
+        res = e.process(0, offered[:size], now=NOW)
+        for i in range(1, parts):
+            res.absorb(e.process(0, offered[i * size:(i + 1) * size], now=NOW))
+        e.commit(res)
+        return rankings, sorted(r.offset for r in res.rejected), e.counters.series_count()
+
+    at_once, in_parts = run(1), run(6)
+    assert at_once[0] == 1 and in_parts[0] == 1
+    assert in_parts[1:] == at_once[1:]
+    assert len(at_once[1]) == 2 * LIMIT and at_once[2] == LIMIT
