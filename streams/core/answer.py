@@ -46,13 +46,16 @@ class PlatformCounts:
 class GateInputs:
     """What the answer is made of."""
 
-    statuses: tuple[Status, ...]  # the service's series, marked stale where the worker says so
+    # The service's series that cover the question's cluster and platform, marked stale where the
+    # worker says so; ``others`` counts the service's series left out.
+    statuses: tuple[Status, ...]
     # The suspects of each firing alert (by dedup key), with each rollout's phase as of now.
     suspects: Mapping[str, tuple[Suspect, ...]] = field(default_factory=lambda: _NO_SUSPECTS)
     freezes: tuple[Freeze, ...] = ()  # the service's active change freezes
     platforms: tuple[PlatformCounts, ...] = ()  # for a migration step: one per ratio SLO of the service
     configs: Mapping[str, GateConfig] = field(default_factory=lambda: _NO_CONFIGS)  # per SLO name
     default: GateConfig = DEFAULT_GATE_CONFIG
+    others: int = 0
 
 
 def answer(q: Question, inputs: GateInputs, *, now: float) -> GateDecision:
@@ -60,7 +63,7 @@ def answer(q: Question, inputs: GateInputs, *, now: float) -> GateDecision:
     freezes and, for a migration step, each ratio SLO's platform comparison."""
     d = decide(service=q.service, cluster=q.cluster, platform=q.platform, revision=q.revision,
                statuses=inputs.statuses, suspects=inputs.suspects, now=now, configs=inputs.configs,
-               default=inputs.default)
+               default=inputs.default, others=inputs.others)
     if inputs.freezes:
         d = combine(d, decide_freeze(service=q.service, freezes=inputs.freezes, cluster=q.cluster, now=now))
     if q.migration:

@@ -558,14 +558,15 @@ def _judge_series(st: Status, cfg: GateConfig, q: _Asked, suspects: Mapping[str,
     return view, reasons, pointing
 
 
-def _no_data(service: str, cluster: str | None, platform: str | None, ours: Sequence[Status]) -> Reason:
+def _no_data(service: str, cluster: str | None, platform: str | None, ours: Sequence[Status], others: int
+             ) -> Reason:
     where = " ".join(f"{k}={v}" for k, v in (("cluster", cluster), ("platform", platform)) if v)
-    if ours:
-        elsewhere = len({s.series for s in ours})
+    elsewhere = len({s.series for s in ours}) + others
+    if elsewhere:
         msg = f"no SLO series of {service} matches {where} ({elsewhere} series elsewhere): cannot tell"
     else:
         msg = f"no slo.status for {service}: no SLO covers it, or none of its events was evaluated yet"
-    return make_reason(ReasonCode.NO_DATA, Decision.UNKNOWN, msg, series_of_service=len(ours))
+    return make_reason(ReasonCode.NO_DATA, Decision.UNKNOWN, msg, series_of_service=elsewhere)
 
 
 def _healthy(views: Sequence[SeriesView]) -> Reason:
@@ -592,11 +593,14 @@ def decide(
     now: float,
     configs: Mapping[str, GateConfig] | None = None,
     default: GateConfig = DEFAULT_GATE_CONFIG,
+    others: int = 0,
 ) -> GateDecision:
     """Decide whether a rollout of ``service`` may go on (rules in the module docstring).
 
     ``statuses``: the latest status of each series (any service's; for one series the newest
-    ``processed_at`` wins), marked stale where the worker says so. ``suspects``: the ranked suspects
+    ``processed_at`` wins), marked stale where the worker says so. ``others``: series of ``service``
+    left out of ``statuses`` by the caller because they do not cover ``cluster``/``platform`` (for
+    the "no data" message). ``suspects``: the ranked suspects
     of each *firing* alert, keyed by the alert's dedup key (``conventions.dedup_key(series, "page")``).
     ``now``: wall clock, epoch seconds. ``configs``: per SLO name; others get ``default``.
     ``revision``: any name of the revision being rolled out (Deployment revision, pod-template-hash,
@@ -612,7 +616,7 @@ def decide(
             latest[st.series] = st
     if not latest:
         return GateDecision(decision=Decision.UNKNOWN, service=service, at=now, cluster=cluster, platform=platform,
-                            revision=revision, reasons=(_no_data(service, cluster, platform, ours),))
+                            revision=revision, reasons=(_no_data(service, cluster, platform, ours, others),))
     views: list[SeriesView] = []
     reasons: list[Reason] = []
     pointing: list[GateSuspect] = []
