@@ -187,7 +187,8 @@ class _Metrics(_View):
         if api.settings.metrics_require_token:
             api.authorize_read(request)
         # aiohttp refuses a charset inside content_type=, so the whole header goes in headers.
-        return self.bytes(api.pipeline.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        text = await api.pipeline.metrics.exposition_off_loop()
+        return self.bytes(text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class _Slos(_View):
