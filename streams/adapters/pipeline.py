@@ -74,6 +74,11 @@ class Pacer:
         return True
 
 
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 def commit_gap(committed: int | None, acked: list[int]) -> int | None:
     """The first acknowledged offset when offsets between the committed one and it were never
     acknowledged (Faust then never commits again), else None.
@@ -350,10 +355,15 @@ class Pipeline:
         # Awaited one by one: one gather over a burst's ~100,000 futures is a single step of about
         # half a second (a callback on each). A future already done returns at once; the first
         # failure raises, as gather would.
-        for i, fut in enumerate(futures, 1):
-            await fut
-            if i % SENDS_PER_CHECK == 0:
-                await self.pacer.turn_if_due()
+        try:
+            for i, fut in enumerate(futures, 1):
+                await fut
+                if i % SENDS_PER_CHECK == 0:
+                    await self.pacer.turn_if_due()
+        except BaseException:
+            for fut in futures:  # their failures are this one's: no "exception never retrieved" each
+                fut.add_done_callback(_retrieved)
+            raise
 
     # ---- wall-clock timers ----------------------------------------------------------------------
 

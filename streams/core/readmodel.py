@@ -115,8 +115,10 @@ class ReadModel:
         out = []
         for series in self.service_series(service):
             if cluster is not None or platform is not None:
+                # As the gate matches: the series' own value, or the dimension grouped away.
                 _, s_cluster, _, s_platform = c.split_series_key(series)
-                if cluster not in (None, s_cluster, c.ANY) or platform not in (None, s_platform, c.ANY):
+                if (cluster is not None and s_cluster not in (cluster, c.ANY)) or (
+                        platform is not None and s_platform not in (platform, c.ANY)):
                     continue
             ev = self.current_status(series)
             if ev is None:
@@ -210,7 +212,7 @@ class ReadModel:
                                        cluster=q.cluster, platform=q.platform))
         others = 0
         if (q.cluster is not None or q.platform is not None) and not statuses:
-            others = len(self.statuses(q.service, now=now, processed_at=processed_at, stale=stale))
+            others = len(self.service_series(q.service))  # for the "no data" message: counted, not built
         current = self.service_changes(q.service)
         suspects = {}
         for st in statuses:

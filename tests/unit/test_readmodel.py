@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from streams.core.answer import Question, answer
 from streams.core.engine import Engine, EngineConfig
 from streams.core.gate import DEFAULT_GATE_CONFIG
@@ -16,8 +18,8 @@ from tests.unit.test_engine import NOW, T0, run
 CLUSTERS = ("eu-west-1", "eu-west-2", "us-east-1")
 
 
-def engine_with_traffic(seconds: int = 120, *, bad_from: int | None = None) -> Engine:
-    e = Engine([slo()], {}, EngineConfig(allowed_lateness_s=0))
+def engine_with_traffic(seconds: int = 120, *, bad_from: int | None = None, **slo_changes: object) -> Engine:
+    e = Engine([slo(**slo_changes)], {}, EngineConfig(allowed_lateness_s=0))
     msgs = [batch([record(T0 + s + i / 10, cluster=cl, errors=int(bad_from is not None and s >= bad_from
                                                                     and cl == "eu-west-2"))
                    for cl in CLUSTERS for i in range(10)]) for s in range(seconds)]
@@ -44,13 +46,33 @@ def test_statuses_of_a_placement_are_those_of_every_series_that_covers_it() -> N
     assert statuses(e, platform="kubernetes") == every and statuses(e, platform="legacy") == []
 
 
-def test_the_gate_answers_a_placement_question_as_it_did_from_every_status() -> None:
-    e = engine_with_traffic(600, bad_from=300)
-    for cluster in (None, *CLUSTERS):
-        q = Question("playback-api", cluster=cluster)
+def test_a_series_that_groups_the_cluster_or_platform_away_covers_every_value_of_it() -> None:
+    e = engine_with_traffic(group_by=("region", "platform"))
+    every = statuses(e)
+    assert [st.dimensions.cluster for st in every] == ["*"]
+    for cluster in (*CLUSTERS, "ap-south-1"):
+        assert statuses(e, cluster=cluster) == every
+    assert statuses(e, cluster="eu-west-1", platform="kubernetes") == every
+    assert statuses(e, platform="legacy") == []
+    e = engine_with_traffic(group_by=("cluster", "region"))
+    assert statuses(e, platform="legacy") == statuses(e) and len(statuses(e)) == len(CLUSTERS)
+
+
+@pytest.mark.parametrize("group_by", [("cluster", "region", "platform"), ("region", "platform"), ("region",)])
+def test_the_gate_answers_a_placement_question_as_it_did_from_every_status(group_by: tuple[str, ...]) -> None:
+    e = engine_with_traffic(1800, bad_from=300, group_by=group_by)
+    for cluster, platform in [(None, None), *((cl, None) for cl in CLUSTERS), ("eu-west-2", "kubernetes"),
+                              (None, "legacy"), ("ap-south-1", None)]:
+        q = Question("playback-api", cluster=cluster, platform=platform)
         filtered = inputs(e, q)
         full = replace(filtered, statuses=tuple(statuses(e)), others=0)
         assert answer(q, filtered, now=NOW).to_json() == answer(q, full, now=NOW).to_json()
+    assert answer(Question("playback-api", cluster="eu-west-2"), inputs(e, Question(
+        "playback-api", cluster="eu-west-2")), now=NOW).decision != "proceed"  # the burn is judged
+
+
+def test_a_placement_no_series_covers_is_unknown_and_the_series_elsewhere_are_counted() -> None:
+    e = engine_with_traffic()
     elsewhere = answer(Question("playback-api", cluster="ap-south-1"), inputs(e, Question(
         "playback-api", cluster="ap-south-1")), now=NOW).reasons[0]
     assert elsewhere.message == ("no SLO series of playback-api matches cluster=ap-south-1 (3 series "
