@@ -187,7 +187,7 @@ class _Metrics(_View):
         if api.settings.metrics_require_token:
             api.authorize_read(request)
         # aiohttp refuses a charset inside content_type=, so the whole header goes in headers.
-        text = await api.pipeline.metrics.exposition_off_loop()
+        text = await api.pipeline.metrics.exposition_in_steps()
         return self.bytes(text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -1,11 +1,9 @@
-"""A scrape of the worker's /metrics: the state collected on the event loop, the text formatted in a
-thread (WorkerMetrics.exposition_off_loop), byte for byte what formatting on the loop gives."""
+"""A scrape of the worker's /metrics formatted in steps with event-loop turns between them
+(WorkerMetrics.exposition_in_steps): byte for byte the text formatted at once."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import Any
 
 import pytest
 
@@ -14,23 +12,23 @@ from streams.adapters.metrics import WorkerMetrics
 from tests.unit.test_readmodel import engine_with_traffic
 
 
-def test_a_scrape_is_formatted_in_another_thread_and_is_the_scrape_formatted_on_the_loop(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("per_step", [1, 5, 7, 1000])
+def test_a_scrape_in_steps_is_the_scrape_at_once_and_lets_the_loop_run_between_steps(
+        monkeypatch: pytest.MonkeyPatch, per_step: int) -> None:
+    monkeypatch.setattr(metrics_mod, "SAMPLES_PER_STEP", per_step)
     metrics = WorkerMetrics(engine_with_traffic(), {"messages": 7, "records": 70})
-    formatted_in: list[int] = []
-    real = metrics_mod.generate_latest
+    for service in ("playback-api", "search"):  # a family with _created samples: formatted whole
+        metrics.observe_decision(service, "proceed")
 
-    def recording(registry: Any) -> bytes:
-        formatted_in.append(threading.get_ident())
-        return real(registry)
+    async def scrape() -> tuple[bytes, list[str]]:
+        ran: list[str] = []
+        asyncio.get_running_loop().call_soon(ran.append, "waiting")
+        text = await metrics.exposition_in_steps()
+        return text, list(ran)  # what ran while the scrape was formatted
 
-    monkeypatch.setattr(metrics_mod, "generate_latest", recording)
-
-    async def scrape() -> tuple[bytes, int]:
-        return await metrics.exposition_off_loop(), threading.get_ident()
-
-    text, loop_thread = asyncio.run(scrape())
-    assert formatted_in and formatted_in[0] != loop_thread
+    text, ran = asyncio.run(scrape())
     assert text == metrics.exposition()
+    assert ran == (["waiting"] if per_step < 24 else [])  # 24 burn-rate samples: split when fewer per step
     assert text.count(b"\nslo_stream_burn_rate{") == 3 * 8  # three series, eight windows each
+    assert text.count(b"# TYPE slo_stream_burn_rate gauge") == 1
     assert b"slo_stream_messages_total 7.0" in text
