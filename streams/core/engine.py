@@ -503,8 +503,8 @@ class Engine:
 
     def commit_steps(self, res: BatchResult, *, every: int | None) -> Iterator[None]:
         """:meth:`commit`, pausing (yielding) after about every ``every`` per-revision or counter chunk
-        writes (the adapter gives the event loop a turn there when one is due). The writes and their order are those of
-        :meth:`commit`; stopping at a pause leaves a prefix of them, as a crash would."""
+        writes (the adapter gives the event loop a turn there when one is due). The writes and their
+        order are those of :meth:`commit`; stopping at a pause leaves a prefix of them, as a crash would."""
         p = res.partition
         if self._due.get(p):
             raise RuntimeError(f"partition {p}: {self.due(p)} evaluations are still due (evaluate_due first)")

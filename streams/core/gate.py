@@ -413,7 +413,9 @@ class GateSuspect:
                 "evidence": [e.detail for e in s.evidence if e.detail]}
 
 
-def _matches(value: str, wanted: str | None) -> bool:
+def covers(value: str, wanted: str | None) -> bool:
+    """A series' dimension ``value`` covers the ``wanted`` one: nothing is wanted, the same value, or
+    the dimension grouped away (``*``)."""
     return wanted is None or value in (wanted, c.ANY)
 
 
@@ -600,8 +602,8 @@ def decide(
     ``statuses``: the latest status of each series (any service's; for one series the newest
     ``processed_at`` wins), marked stale where the worker says so. ``others``: series of ``service``
     left out of ``statuses`` by the caller because they do not cover ``cluster``/``platform`` (for
-    the "no data" message). ``suspects``: the ranked suspects
-    of each *firing* alert, keyed by the alert's dedup key (``conventions.dedup_key(series, "page")``).
+    the "no data" message). ``suspects``: the ranked suspects of each *firing* alert, keyed by the
+    alert's dedup key (``conventions.dedup_key(series, "page")``).
     ``now``: wall clock, epoch seconds. ``configs``: per SLO name; others get ``default``.
     ``revision``: any name of the revision being rolled out (Deployment revision, pod-template-hash,
     image or image tag).
@@ -609,7 +611,7 @@ def decide(
     ours = [s for s in statuses if s.service == service]
     latest: dict[str, Status] = {}
     for st in ours:
-        if not (_matches(st.dimensions.cluster, cluster) and _matches(st.dimensions.platform, platform)):
+        if not (covers(st.dimensions.cluster, cluster) and covers(st.dimensions.platform, platform)):
             continue
         have = latest.get(st.series)
         if have is None or st.processed_at >= have.processed_at:

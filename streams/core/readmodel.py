@@ -19,7 +19,7 @@ from streams.core.answer import GateInputs, PlatformCounts, Question
 from streams.core.burnrate import BurnEvaluation, evaluate
 from streams.core.changes import ServiceChanges
 from streams.core.counters import Counters
-from streams.core.gate import GateConfig
+from streams.core.gate import GateConfig, covers
 from streams.core.model import Severity, SliKind, Slo, format_duration
 from streams.core.stats import Proportion
 from streams.core.tracks import AlertTracks
@@ -89,8 +89,10 @@ class ReadModel:
 
     def status(self, ev: BurnEvaluation, *, now: float) -> Status:
         """The ``slo.status`` record of an evaluation, built for wall-clock ``now``."""
+        return self._build(ev, now, self._alerts(ev))
+
+    def _build(self, ev: BurnEvaluation, now: float, alerts: dict[str, AlertTrack]) -> Status:
         slo = self.slos[ev.slo]
-        alerts = self._alerts(ev)
         return Status(
             series=ev.series, slo=ev.slo, service=slo.service, dimensions=Dimensions.of_series(ev.series),
             objective=slo.objective, evaluated_at=ev.at,
@@ -115,10 +117,8 @@ class ReadModel:
         out = []
         for series in self.service_series(service):
             if cluster is not None or platform is not None:
-                # As the gate matches: the series' own value, or the dimension grouped away.
                 _, s_cluster, _, s_platform = c.split_series_key(series)
-                if (cluster is not None and s_cluster not in (cluster, c.ANY)) or (
-                        platform is not None and s_platform not in (platform, c.ANY)):
+                if not (covers(s_cluster, cluster) and covers(s_platform, platform)):
                     continue
             ev = self.current_status(series)
             if ev is None:
@@ -138,7 +138,7 @@ class ReadModel:
         alerts = self._alerts(ev)
         hit = self._built.get(ev.series)
         if hit is None or hit[0] is not ev or hit[1].alerts != alerts:
-            st = self.status(ev, now=processed)
+            st = self._build(ev, processed, alerts)
             if len(self._built) >= max(1024, 2 * len(self.last_status)):
                 self._built.clear()
             self._built[ev.series] = (ev, st)
