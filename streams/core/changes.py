@@ -176,6 +176,7 @@ class TrackedWarning:
     first_ts: float
     last_ts: float
     uids: dict[str, int] = field(default_factory=dict)  # Event uid -> its cumulative count
+    node: str | None = None  # the node it was last seen on (KubeEvent.node)
 
     @property
     def key(self) -> str:
@@ -189,14 +190,15 @@ class TrackedWarning:
         return {"cluster": self.cluster, "namespace": self.namespace, "kind": self.kind, "name": self.name,
                 "reason": self.reason, "message": self.message, "owner_kind": self.owner_kind,
                 "owner_name": self.owner_name, "first_ts": self.first_ts, "last_ts": self.last_ts,
-                "uids": dict(self.uids)}
+                "uids": dict(self.uids), **({"node": self.node} if self.node else {})}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TrackedWarning:
         return cls(cluster=d["cluster"], namespace=d["namespace"], kind=d["kind"], name=d["name"], reason=d["reason"],
                    message=d.get("message") or "", owner_kind=d.get("owner_kind"), owner_name=d.get("owner_name"),
                    first_ts=float(d["first_ts"]), last_ts=float(d["last_ts"]),
-                   uids={str(k): int(v) for k, v in (d.get("uids") or {}).items()})
+                   uids={str(k): int(v) for k, v in (d.get("uids") or {}).items()},
+                   node=d.get("node") or None)
 
 
 def warning_key(ev: KubeEvent) -> str:
@@ -252,7 +254,7 @@ class ServiceChanges:
         cur.note_phase_time(r)
         # A newer revision of the same workload (a rollout, a rollback) ends the older ones.
         for other in self.rollouts.values():
-            if (other is not cur and other.workload == cur.workload and _rev_lt(other.revision, cur.revision)
+            if (other is not cur and other.workload == cur.workload and revision_lt(other.revision, cur.revision)
                     and (other.superseded_ts is None or r.ts < other.superseded_ts) and other.started_ts <= r.ts):
                 other.superseded_ts = r.ts
         self.newest_ts = max(self.newest_ts, r.ts)
@@ -275,7 +277,7 @@ class ServiceChanges:
             cur = self.warnings[key] = TrackedWarning(
                 cluster=ev.cluster, namespace=ev.namespace, kind=ev.kind, name=ev.name, reason=ev.reason,
                 message=(ev.message or "")[:300], owner_kind=ev.owner_kind, owner_name=ev.owner_name,
-                first_ts=first, last_ts=last)
+                first_ts=first, last_ts=last, node=ev.node)
         uid = ev.uid or ""
         if count > cur.uids.get(uid, 0):
             cur.uids[uid] = count
@@ -289,6 +291,8 @@ class ServiceChanges:
             cur.last_ts = last
             if ev.message:
                 cur.message = ev.message[:300]
+            if ev.node:
+                cur.node = ev.node
         self.newest_ts = max(self.newest_ts, last)
         self._saw(ev.cluster, last)
         self.prune(cfg)
@@ -327,7 +331,7 @@ def _cap(d: dict[str, Any], limit: int, order: Any) -> None:
             del d[k]
 
 
-def _rev_lt(a: str, b: str) -> bool:
+def revision_lt(a: str, b: str) -> bool:
     """Deployment revisions are integers; anything else compares as text."""
     try:
         return int(a) < int(b)

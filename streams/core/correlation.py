@@ -2,24 +2,32 @@
 
 Reads the service's change state (:class:`~streams.core.changes.ServiceChanges`: its recent rollouts
 and the Warning events of its objects) when an alert fires, and ranks suspects
-(:mod:`streams.core.wire.suspect`):
+(:mod:`streams.core.wire.suspect`). docs/correlation.md states every rule with the reason for it; in
+short:
 
 - **Rollouts of the same service** that started within ``lookback_s`` before the burn onset (or
   shortly after it: the onset is estimated at one-minute resolution), or were still in progress
   when it began. Never a rollout of another service: the state is per service and every suspect is
   checked against the alert's service again.
-- **Evidence** per rollout, each a strength in [0, 1] combined as a noisy-OR (any one strong piece
-  of evidence makes a strong suspect; more pieces only add):
-  time from the rollout start to the onset (decays with ``proximity_tau_s``), the rollout being in
-  progress / failed / paused at the onset, the new revision's error ratio against the previous
-  revision's when playback records carry ``revision`` (one-sided two-proportion z-test), Warning
-  events of the rollout's own objects, and a migration step onto Kubernetes.
-- **Weights**: a rollout in another cluster than the burning series is multiplied by
-  ``other_cluster_weight``; a burn on the ``legacy`` platform by ``legacy_platform_weight`` (a
-  Deployment rollout rarely breaks the legacy orchestrator); a rollout whose previous revision fails
-  just as much (the revision evidence exonerates it) by ``exonerated_weight``.
-- **Warnings** not explained by a rollout suspect are suspects of their own, grouped per workload
-  and reason (a CrashLoopBackOff storm over 30 pods is one suspect with a count).
+- **Evidence** per rollout, each a strength in [0, 1] combined as a noisy-OR, or a weight that
+  multiplies the score. Every item compares like with like and says what it compared over which
+  intervals:
+
+  - timing: from the start to the onset, and from the completion to the onset (a rollout that
+    finished long before the burn began did not start it);
+  - the new revision against the previous one *at the same time*: in the same cluster while both
+    serve, else the previous revision in the service's other clusters during the burn (playback
+    records that carry ``revision``; otherwise the other clusters' whole traffic when they are still on
+    the previous revision);
+  - the new revision's own history before the onset against the hour before the rollout: errors that
+    grew after the rollout are evidence for it (a slow regression), a long healthy run against it;
+  - revision-caused Warning events of the rollout's own objects while it rolled out (CrashLoopBackOff,
+    failed probes, image pulls, ...), and a migration step onto Kubernetes.
+
+- **Warnings** not explained by a rollout are suspects of their own: revision-caused and other
+  reasons grouped per workload and reason; infrastructure reasons (node, scheduling, eviction,
+  volume, network) grouped per cluster with the nodes they name (:class:`InfraSuspect`), never
+  evidence for a rollout.
 
 Scores below ``min_score`` are dropped: an empty list means "no suspect", which the page says.
 """
@@ -29,17 +37,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
-from streams.core.changes import ServiceChanges, TrackedRollout, TrackedWarning
+from streams.core.changes import ServiceChanges, TrackedRollout, TrackedWarning, revision_lt
 from streams.core.stats import Proportion, two_proportion_z
 from streams.core.wire.fields import MAX_K8S_NAME_LEN, MAX_TEXT_LEN
 from streams.core.wire.rollout import Phase, revision_aliases
 from streams.core.wire.suspect import (
     MAX_SUMMARY_LEN,
     Evidence,
+    InfraSuspect,
     MigrationStep,
     Note,
+    OtherClusters,
     RevisionErrorRatio,
+    RevisionHistory,
     RevisionSide,
     RolloutSuspect,
     Timing,
@@ -48,8 +60,17 @@ from streams.core.wire.suspect import (
     WarningSuspect,
 )
 
-# How much a Warning reason says about a broken workload (others: DEFAULT_REASON_WEIGHT).
-REASON_WEIGHTS: Mapping[str, float] = {
+
+class WarningKind(StrEnum):
+    """What a Warning reason points at."""
+
+    REVISION = "revision"  # the workload's own containers: its image, its config, its code
+    INFRASTRUCTURE = "infrastructure"  # the node, the scheduler, eviction, volumes, the pod network
+    OTHER = "other"  # anything else (custom controllers, ...)
+
+
+# How much a Warning reason says about a broken revision (others: DEFAULT_REASON_WEIGHT).
+REVISION_REASONS: Mapping[str, float] = {
     "CrashLoopBackOff": 1.0,
     "BackOff": 0.9,
     "OOMKilled": 1.0,
@@ -59,12 +80,49 @@ REASON_WEIGHTS: Mapping[str, float] = {
     "Failed": 0.7,
     "ErrImagePull": 0.9,
     "ImagePullBackOff": 0.9,
+    "ErrImageNeverPull": 0.8,
+    "InspectFailed": 0.8,
+    "FailedPostStartHook": 0.8,
     "FailedCreate": 0.7,
-    "FailedScheduling": 0.6,
-    "FailedMount": 0.6,
-    "Evicted": 0.6,
 }
+# ... and about trouble under the workload (the reasons the kubelet, the scheduler, the node and
+# volume controllers report; a pod's NodeNotReady comes from the node lifecycle controller).
+INFRA_REASONS: Mapping[str, float] = {
+    "NodeNotReady": 1.0,
+    "Rebooted": 0.9,
+    "NetworkNotReady": 0.9,
+    "SystemOOM": 0.9,
+    "TaintManagerEviction": 0.9,
+    "Evicted": 0.8,
+    "EvictionThresholdMet": 0.8,
+    "NodeHasDiskPressure": 0.8,
+    "NodeHasInsufficientMemory": 0.8,
+    "NodeHasInsufficientPID": 0.8,
+    "FailedScheduling": 0.7,
+    "FailedMount": 0.7,
+    "FailedAttachVolume": 0.7,
+    "FailedMapVolume": 0.7,
+    "FailedCreatePodSandBox": 0.7,
+    "OutOfcpu": 0.7,
+    "OutOfmemory": 0.7,
+    "NodeNotSchedulable": 0.6,
+    "Preempting": 0.6,
+    "FailedKillPod": 0.5,
+    "HostPortConflict": 0.5,
+    "FreeDiskSpaceFailed": 0.5,
+    "ImageGCFailed": 0.5,
+    "ContainerGCFailed": 0.5,
+}
+REASON_WEIGHTS: Mapping[str, float] = {**REVISION_REASONS, **INFRA_REASONS}
 DEFAULT_REASON_WEIGHT = 0.4
+
+
+def warning_kind(reason: str) -> WarningKind:
+    if reason in REVISION_REASONS:
+        return WarningKind.REVISION
+    if reason in INFRA_REASONS:
+        return WarningKind.INFRASTRUCTURE
+    return WarningKind.OTHER
 
 
 @dataclass(frozen=True)
@@ -72,8 +130,15 @@ class CorrelationConfig:
     lookback_s: int = 2 * 3600  # rollouts started this long before the onset are considered
     in_progress_lookback_s: int = 12 * 3600  # ... or this long, if still in progress at the onset
     after_onset_grace_s: int = 120  # a rollout this soon after the (minute-resolution) onset counts
-    proximity_tau_s: int = 1800  # time evidence = 0.6 * exp(-minutes before onset / tau)
+    proximity_tau_s: int = 1800  # time evidence = 0.6 * exp(-seconds from the start to the onset / tau)
+    completion_grace_s: int = 300  # ... times exp(-(seconds from completion to onset - grace) / tau)
+    completion_tau_s: int = 600
     warning_lookback_s: int = 3600  # warnings last seen within this before the alert
+    # A revision-caused warning first seen later than this after the rollout completed is not its own.
+    warning_after_completion_s: int = 600
+    history_baseline_s: int = 3600  # the new revision's history is compared with this long before the rollout
+    history_min_s: int = 600  # a healthy run must be at least this long to count
+    healthy_run_weight: float = 0.15
     other_cluster_weight: float = 0.4
     legacy_platform_weight: float = 0.5
     exonerated_weight: float = 0.3
@@ -82,14 +147,21 @@ class CorrelationConfig:
     min_revision_events: int = 20  # per revision, for revision evidence
     revision_p_value: float = 0.01
     revision_min_ratio_x: float = 2.0
+    min_history_errors: int = 5  # errors after the rollout, for "errors grew after it"
 
 
 DEFAULT_CONFIG = CorrelationConfig()
 
-Suspect = RolloutSuspect | WarningSuspect
+Suspect = RolloutSuspect | WarningSuspect | InfraSuspect
 RevisionCounts = Mapping[str, tuple[int, int]]  # playback revision -> (errors, total) in a window
 # (cluster, start, end) -> (errors, total) per playback revision in that cluster over [start, end)
 RevisionsOf = Callable[[str, float, float], RevisionCounts]
+# (cluster, start, end) -> (errors, total) of the burning SLO's traffic in that cluster over [start, end)
+TrafficOf = Callable[[str, float, float], tuple[int, int]]
+
+
+def _no_traffic(cluster: str, start: float, end: float) -> tuple[int, int]:
+    return 0, 0
 
 
 # ---- which workload an object belongs to ----------------------------------------------------------
@@ -142,6 +214,8 @@ class BurnContext:
     platform: str  # "kubernetes" | "legacy" | "*"
     onset_ts: float  # estimated start of the burn (event time)
     at: float  # event time of the evaluation that fired
+    budget_ratio: float = 0.001  # 1 - objective: the error ratio that spends the budget at rate 1
+    clusters: tuple[str, ...] = ()  # the clusters where the SLO has series (for "other clusters")
 
 
 def _fmt_age(seconds: float) -> str:
@@ -160,10 +234,16 @@ def _noisy_or(strengths: Iterable[float]) -> float:
     return 1.0 - miss
 
 
-def time_strength(seconds_before_onset: float, cfg: CorrelationConfig = DEFAULT_CONFIG) -> float:
+def time_strength(seconds_before_onset: float, cfg: CorrelationConfig = DEFAULT_CONFIG,
+                  completed_before_onset: float | None = None) -> float:
     """Evidence from timing alone: 0.6 for a rollout that started at the onset, decaying with the
-    time between them (non-increasing in that time; negative times, inside the grace, count as 0)."""
-    return 0.6 * math.exp(-max(0.0, seconds_before_onset) / cfg.proximity_tau_s)
+    time between them (non-increasing in that time; negative times, inside the grace, count as 0),
+    and, for a rollout that completed ``completed_before_onset`` seconds before the onset, with the
+    time since its completion beyond ``completion_grace_s`` (non-increasing in that time too)."""
+    e = 0.6 * math.exp(-max(0.0, seconds_before_onset) / cfg.proximity_tau_s)
+    if completed_before_onset is not None:
+        e *= math.exp(-max(0.0, completed_before_onset - cfg.completion_grace_s) / cfg.completion_tau_s)
+    return e
 
 
 @dataclass
@@ -174,19 +254,29 @@ class _Case:
     evidence: list[Evidence]
     weight: float = 1.0
     revision_note: str = ""
+    healthy_run: bool = False  # the new revision served well before the onset (RevisionHistory)
 
     def add(self, item: Evidence, strength: float | None = None) -> None:
         if strength is not None:
             self.strengths.append(strength)
         self.evidence.append(item)
 
+    def weigh(self, item: Evidence, weight: float) -> None:
+        self.weight *= weight
+        self.evidence.append(item)
+
+
+def _ended(r: TrackedRollout) -> float:
+    """When the rollout stopped changing what serves (it completed, or a newer revision replaced it),
+    or inf: a failed or paused rollout still serves its new pods."""
+    return min(x for x in (r.completed_ts, r.superseded_ts, math.inf) if x is not None)
+
 
 def _considered(r: TrackedRollout, ctx: BurnContext, cfg: CorrelationConfig) -> tuple[float, bool] | None:
     """``(seconds from the start to the onset, in progress at the onset)``, or None when the rollout
     cannot have caused this burn (it started after it, or too long before)."""
     dt = ctx.onset_ts - r.started_ts  # > 0: started before the onset
-    ended = min(x for x in (r.completed_ts, r.superseded_ts, math.inf) if x is not None)
-    in_progress = r.started_ts <= ctx.onset_ts < ended
+    in_progress = r.started_ts <= ctx.onset_ts < _ended(r)
     if dt < -cfg.after_onset_grace_s or r.started_ts > ctx.at:
         return None  # started after the burn began: a reaction to it, not its cause
     if dt > cfg.lookback_s and not (in_progress and dt <= cfg.in_progress_lookback_s):
@@ -194,13 +284,22 @@ def _considered(r: TrackedRollout, ctx: BurnContext, cfg: CorrelationConfig) -> 
     return dt, in_progress
 
 
+def _completed_before_onset(r: TrackedRollout, ctx: BurnContext) -> float | None:
+    """Seconds from the rollout's completion to the onset, when it completed before the burn began."""
+    if r.completed_ts is not None and r.completed_ts <= ctx.onset_ts:
+        return ctx.onset_ts - r.completed_ts
+    return None
+
+
 def _timing_and_state(case: _Case, r: TrackedRollout, ctx: BurnContext, dt: float, in_progress: bool,
                       cfg: CorrelationConfig) -> str:
     """Timing, failed / in progress / paused, other cluster, legacy platform, migration step; returns
     the "when" phrase of the summary."""
-    ts_e = time_strength(dt, cfg)
+    done = _completed_before_onset(r, ctx)
+    ts_e = time_strength(dt, cfg, done)
     when = f"{_fmt_age(dt)} before the burn began" if dt >= 0 else f"{_fmt_age(dt)} after the burn began"
-    case.add(Timing(f"rollout started {when}", round(dt, 1), round(ts_e, 3)), ts_e)
+    detail = f"rollout started {when}" + (f", completed {_fmt_age(done)} before it" if done is not None else "")
+    case.add(Timing(detail, round(dt, 1), round(ts_e, 3)), ts_e)
     if r.failed_ts is not None and r.failed_ts <= ctx.at:
         case.add(Note("rollout_failed", "the rollout failed its progress deadline", 0.4), 0.4)
     elif in_progress:
@@ -208,12 +307,11 @@ def _timing_and_state(case: _Case, r: TrackedRollout, ctx: BurnContext, dt: floa
     if r.paused_ts is not None and r.paused_ts <= ctx.at:
         case.add(Note("paused", "the rollout is paused", 0.0))
     if ctx.cluster not in ("*", r.cluster):
-        case.weight *= cfg.other_cluster_weight
-        case.add(Note("other_cluster", f"rolled out in {r.cluster}, the burn is in {ctx.cluster}",
-                      weight=cfg.other_cluster_weight))
+        case.weigh(Note("other_cluster", f"rolled out in {r.cluster}, the burn is in {ctx.cluster}",
+                        weight=cfg.other_cluster_weight), cfg.other_cluster_weight)
     if ctx.platform == "legacy":
-        case.weight *= cfg.legacy_platform_weight
-        case.add(Note("platform", "the burn is on the legacy platform", weight=cfg.legacy_platform_weight))
+        case.weigh(Note("platform", "the burn is on the legacy platform", weight=cfg.legacy_platform_weight),
+                   cfg.legacy_platform_weight)
     mig = r.migration
     if mig is not None and mig.target == "kubernetes" and ctx.platform in ("kubernetes", "*"):
         pct = mig.traffic_percent
@@ -232,51 +330,156 @@ def _sum_revisions(revisions: RevisionCounts, aliases: set[str]) -> Proportion:
     return Proportion(bad, total)
 
 
+def _sum_all(revisions: RevisionCounts) -> Proportion:
+    return Proportion(sum(v[0] for v in revisions.values()), sum(v[1] for v in revisions.values()))
+
+
+def _aliases(r: TrackedRollout) -> tuple[set[str], set[str]]:
+    new = revision_aliases(r.revision, r.template_hash, r.images)
+    return new, revision_aliases(r.previous_revision, r.previous_template_hash, r.previous_images) - new
+
+
+def _side(revision: str | None, p: Proportion, when: str) -> RevisionSide:
+    return RevisionSide(revision, p.bad, p.total, round(p.ratio, 6), when)
+
+
+def _worse(a: Proportion, b: Proportion, cfg: CorrelationConfig) -> bool:
+    """``a`` fails significantly more than ``b``: one-sided z-test and at least the ratio factor."""
+    test = two_proportion_z(a, b)
+    return test.p_value < cfg.revision_p_value and test.ratio_of_ratios >= cfg.revision_min_ratio_x
+
+
+def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: RevisionsOf,
+                      traffic: TrafficOf, cfg: CorrelationConfig) -> None:
+    """The new revision's own run before the onset against the same cluster before the rollout.
+
+    The run is the new revision's requests from the start to a minute before the onset when playback
+    records carry ``revision``; otherwise the cluster's whole traffic from the completion (from the
+    start while it was still rolling out) to a minute before the onset. The last minute is left out:
+    the onset is estimated at that resolution."""
+    new_aliases, _ = _aliases(r)
+    end = ctx.onset_ts - 60
+    start = r.started_ts
+    base_span = (r.started_ts - cfg.history_baseline_s, r.started_ts)
+    tagged = _sum_revisions(revisions(r.cluster, start, end), new_aliases) if end > start else Proportion(0, 0)
+    if tagged.total >= cfg.min_revision_events:
+        after, what = tagged, f"revision {r.revision}"
+        before = _sum_all(revisions(r.cluster, *base_span))
+    else:
+        start = r.completed_ts if r.completed_ts is not None and r.completed_ts < end else start
+        after, what = (Proportion(*traffic(r.cluster, start, end)) if end > start else Proportion(0, 0)), \
+            f"all requests in {r.cluster}"
+        before = Proportion(*traffic(r.cluster, *base_span))
+    seconds = max(0.0, end - start)
+    if after.total < cfg.min_revision_events or before.total < cfg.min_revision_events:
+        return
+    run = f"{_fmt_age(seconds)} from the rollout{' completing' if start == r.completed_ts else ''} to the burn"
+    sides = (_side(r.previous_revision, before, f"{_fmt_age(cfg.history_baseline_s)} before the rollout"),
+             _side(r.revision, after, run))
+    if after.bad >= cfg.min_history_errors and _worse(after, before, cfg):
+        case.add(RevisionHistory("errors_grew", *sides, round(seconds, 1),
+                                 f"errors grew after the rollout, before the burn: {what} {after.ratio:.3%} over "
+                                 f"the {run}, {before.ratio:.3%} in {r.cluster} before the rollout", strength=0.8),
+                 0.8)
+        case.revision_note += f"; errors grew after it ({before.ratio:.2%} -> {after.ratio:.2%} before the burn)"
+    elif seconds >= cfg.history_min_s and after.ratio < ctx.budget_ratio:
+        case.healthy_run = True
+        case.weigh(RevisionHistory("healthy_run", *sides, round(seconds, 1),
+                                   f"{what} served well for the {run} ({after.ratio:.3%} errors; "
+                                   f"{before.ratio:.3%} before the rollout): something else changed when the "
+                                   f"burn began", weight=cfg.healthy_run_weight), cfg.healthy_run_weight)
+
+
+def _still_previous(r: TrackedRollout, cluster: str, rollouts: Iterable[TrackedRollout], at: float) -> bool:
+    """Was ``cluster`` still on the previous revision at ``at``: no rollout of the same workload to this
+    revision or a newer one had started there by then?"""
+    return not any(o.workload.name == r.workload.name and o.workload.namespace == r.workload.namespace
+                   and o.cluster == cluster and o.started_ts <= at and not revision_lt(o.revision, r.revision)
+                   for o in rollouts)
+
+
 def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: RevisionsOf,
-                       cfg: CorrelationConfig) -> None:
-    """The new revision's errors against the previous revision's: both during the burn; when the
-    previous one served too little then (the rollout had completed), its own traffic before the burn
-    is the baseline."""
-    new_aliases = revision_aliases(r.revision, r.template_hash, r.images)
-    old_aliases = revision_aliases(r.previous_revision, r.previous_template_hash, r.previous_images) - new_aliases
+                       traffic: TrafficOf, rollouts: Sequence[TrackedRollout], cfg: CorrelationConfig) -> None:
+    """The new revision against the previous one over the same interval, the burn: in the same cluster
+    while both serve; else against the service's other clusters still on the previous revision
+    (their previous revision's requests when records carry ``revision``, else all their requests)."""
+    new_aliases, old_aliases = _aliases(r)
     during = revisions(r.cluster, ctx.onset_ts, ctx.at + 1)
     new = _sum_revisions(during, new_aliases)
     old = _sum_revisions(during, old_aliases)
-    old_when = "during the burn"
-    if old.total < cfg.min_revision_events:
-        old = _sum_revisions(revisions(r.cluster, ctx.onset_ts - cfg.lookback_s, ctx.onset_ts), old_aliases)
-        old_when = "before the burn"
-    if new.total < cfg.min_revision_events:
+    burn = "during the burn"
+    if new.total >= cfg.min_revision_events and old.total >= cfg.min_revision_events:
+        _same_cluster(case, r, new, old, cfg)
         return
-    test = two_proportion_z(new, old)
-    new_side = RevisionSide(r.revision, new.bad, new.total, round(new.ratio, 6))
-    old_side = (RevisionSide(r.previous_revision, old.bad, old.total, round(old.ratio, 6), old_when)
-                if old.total else None)
-    strength = weight = None
-    if old.total >= cfg.min_revision_events:
-        worse = test.p_value < cfg.revision_p_value and test.ratio_of_ratios >= cfg.revision_min_ratio_x
-        if worse:
-            strength = 0.9
-            detail = (f"new revision {r.revision} fails {new.ratio:.2%} of requests during the burn, previous "
-                      f"{r.previous_revision} {old.ratio:.2%} {old_when}")
-            case.revision_note = (f"; revision {r.revision} errors {new.ratio:.1%} vs {old.ratio:.1%} on "
-                                  f"revision {r.previous_revision}")
-        elif old.ratio >= 0.5 * new.ratio:
-            weight = cfg.exonerated_weight
-            case.weight *= weight
-            detail = (f"the previous revision fails as much ({old.ratio:.2%} vs {new.ratio:.2%}): "
-                      "the new revision does not explain the burn")
-        else:
-            detail = f"new revision {new.ratio:.2%} vs previous {old.ratio:.2%}: not a significant difference"
+    others = [cl for cl in ctx.clusters if cl != r.cluster and _still_previous(r, cl, rollouts, ctx.at)]
+    if new.total >= cfg.min_revision_events:
+        elsewhere = Proportion(0, 0)
+        for cl in others:
+            got = _sum_revisions(revisions(cl, ctx.onset_ts, ctx.at + 1), old_aliases)
+            elsewhere = Proportion(elsewhere.bad + got.bad, elsewhere.total + got.total)
+        burning, what = new, f"revision {r.revision} in {r.cluster}"
+        other_side = _side(r.previous_revision, elsewhere, burn)
     else:
-        # Nothing left on the old revision to compare with: the new one alone serves the errors.
-        if new.bad and new.ratio > 0:
-            strength = 0.5
-        detail = (f"new revision {r.revision} fails {new.ratio:.2%} of requests; "
-                  "too little traffic on the previous revision to compare")
-    case.add(RevisionErrorRatio(new=new_side, old=old_side, test="one-sided two-proportion z-test",
-                                z=round(test.z, 3), p_value=float(f"{test.p_value:.3g}"), detail=detail,
-                                strength=strength, weight=weight), strength)
+        burning = Proportion(*traffic(r.cluster, ctx.onset_ts, ctx.at + 1))
+        elsewhere = Proportion(0, 0)
+        for cl in others:
+            bad, total = traffic(cl, ctx.onset_ts, ctx.at + 1)
+            elsewhere = Proportion(elsewhere.bad + bad, elsewhere.total + total)
+        what = f"all requests in {r.cluster}"
+        other_side = _side(r.previous_revision, elsewhere, burn)
+        if burning.total < cfg.min_revision_events:
+            return
+    if elsewhere.total < cfg.min_revision_events:
+        if new.total >= cfg.min_revision_events and new.bad and not case.healthy_run:
+            # Nothing serves the previous revision during the burn: the new one alone serves the errors.
+            test = two_proportion_z(new, old)
+            case.add(RevisionErrorRatio(new=_side(r.revision, new, burn), old=None, test="none", z=round(test.z, 3),
+                                        p_value=1.0, detail=f"new revision {r.revision} fails {new.ratio:.2%} of "
+                                        "requests; nothing served the previous revision during the burn to compare",
+                                        strength=0.3), 0.3)
+        return
+    names = tuple(sorted(others))
+    burning_side = _side(r.revision if new.total >= cfg.min_revision_events else None, burning, burn)
+    where = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    if elsewhere.ratio >= 0.5 * burning.ratio and elsewhere.ratio >= ctx.budget_ratio:
+        case.weigh(OtherClusters(names, burning_side, other_side,
+                                 f"{where}, still on the previous revision, fail as much during the burn "
+                                 f"({elsewhere.ratio:.2%} vs {burning.ratio:.2%} of {what}): the rollout does not "
+                                 "explain the burn", weight=cfg.exonerated_weight), cfg.exonerated_weight)
+    elif _worse(burning, elsewhere, cfg) and new.total >= cfg.min_revision_events and not case.healthy_run:
+        case.add(OtherClusters(names, burning_side, other_side,
+                               f"{what} fails {burning.ratio:.2%} during the burn, the previous revision in {where} "
+                               f"{elsewhere.ratio:.2%}", strength=0.6), 0.6)
+        case.revision_note += (f"; revision {r.revision} errors {burning.ratio:.1%} vs {elsewhere.ratio:.1%} on "
+                              f"revision {r.previous_revision} in other clusters")
+    else:
+        case.add(OtherClusters(names, burning_side, other_side,
+                               f"{what} {burning.ratio:.2%} during the burn, {where} on the previous revision "
+                               f"{elsewhere.ratio:.2%}"))
+
+
+def _same_cluster(case: _Case, r: TrackedRollout, new: Proportion, old: Proportion, cfg: CorrelationConfig) -> None:
+    """Both revisions served in the rollout's cluster during the burn: the most direct comparison."""
+    test = two_proportion_z(new, old)
+    burn = "during the burn"
+    strength = weight = None
+    if _worse(new, old, cfg):
+        strength = 0.9
+        detail = (f"new revision {r.revision} fails {new.ratio:.2%} of requests during the burn, previous "
+                  f"{r.previous_revision} {old.ratio:.2%} during the burn, both in {r.cluster}")
+        case.revision_note += (f"; revision {r.revision} errors {new.ratio:.1%} vs {old.ratio:.1%} on "
+                              f"revision {r.previous_revision}")
+    elif old.ratio >= 0.5 * new.ratio:
+        weight = cfg.exonerated_weight
+        case.weight *= weight
+        detail = (f"the previous revision fails as much ({old.ratio:.2%} vs {new.ratio:.2%}) in {r.cluster} during "
+                  "the burn: the new revision does not explain the burn")
+    else:
+        detail = f"new revision {new.ratio:.2%} vs previous {old.ratio:.2%}: not a significant difference"
+    case.add(RevisionErrorRatio(new=_side(r.revision, new, burn), old=_side(r.previous_revision, old, burn),
+                                test="one-sided two-proportion z-test", z=round(test.z, 3),
+                                p_value=float(f"{test.p_value:.3g}"), detail=detail, strength=strength,
+                                weight=weight), strength)
 
 
 def _warning_seen(w: TrackedWarning) -> WarningSeen:
@@ -307,8 +510,19 @@ def _readable(images: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(i for i in images if len(i) <= MAX_TEXT_LEN)
 
 
+def _owns_warning(w: TrackedWarning, r: TrackedRollout, cfg: CorrelationConfig) -> bool:
+    """Does the warning speak for this rollout: a revision-caused (or unclassified) reason, on its own
+    objects, seen while it rolled out or within ``warning_after_completion_s`` of its completion
+    (later, the new pods had run well: a crash then is a warning suspect of its own)? Infrastructure
+    reasons never do."""
+    if warning_kind(w.reason) is WarningKind.INFRASTRUCTURE or not _belongs_to_rollout(w, r):
+        return False
+    return w.last_ts >= r.started_ts - 60 and w.first_ts <= _ended(r) + cfg.warning_after_completion_s
+
+
 def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[TrackedWarning],
-                     revisions: RevisionsOf, cfg: CorrelationConfig) -> tuple[RolloutSuspect, list[str]] | None:
+                     revisions: RevisionsOf, traffic: TrafficOf, rollouts: Sequence[TrackedRollout],
+                     cfg: CorrelationConfig) -> tuple[RolloutSuspect, list[str]] | None:
     """The suspect this rollout makes, and the keys of the warnings it explains; None when it cannot
     have caused the burn."""
     considered = _considered(r, ctx, cfg)
@@ -317,8 +531,9 @@ def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[Tra
     dt, in_progress = considered
     case = _Case([], [])
     when = _timing_and_state(case, r, ctx, dt, in_progress, cfg)
-    _revision_evidence(case, r, ctx, revisions, cfg)
-    mine = [w for w in warnings if _belongs_to_rollout(w, r) and w.last_ts >= r.started_ts - 60]
+    _history_evidence(case, r, ctx, revisions, traffic, cfg)
+    _revision_evidence(case, r, ctx, revisions, traffic, rollouts, cfg)
+    mine = [w for w in warnings if _owns_warning(w, r, cfg)]
     if mine:
         _own_warnings(case, mine)
     images = ", ".join(i.rsplit("/", 1)[-1] for i in r.images) or "no image list"
@@ -340,8 +555,30 @@ def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[Tra
     return suspect, [w.key for w in mine]
 
 
+def _placement_weight(cluster: str, ctx: BurnContext, cfg: CorrelationConfig) -> tuple[float, bool]:
+    weight = 1.0
+    same_cluster = ctx.cluster in ("*", cluster)
+    if not same_cluster:
+        weight *= cfg.other_cluster_weight
+    if ctx.platform == "legacy":
+        weight *= cfg.legacy_platform_weight
+    return weight, same_cluster
+
+
+def _seen(first: float, last: float, ctx: BurnContext) -> Timing:
+    return Timing(f"first seen {_fmt_age(ctx.onset_ts - first)} {'before' if first <= ctx.onset_ts else 'after'} "
+                  f"the burn began, last {_fmt_age(max(0.0, ctx.at - last))} before the alert")
+
+
+def _strength(weight: float, count: int, last: float, ctx: BurnContext, cfg: CorrelationConfig) -> float:
+    """Warnings of a reason weight: more with their count, less with the time since the last one."""
+    age = max(0.0, ctx.at - last)
+    return weight * min(0.5, 0.15 + 0.1 * math.log10(1 + count)) * math.exp(-age / cfg.warning_lookback_s)
+
+
 def _warning_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
                       cfg: CorrelationConfig) -> list[WarningSuspect]:
+    """Revision-caused and unclassified warnings, one suspect per workload and reason."""
     groups: dict[tuple[str, str, str, str], list[TrackedWarning]] = {}
     for w in warnings:
         wl = workload_of(w.kind, w.name, w.owner_kind, w.owner_name)
@@ -351,19 +588,10 @@ def _warning_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
         count = sum(w.count for w in ws)
         last = max(w.last_ts for w in ws)
         first = min(w.first_ts for w in ws)
-        age = max(0.0, ctx.at - last)
-        rw = REASON_WEIGHTS.get(reason, DEFAULT_REASON_WEIGHT)
-        e = rw * min(0.5, 0.15 + 0.1 * math.log10(1 + count)) * math.exp(-age / cfg.warning_lookback_s)
-        weight = 1.0
-        same_cluster = ctx.cluster in ("*", cluster)
-        if not same_cluster:
-            weight *= cfg.other_cluster_weight
-        if ctx.platform == "legacy":
-            weight *= cfg.legacy_platform_weight
+        weight, same_cluster = _placement_weight(cluster, ctx, cfg)
+        e = _strength(REASON_WEIGHTS.get(reason, DEFAULT_REASON_WEIGHT), count, last, ctx, cfg)
         objects = sorted({f"{w.kind}/{w.name}" for w in ws})
-        evidence: list[Evidence] = [Timing(f"first seen {_fmt_age(ctx.onset_ts - first)} "
-                                           f"{'before' if first <= ctx.onset_ts else 'after'} the burn began, "
-                                           f"last {_fmt_age(age)} before the alert")]
+        evidence: list[Evidence] = [_seen(first, last, ctx)]
         evidence += [_warning_seen(w) for w in sorted(ws, key=lambda w: (-w.count, w.name))[:5]]
         out.append(WarningSuspect(
             score=round(weight * e, 4),
@@ -375,29 +603,72 @@ def _warning_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
     return out
 
 
+def _infra_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
+                    cfg: CorrelationConfig) -> list[InfraSuspect]:
+    """Infrastructure warnings (node, scheduling, eviction, volume, network), one suspect per cluster
+    naming the nodes, the reasons and the workloads concerned."""
+    groups: dict[str, list[TrackedWarning]] = {}
+    for w in warnings:
+        groups.setdefault(w.cluster, []).append(w)
+    out = []
+    for cluster, ws in groups.items():
+        count = sum(w.count for w in ws)
+        last = max(w.last_ts for w in ws)
+        first = min(w.first_ts for w in ws)
+        reasons: dict[str, int] = {}
+        per_node: dict[str, int] = {}
+        for w in ws:
+            reasons[w.reason] = reasons.get(w.reason, 0) + w.count
+            if w.node:
+                per_node[w.node] = per_node.get(w.node, 0) + w.count
+        nodes = tuple(sorted(per_node, key=lambda n: (-per_node[n], n)))
+        ordered = dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+        weight, same_cluster = _placement_weight(cluster, ctx, cfg)
+        e = _strength(max(INFRA_REASONS.get(r, DEFAULT_REASON_WEIGHT) for r in reasons), count, last, ctx, cfg)
+        workloads = tuple(sorted({f"{w.namespace}/{workload_of(w.kind, w.name, w.owner_kind, w.owner_name)}"
+                                  for w in ws}))
+        objects = sorted({f"{w.kind}/{w.name}" for w in ws})
+        what = ", ".join(f"{n} {r}" for r, n in list(ordered.items())[:3])
+        on = f" on node{'s' if len(nodes) != 1 else ''} {', '.join(nodes[:3])}" if nodes else ""
+        more = f" and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+        evidence: list[Evidence] = [_seen(first, last, ctx)]
+        evidence += [_warning_seen(w) for w in sorted(ws, key=lambda w: (-w.count, w.name))[:5]]
+        out.append(InfraSuspect(
+            score=round(weight * e, 4),
+            summary=_clip(f"infrastructure trouble in {cluster}{on}{more}: {what} on {len(objects)} "
+                          f"object{'s' if len(objects) != 1 else ''} of {', '.join(workloads[:3])}"),
+            cluster=cluster, nodes=nodes[:10], reasons=ordered, count=count, workloads=workloads[:10],
+            objects=tuple(objects[:10]), first_seen=first, last_seen=last, same_cluster=same_cluster,
+            evidence=tuple(evidence)))
+    return out
+
+
 def _order(s: Suspect) -> tuple[float, bool, float, str]:
     when = s.started_at if isinstance(s, RolloutSuspect) else s.last_seen
     return -s.score, not s.same_cluster, -float(when or 0.0), s.summary
 
 
 def correlate(ctx: BurnContext, changes: ServiceChanges | None, revisions: RevisionsOf,
-              cfg: CorrelationConfig = DEFAULT_CONFIG) -> list[Suspect]:
+              cfg: CorrelationConfig = DEFAULT_CONFIG, *, traffic: TrafficOf = _no_traffic) -> list[Suspect]:
     """Ranked suspects for a burn (best first, ``rank`` 1..n, ``score`` in [0, 1], with evidence);
-    empty when nothing fits ("no suspect")."""
+    empty when nothing fits ("no suspect"). ``revisions``: errors per playback revision;
+    ``traffic``: the burning SLO's errors per cluster (for the comparisons that need no revision)."""
     if changes is None:
         return []
     warnings = [w for w in changes.warnings.values()
                 if ctx.at - cfg.warning_lookback_s <= w.last_ts and w.first_ts <= ctx.at]
     suspects: list[Suspect] = []
     explained: set[str] = set()
-    for r in changes.rollouts.values():
-        if r.service != ctx.service:
-            continue  # never blame another service's rollout
-        made = _rollout_suspect(r, ctx, warnings, revisions, cfg)
+    rollouts = [r for r in changes.rollouts.values() if r.service == ctx.service]  # never another service's
+    for r in rollouts:
+        made = _rollout_suspect(r, ctx, warnings, revisions, traffic, rollouts, cfg)
         if made is not None:
             explained.update(made[1])
             suspects.append(made[0])
     rest = [w for w in warnings if w.key not in explained]
-    suspects.extend(_warning_suspects(rest, ctx, cfg))
+    infra = [w for w in rest if warning_kind(w.reason) is WarningKind.INFRASTRUCTURE]
+    suspects.extend(_warning_suspects([w for w in rest if warning_kind(w.reason) is not WarningKind.INFRASTRUCTURE],
+                                      ctx, cfg))
+    suspects.extend(_infra_suspects(infra, ctx, cfg))
     suspects = sorted((s for s in suspects if s.score >= cfg.min_score), key=_order)[: cfg.max_suspects]
     return [replace(s, rank=i) for i, s in enumerate(suspects, 1)]

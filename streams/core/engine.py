@@ -485,12 +485,28 @@ class Engine:
         onset = self.onset(series, slo, at)
         raw = self.changes.get(slo.service)
         changes = ServiceChanges.from_bytes(raw) if raw else None
-        ctx = BurnContext(service=slo.service, cluster=cluster, platform=platform, onset_ts=onset, at=at)
+        by_cluster: dict[str, list[str]] = {}
+        for s in self.series.of_slo(slo.name):
+            by_cluster.setdefault(c.split_series_key(s)[1], []).append(s)
+        ctx = BurnContext(service=slo.service, cluster=cluster, platform=platform, onset_ts=onset, at=at,
+                          budget_ratio=1.0 - slo.objective, clusters=tuple(sorted(k for k in by_cluster if k != "*")))
 
         def revisions(rollout_cluster: str, start: float, end: float) -> RevisionCounts:
             return self.revisions.counts(slo.service, rollout_cluster, start, end)
 
-        return onset, correlate(ctx, changes, revisions, self.config.correlation)
+        def traffic(of_cluster: str, start: float, end: float) -> tuple[int, int]:
+            """The SLO's (errors, total) in ``of_cluster`` over [start, end), at 10 s resolution."""
+            t1 = int(end) // L0_WIDTH * L0_WIDTH
+            length = t1 - int(start) // L0_WIDTH * L0_WIDTH
+            bad = total = 0
+            if length > 0:
+                for s in by_cluster.get(of_cluster, by_cluster.get("*", ())):
+                    b, t = self.counters.window(s, t1, length)
+                    bad += b
+                    total += t
+            return bad, total
+
+        return onset, correlate(ctx, changes, revisions, self.config.correlation, traffic=traffic)
 
     # ---- phase 2: commit ------------------------------------------------------------------------
 

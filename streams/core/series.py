@@ -179,6 +179,10 @@ class SeriesIndex:
     def series_count(self, slo: str) -> int:
         return len(self._by_slo.get(slo, ()))
 
+    def of_slo(self, slo: str) -> Collection[str]:
+        """The admitted series of ``slo`` (at most its series limit)."""
+        return self._by_slo.get(slo, ())
+
     def begin(self, partition: int) -> None:
         """A batch of ``partition`` starts (the engine calls this once for all its parts): what was
         learnt for the last one is out of date."""

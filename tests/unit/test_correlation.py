@@ -119,7 +119,7 @@ def test_the_new_revision_carrying_the_errors_is_shown_as_evidence_and_raises_th
     without = correlate(ctx(), sc, no_revisions)[0]
     assert with_rev.score > without.score >= 0.3
     ev = next(e for e in with_rev.evidence if isinstance(e, w.RevisionErrorRatio))
-    assert ev.new == w.RevisionSide(revision="42", errors=180, total=1000, ratio=0.18)
+    assert ev.new == w.RevisionSide(revision="42", errors=180, total=1000, ratio=0.18, when="during the burn")
     assert ev.old is not None and ev.old.errors == 2 and ev.old.total == 3000
     assert ev.test == "one-sided two-proportion z-test" and ev.z > 10 and ev.p_value < 1e-9
     assert "revision 42 errors 18.0% vs 0.1% on revision 41" in with_rev.summary
@@ -162,13 +162,13 @@ def test_a_crashloop_storm_of_the_new_pods_is_attached_to_the_rollout_as_evidenc
 
 
 def test_warnings_without_a_rollout_are_one_suspect_per_workload_and_reason() -> None:
-    sc = changes_of(*[warning(ONSET - 30 + i, reason="FailedScheduling", name=f"playback-api-5c4b3a291-{i:05d}")
+    sc = changes_of(*[warning(ONSET - 30 + i, reason="Unhealthy", name=f"playback-api-5c4b3a291-{i:05d}")
                       for i in range(12)])
     got = correlate(ctx(), sc, no_revisions)
     assert len(got) == 1
     (ws,) = got
     assert isinstance(ws, w.WarningSuspect) and ws.kind == "k8s_warning" and ws.count == 12
-    assert ws.summary == "12x FailedScheduling on 12 objects of playback/playback-api in eu-west-1"
+    assert ws.summary == "12x Unhealthy on 12 objects of playback/playback-api in eu-west-1"
 
 
 def test_a_repeated_event_keeps_its_highest_count_and_redelivery_changes_nothing() -> None:

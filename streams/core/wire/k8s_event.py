@@ -52,6 +52,7 @@ class KubeEvent:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     owner_kind: str | None = None  # the involved object's controller, when the writer added ownerReferences
     owner_name: str | None = None
+    node: str | None = None  # the node the event was seen on (kubelet's host), or the Node it is about
 
     @property
     def key(self) -> str:
@@ -70,7 +71,7 @@ class KubeEvent:
             "uid": self.uid, "resource_version": self.resource_version, "reason": self.reason,
             "message": self.message, "type": self.type, "count": self.count, "first_ts": self.first_ts,
             "last_ts": self.last_ts, "source": self.source, "labels": dict(self.labels),
-            "owner_kind": self.owner_kind, "owner_name": self.owner_name,
+            "owner_kind": self.owner_kind, "owner_name": self.owner_name, "node": self.node,
         }
 
     @classmethod
@@ -86,7 +87,7 @@ class KubeEvent:
                 last_ts=f.number(d["last_ts"], "last_ts"), source=f.opt_text(d.get("source"), "source"),
                 labels=MappingProxyType({str(k): str(v) for k, v in f.mapping(d.get("labels")).items()}),
                 owner_kind=f.opt_text(d.get("owner_kind"), "owner_kind"),
-                owner_name=f.opt_text(d.get("owner_name"), "owner_name"),
+                owner_name=f.opt_text(d.get("owner_name"), "owner_name"), node=_node_name(d.get("node")),
             )
         except KeyError as exc:
             raise f.missing(str(exc.args[0])) from None
@@ -157,6 +158,23 @@ def _involved(doc: Mapping[str, Any], v1: bool) -> tuple[Mapping[str, Any], str,
     return involved, kind, name, namespace
 
 
+def _node_name(value: object) -> str | None:
+    """A node name, or None when there is none or it could not be one (a node only helps name the
+    infrastructure a warning is about: it never costs the event)."""
+    return value if isinstance(value, str) and f.K8S_NAME_RE.match(value) else None
+
+
+def _node(doc: Mapping[str, Any], kind: str, name: str) -> str | None:
+    """The node of an Event: the Node it is about, else the host of the component that reported it
+    (``source.host``, ``deprecatedSource.host``, or a kubelet's ``reportingInstance``)."""
+    if kind == "Node":
+        return name
+    host = f.mapping(doc.get("source")).get("host") or f.mapping(doc.get("deprecatedSource")).get("host")
+    if not host and doc.get("reportingController") == "kubelet":
+        host = doc.get("reportingInstance")
+    return _node_name(host)
+
+
 def _owner(owner: Mapping[str, Any] | None, key: str) -> str | None:
     """The owner's kind or name, or None when it is missing or could not be a Kubernetes one (longer
     than an object name may be): an owner only helps name the workload, it never costs the event."""
@@ -207,6 +225,7 @@ def decode_event(doc: object, *, default_cluster: str | None) -> KubeEvent:
         reason=reason[:f.MAX_TEXT_LEN], message=message[:f.MAX_TEXT_LEN], type=str(etype),
         count=_count(doc, v1), first_ts=first_ts, last_ts=last_ts, source=source,
         labels=MappingProxyType(labels), owner_kind=_owner(owner, "kind"), owner_name=_owner(owner, "name"),
+        node=_node(doc, kind, name),
     )
 
 

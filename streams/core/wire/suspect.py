@@ -1,9 +1,10 @@
 """Suspects: what most likely caused a burn, with the evidence, as ``slo.alerts`` records carry them.
 
 Built by correlation (:func:`streams.core.correlation.correlate`), stored with the alert track, read by
-the gate, the notifier (PagerDuty ``custom_details``), enforcement and the metrics. Two kinds:
+the gate, the notifier (PagerDuty ``custom_details``), enforcement and the metrics. Three kinds:
 :class:`RolloutSuspect` (a rollout of the burning service) and :class:`WarningSuspect` (Kubernetes
-Warning events not explained by a rollout). Each carries its :data:`Evidence`, one typed item per
+Warning events not explained by a rollout) and :class:`InfraSuspect` (node, scheduling, eviction or
+volume trouble in a cluster). Each carries its :data:`Evidence`, one typed item per
 kind of fact, each with a one-line ``detail`` for a person.
 
 :func:`decode_suspect` is the one reader (it validates names before they reach an API path, a label or
@@ -27,6 +28,7 @@ from streams.core.wire.rollout import Migration, OfRollout, Phase, RolloutRef, W
 
 ROLLOUT: str = "rollout"
 WARNING: str = "k8s_warning"
+INFRASTRUCTURE: str = "infrastructure"
 MAX_EVIDENCE_LINES = 8
 MAX_SUMMARY_LEN = 1000  # what our correlation writes; a reader takes up to fields.MAX_TEXT_LEN
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -145,6 +147,52 @@ class RevisionErrorRatio(_Typed):
 
 
 @dataclass(frozen=True)
+class RevisionHistory(_Typed):
+    """The new revision's own errors between the rollout and the burn onset (``after``) against the
+    same cluster's in the hour before the rollout (``before``): ``errors_grew`` (evidence for it: a slow
+    regression), ``healthy_run`` (evidence against it: it served well until something else changed) or
+    ``no_difference`` (too short a run to say)."""
+
+    TYPE: ClassVar[str] = "revision_history"
+    verdict: str
+    before: RevisionSide
+    after: RevisionSide
+    seconds: float  # the length of the ``after`` interval
+    detail: str
+    strength: float | None = None
+    weight: float | None = None
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.TYPE, "verdict": self.verdict, "before": self.before.to_json(),
+                               "after": self.after.to_json(), "seconds": self.seconds}
+        _opt(out, "strength", self.strength)
+        _opt(out, "weight", self.weight)
+        out["detail"] = self.detail
+        return out
+
+
+@dataclass(frozen=True)
+class OtherClusters(_Typed):
+    """The rollout's cluster during the burn (``burning``: the new revision's requests, or all of them
+    when records carry no revision) against the service's other clusters still on the previous
+    revision over the same interval (``others``)."""
+
+    TYPE: ClassVar[str] = "other_clusters"
+    clusters: tuple[str, ...]
+    burning: RevisionSide
+    others: RevisionSide
+    detail: str
+    strength: float | None = None
+    weight: float | None = None
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.TYPE, "clusters": list(self.clusters), "burning": self.burning.to_json(),
+                               "others": self.others.to_json()}
+        _opt(out, "strength", self.strength)
+        _opt(out, "weight", self.weight)
+        out["detail"] = self.detail
+        return out
+
+
+@dataclass(frozen=True)
 class WarningCount(_Typed):
     """How many Warning events a rollout's own objects had."""
 
@@ -196,7 +244,8 @@ class OpaqueEvidence:
         return dict(self.raw)
 
 
-Evidence = Note | Timing | MigrationStep | RevisionErrorRatio | WarningCount | WarningSeen | OpaqueEvidence
+Evidence = (Note | Timing | MigrationStep | RevisionErrorRatio | RevisionHistory | OtherClusters | WarningCount
+            | WarningSeen | OpaqueEvidence)
 NOTE_TYPES = frozenset({"rollout_failed", "in_progress", "paused", "other_cluster", "platform"})
 
 
@@ -224,6 +273,21 @@ def _decode_evidence(d: object, what: str) -> Evidence:
             old=None if old is None else RevisionSide.from_json(old, f"{what}.old"),
             test=f.text(m.get("test"), f"{what}.test"), z=f.number(m.get("z"), f"{what}.z"),
             p_value=f.number(m.get("p_value"), f"{what}.p_value"), detail=f.text(detail, f"{what}.detail"),
+            strength=f.opt_number(m.get("strength"), f"{what}.strength"),
+            weight=f.opt_number(m.get("weight"), f"{what}.weight"))
+    if t == RevisionHistory.TYPE:
+        return RevisionHistory(
+            verdict=f.text(m.get("verdict"), f"{what}.verdict"),
+            before=RevisionSide.from_json(m.get("before"), f"{what}.before"),
+            after=RevisionSide.from_json(m.get("after"), f"{what}.after"),
+            seconds=f.number(m.get("seconds"), f"{what}.seconds"), detail=f.text(detail, f"{what}.detail"),
+            strength=f.opt_number(m.get("strength"), f"{what}.strength"),
+            weight=f.opt_number(m.get("weight"), f"{what}.weight"))
+    if t == OtherClusters.TYPE:
+        return OtherClusters(
+            clusters=tuple(f.check_cluster(x, f"{what}.clusters") for x in f.str_list(m.get("clusters"), what)),
+            burning=RevisionSide.from_json(m.get("burning"), f"{what}.burning"),
+            others=RevisionSide.from_json(m.get("others"), f"{what}.others"), detail=f.text(detail, f"{what}.detail"),
             strength=f.opt_number(m.get("strength"), f"{what}.strength"),
             weight=f.opt_number(m.get("weight"), f"{what}.weight"))
     if t == WarningCount.TYPE:
@@ -325,6 +389,41 @@ class WarningSuspect:
 
 
 @dataclass(frozen=True)
+class InfraSuspect:
+    """Infrastructure trouble in one cluster (node, scheduling, eviction, volume, network warnings on
+    the service's pods), with the nodes it names: never evidence for a rollout, a suspect of its own."""
+
+    score: float
+    summary: str
+    cluster: str
+    nodes: tuple[str, ...]  # the nodes named by the warnings, most warnings first
+    reasons: Mapping[str, int]  # Warning reason -> count
+    count: int
+    workloads: tuple[str, ...]  # namespace/workload of the pods concerned
+    objects: tuple[str, ...]
+    first_seen: float
+    last_seen: float
+    same_cluster: bool
+    evidence: tuple[Evidence, ...] = ()
+    rank: int = 0
+
+    kind: ClassVar[str] = INFRASTRUCTURE
+
+    @property
+    def label(self) -> str:
+        return f"{INFRASTRUCTURE} {self.cluster}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": INFRASTRUCTURE, "score": self.score, "summary": self.summary, "cluster": self.cluster,
+            "nodes": list(self.nodes), "reasons": dict(self.reasons), "count": self.count,
+            "workloads": list(self.workloads), "objects": list(self.objects), "first_seen": self.first_seen,
+            "last_seen": self.last_seen, "same_cluster": self.same_cluster,
+            "evidence": [e.to_json() for e in self.evidence], "rank": self.rank,
+        }
+
+
+@dataclass(frozen=True)
 class OpaqueSuspect:
     """A suspect this version cannot read (a newer kind, or a malformed one): passed on as it came,
     never acted on. ``raw`` is the JSON value as it came (normally an object)."""
@@ -363,7 +462,7 @@ class OpaqueSuspect:
         return dict(self.raw) if isinstance(self.raw, Mapping) else self.raw
 
 
-Suspect = RolloutSuspect | WarningSuspect | OpaqueSuspect
+Suspect = RolloutSuspect | WarningSuspect | InfraSuspect | OpaqueSuspect
 
 
 def evidence_lines(s: Suspect, limit: int = MAX_EVIDENCE_LINES) -> tuple[str, ...]:
@@ -432,6 +531,20 @@ def _decode_warning(m: Mapping[str, Any]) -> WarningSuspect:
         rank=f.integer(m.get("rank", 0), "rank"))
 
 
+def _decode_infra(m: Mapping[str, Any]) -> InfraSuspect:
+    reasons = f.mapping(m.get("reasons"))
+    return InfraSuspect(
+        score=_score(m.get("score")), summary=f.text(m.get("summary"), "summary"),
+        cluster=f.check_cluster(m.get("cluster")),
+        nodes=tuple(f.check_k8s_name(n, "nodes") for n in f.str_list(m.get("nodes"), "nodes")),
+        reasons=MappingProxyType({f.text(k, "reasons"): f.integer(v, f"reasons.{k}") for k, v in reasons.items()}),
+        count=f.integer(m.get("count"), "count"), workloads=f.str_list(m.get("workloads"), "workloads"),
+        objects=f.str_list(m.get("objects"), "objects"), first_seen=f.number(m.get("first_seen"), "first_seen"),
+        last_seen=f.number(m.get("last_seen"), "last_seen"),
+        same_cluster=f.boolean(m.get("same_cluster"), "same_cluster"), evidence=_evidence(m),
+        rank=f.integer(m.get("rank", 0), "rank"))
+
+
 def decode_suspect(d: object) -> Suspect:
     """Read one suspect (parsed JSON). RecordError names the field when a rollout or warning suspect is
     malformed; a suspect of another kind is an :class:`OpaqueSuspect`."""
@@ -442,6 +555,8 @@ def decode_suspect(d: object) -> Suspect:
             return _decode_rollout(m)
         if kind == WARNING:
             return _decode_warning(m)
+        if kind == INFRASTRUCTURE:
+            return _decode_infra(m)
     except RecordError as exc:
         raise RecordError(exc.reason, f"suspect ({kind}): {exc.detail}") from None
     return OpaqueSuspect(MappingProxyType(dict(m)))

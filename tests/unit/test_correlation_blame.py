@@ -1,0 +1,257 @@
+"""Blame only what changed (issue 20): evidence that compares like with like, warnings by kind, timing
+that decays after a rollout completed. Each test is one situation an on-call engineer meets, played on
+a per-minute traffic model of two clusters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+
+from streams.core.changes import ServiceChanges
+from streams.core.correlation import (
+    DEFAULT_CONFIG,
+    BurnContext,
+    CorrelationConfig,
+    WarningKind,
+    correlate,
+    time_strength,
+    warning_kind,
+)
+from streams.core.model import HOUR
+from streams.core.wire import suspect as w
+from streams.core.wire.k8s_event import KubeEvent, decode_event
+from streams.core.wire.rollout import Phase, RolloutRecord
+from tests.factories import kube_event, rollout_record
+
+T0 = 1_700_000_000 // 3600 * 3600
+ONSET = T0 + 5 * HOUR
+MIN = 60
+OK = 0.0002  # a healthy error ratio (the budget rate at 99.9 % is 0.001)
+PER_MINUTE = 12_000
+NEW_PODS = "playback-api-7d9f8c6b5"  # the template hash of revision 42 (tests.factories)
+
+
+@dataclass
+class Traffic:
+    """Requests per minute by cluster and playback revision (``None``: records without ``revision``)."""
+
+    cells: dict[tuple[str, str | None, int], tuple[int, int]] = field(default_factory=dict)
+
+    def serve(self, cluster: str, revision: str | None, t0: float, t1: float, ratio: float | tuple[float, float],
+              per_minute: int = PER_MINUTE) -> None:
+        """``revision`` serves ``cluster`` over [t0, t1) at ``ratio`` (or rising linearly from a to b)."""
+        a, b = ratio if isinstance(ratio, tuple) else (ratio, ratio)
+        minutes = range(int(t0 // MIN), int(t1 // MIN))
+        for i, m in enumerate(minutes):
+            r = a + (b - a) * i / max(1, len(minutes) - 1)
+            self.cells[(cluster, revision, m)] = (round(per_minute * r), per_minute)
+
+    def revisions(self, cluster: str, start: float, end: float) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for (cl, rev, m), (e, t) in self.cells.items():
+            if cl == cluster and rev is not None and start // MIN <= m < end // MIN:
+                got = out.get(rev, (0, 0))
+                out[rev] = (got[0] + e, got[1] + t)
+        return out
+
+    def traffic(self, cluster: str, start: float, end: float) -> tuple[int, int]:
+        bad = total = 0
+        for (cl, _, m), (e, t) in self.cells.items():
+            if cl == cluster and start // MIN <= m < end // MIN:
+                bad += e
+                total += t
+        return bad, total
+
+
+def ctx(**changes: object) -> BurnContext:
+    base: dict[str, object] = {"service": "playback-api", "cluster": "eu-west-1", "platform": "kubernetes",
+                               "onset_ts": ONSET, "at": ONSET + 5 * MIN, "clusters": ("eu-west-1", "us-east-1")}
+    base.update(changes)
+    return BurnContext(**base)  # type: ignore[arg-type]
+
+
+def changes_of(*records: RolloutRecord | KubeEvent) -> ServiceChanges:
+    sc = ServiceChanges()
+    for r in records:
+        if isinstance(r, RolloutRecord):
+            sc.apply_rollout(r)
+        else:
+            sc.apply_warning(r)
+    return sc
+
+
+def completed_rollout(started: float, completed: float) -> list[RolloutRecord]:
+    """playback-api 41 -> 42 in eu-west-1."""
+    return [rollout_record(ts=float(started), phase=Phase.STARTED),
+            rollout_record(ts=float(completed), phase=Phase.COMPLETED)]
+
+
+def blame(traffic: Traffic, sc: ServiceChanges, cfg: CorrelationConfig = DEFAULT_CONFIG,
+          **ctx_changes: object) -> list[w.RolloutSuspect | w.WarningSuspect | w.InfraSuspect]:
+    return correlate(ctx(**ctx_changes), sc, traffic.revisions, cfg, traffic=traffic.traffic)
+
+
+def everything(traffic: Traffic, sc: ServiceChanges, **ctx_changes: object) -> w.RolloutSuspect:
+    """The rollout suspect with every piece of evidence, however low its score."""
+    got = blame(traffic, sc, CorrelationConfig(min_score=0.0), **ctx_changes)
+    return next(s for s in got if isinstance(s, w.RolloutSuspect))
+
+
+def healthy_rollout_then_outage(*, tagged: bool, everywhere: bool, completed_before: int = 40 * MIN) -> Traffic:
+    """Revision 42 rolled out in eu-west-1 and ran well until an unrelated outage at ONSET; us-east-1
+    stays on 41 and burns too when ``everywhere``."""
+    t = Traffic()
+    new, old = ("42", "41") if tagged else (None, None)
+    done = ONSET - completed_before
+    t.serve("eu-west-1", old, ONSET - 3 * HOUR, done - 5 * MIN, OK)
+    t.serve("eu-west-1", new, done - 5 * MIN, ONSET, OK)
+    t.serve("eu-west-1", new, ONSET, ONSET + 5 * MIN, 0.2)
+    t.serve("us-east-1", old, ONSET - 3 * HOUR, ONSET, OK)
+    t.serve("us-east-1", old, ONSET, ONSET + 5 * MIN, 0.2 if everywhere else OK)
+    return t
+
+
+@pytest.mark.parametrize("tagged", [True, False], ids=["revision-tagged", "untagged"])
+@pytest.mark.parametrize("everywhere", [True, False], ids=["outage-everywhere", "outage-in-the-cluster"])
+def test_a_healthy_rollout_is_not_blamed_for_a_later_unrelated_outage(tagged: bool, everywhere: bool) -> None:
+    done = ONSET - 40 * MIN
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done))
+    traffic = healthy_rollout_then_outage(tagged=tagged, everywhere=everywhere)
+    assert blame(traffic, sc) == [], "no suspect: the page says so"
+    s = everything(traffic, sc)
+    history = next(e for e in s.evidence if isinstance(e, w.RevisionHistory))
+    assert history.verdict == "healthy_run" and history.weight == DEFAULT_CONFIG.healthy_run_weight
+    # Tagged: revision 42's own requests from its start; untagged: the cluster's from the completion.
+    # Both up to a minute before the onset (the onset's resolution).
+    run = (45 if tagged else 40) * MIN - MIN
+    assert history.seconds == run and history.after.total == run // MIN * PER_MINUTE
+    assert "served well" in history.detail
+    assert not any(isinstance(e, w.RevisionErrorRatio) and e.strength for e in s.evidence), \
+        "the new revision during the burn is not compared with the old one before it"
+    if everywhere:
+        other = next(e for e in s.evidence if isinstance(e, w.OtherClusters))
+        assert other.clusters == ("us-east-1",) and other.weight == DEFAULT_CONFIG.exonerated_weight
+        assert other.others.ratio == pytest.approx(0.2, abs=0.01) and "fail as much" in other.detail
+
+
+def test_the_same_outage_right_after_the_rollout_blames_it() -> None:
+    """The counterpart: errors from the moment the new revision serves (a bad rollout)."""
+    sc = changes_of(*completed_rollout(ONSET - 4 * MIN, ONSET - MIN))
+    t = Traffic()
+    t.serve("eu-west-1", "41", ONSET - 3 * HOUR, ONSET - 4 * MIN, OK)
+    t.serve("eu-west-1", "42", ONSET - 4 * MIN, ONSET + 5 * MIN, 0.2)
+    t.serve("us-east-1", "41", ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+    (top, *_) = blame(t, sc)
+    assert isinstance(top, w.RolloutSuspect) and top.score >= 0.8
+    other = next(e for e in top.evidence if isinstance(e, w.OtherClusters))
+    assert other.strength == 0.6 and other.burning.revision == "42" and other.others.revision == "41"
+    assert "during the burn" in other.detail and "in other clusters" in top.summary
+
+
+def test_a_slow_regression_after_the_rollout_stays_blamed() -> None:
+    """Errors grow from the completion on, below the budget rate until the onset 40 minutes later."""
+    done = ONSET - 40 * MIN
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done))
+    for tagged in (True, False):
+        t = Traffic()
+        new, old = ("42", "41") if tagged else (None, None)
+        t.serve("eu-west-1", old, ONSET - 3 * HOUR, done - 5 * MIN, OK)
+        t.serve("eu-west-1", new, done - 5 * MIN, ONSET, (OK, 0.0009))
+        t.serve("eu-west-1", new, ONSET, ONSET + 5 * MIN, (0.002, 0.03))
+        t.serve("us-east-1", old, ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+        (top, *_) = blame(t, sc)
+        assert isinstance(top, w.RolloutSuspect) and top.score >= 0.5, (tagged, top)
+        grew = next(e for e in top.evidence if isinstance(e, w.RevisionHistory))
+        assert grew.verdict == "errors_grew" and grew.after.ratio > 2 * grew.before.ratio
+        assert "errors grew after it" in top.summary
+
+
+def test_node_trouble_after_a_healthy_rollout_is_its_own_suspect_naming_the_nodes() -> None:
+    done = ONSET - 30 * MIN
+    trouble = [kube_event(first_ts=float(ONSET + i), last_ts=float(ONSET + 60 + i), reason=reason,
+                          name=f"{NEW_PODS}-{i:05d}", uid=f"u{i}", count=2, node=f"node-{i % 2 + 1}")
+               for i, reason in enumerate(["NodeNotReady", "NodeNotReady", "Evicted", "FailedScheduling"])]
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done), *trouble)
+    t = Traffic()
+    t.serve("eu-west-1", None, ONSET - 3 * HOUR, ONSET, OK)
+    t.serve("eu-west-1", None, ONSET, ONSET + 5 * MIN, 0.1)
+    t.serve("us-east-1", None, ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+    got = blame(t, sc)
+    assert [s.kind for s in got] == ["infrastructure"]
+    (infra,) = got
+    assert isinstance(infra, w.InfraSuspect)
+    assert infra.nodes == ("node-1", "node-2") and infra.cluster == "eu-west-1" and infra.count == 8
+    assert dict(infra.reasons) == {"NodeNotReady": 4, "Evicted": 2, "FailedScheduling": 2}
+    assert infra.workloads == ("playback/playback-api",)
+    assert infra.summary.startswith("infrastructure trouble in eu-west-1 on nodes node-1, node-2: 4 NodeNotReady")
+    rollout = everything(t, sc)
+    assert not any(isinstance(e, w.WarningCount | w.WarningSeen) for e in rollout.evidence), \
+        "infrastructure warnings are never evidence for a rollout"
+    assert w.decode_suspect(infra.to_json()) == infra
+
+
+def test_node_trouble_during_a_rollout_is_not_its_evidence_either() -> None:
+    sc = changes_of(rollout_record(ts=float(ONSET - 3 * MIN), phase=Phase.STARTED),
+                    kube_event(first_ts=float(ONSET), last_ts=float(ONSET), reason="FailedScheduling",
+                               name=f"{NEW_PODS}-00001", count=30))
+    s = everything(Traffic(), sc)
+    assert not any(isinstance(e, w.WarningCount) for e in s.evidence)
+
+
+def test_a_crash_loop_long_after_the_rollout_completed_is_not_the_rollouts_evidence() -> None:
+    done = ONSET - 40 * MIN
+    crash = kube_event(first_ts=float(ONSET), last_ts=float(ONSET + 120), reason="CrashLoopBackOff",
+                       name=f"{NEW_PODS}-00001", count=12)
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done), crash)
+    got = blame(Traffic(), sc)
+    assert [s.kind for s in got] == ["k8s_warning"]
+    early = kube_event(first_ts=float(done - 2 * MIN), last_ts=float(ONSET + 120), reason="CrashLoopBackOff",
+                       name=f"{NEW_PODS}-00001", count=12)
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done), early)
+    s = everything(Traffic(), sc)
+    assert any(isinstance(e, w.WarningCount) for e in s.evidence), "seen while it rolled out: its own"
+
+
+def test_timing_decays_with_the_time_since_completion() -> None:
+    dt = 45 * MIN
+    values = [time_strength(dt, completed_before_onset=g) for g in (None, 0, 300, 600, 1200, 3600)]
+    assert values[0] == values[1] == values[2], "within the grace the completion changes nothing"
+    assert values[2] > values[3] > values[4] > values[5] and values[5] < 0.01
+    assert math.isclose(values[3], values[2] * math.exp(-300 / DEFAULT_CONFIG.completion_tau_s))
+
+
+def test_timing_alone_an_hour_after_completion_is_no_suspect_and_ranks_below_a_warning_storm() -> None:
+    done = ONSET - 60 * MIN
+    storm = [kube_event(first_ts=float(ONSET - 60 + i), last_ts=float(ONSET + i), reason="FailedScheduling",
+                        name=f"playback-api-5c4b3a291-{i:05d}", uid=f"s{i}", count=3) for i in range(20)]
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done), *storm)
+    got = blame(Traffic(), sc)
+    assert [s.kind for s in got] == ["infrastructure"]
+
+
+@pytest.mark.parametrize(("reason", "kind"), [
+    ("CrashLoopBackOff", WarningKind.REVISION), ("ErrImagePull", WarningKind.REVISION),
+    ("Unhealthy", WarningKind.REVISION), ("NodeNotReady", WarningKind.INFRASTRUCTURE),
+    ("FailedScheduling", WarningKind.INFRASTRUCTURE), ("FailedMount", WarningKind.INFRASTRUCTURE),
+    ("Evicted", WarningKind.INFRASTRUCTURE), ("SomethingCustom", WarningKind.OTHER)])
+def test_warning_reasons_by_kind(reason: str, kind: WarningKind) -> None:
+    assert warning_kind(reason) is kind
+
+
+def test_the_node_of_an_event_is_read_from_whoever_wrote_it() -> None:
+    base = {"cluster": "eu-west-1", "metadata": {"uid": "e1"}, "type": "Warning", "reason": "NodeNotReady",
+            "firstTimestamp": "2026-12-07T10:00:00Z", "lastTimestamp": "2026-12-07T10:00:00Z",
+            "involvedObject": {"kind": "Pod", "name": "playback-api-7d9f8c6b5-x2x9q", "namespace": "playback"}}
+    assert decode_event({**base, "source": {"component": "kubelet", "host": "node-7"}},
+                        default_cluster=None).node == "node-7"
+    assert decode_event({**base, "involvedObject": {"kind": "Node", "name": "node-3"}},
+                        default_cluster=None).node == "node-3"
+    v1 = {"apiVersion": "events.k8s.io/v1", "cluster": "eu-west-1", "metadata": {"uid": "e2"}, "type": "Warning",
+          "reason": "Evicted", "eventTime": "2026-12-07T10:00:00.000000Z", "reportingController": "kubelet",
+          "reportingInstance": "node-9", "regarding": base["involvedObject"]}
+    assert decode_event(v1, default_cluster=None).node == "node-9"
+    bad = decode_event({**base, "source": {"host": "Not A Node/../x"}}, default_cluster=None)
+    assert bad.node is None, "a node name that could not be one is dropped, the event is kept"
+    assert KubeEvent.from_json(bad.to_json()) == bad
