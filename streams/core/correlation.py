@@ -148,6 +148,8 @@ class CorrelationConfig:
     revision_p_value: float = 0.01
     revision_min_ratio_x: float = 2.0
     min_history_errors: int = 5  # errors after the rollout, for "errors grew after it"
+    history_min_ratio_x: float = 1.25  # ... at least this many times the ratio before the rollout (2x: strong)
+    history_first_half_p_value: float = 0.05  # ... and already higher in the first half of the run
 
 
 DEFAULT_CONFIG = CorrelationConfig()
@@ -343,44 +345,59 @@ def _side(revision: str | None, p: Proportion, when: str) -> RevisionSide:
     return RevisionSide(revision, p.bad, p.total, round(p.ratio, 6), when)
 
 
-def _worse(a: Proportion, b: Proportion, cfg: CorrelationConfig) -> bool:
-    """``a`` fails significantly more than ``b``: one-sided z-test and at least the ratio factor."""
+def _worse(a: Proportion, b: Proportion, cfg: CorrelationConfig, factor: float | None = None) -> bool:
+    """``a`` fails significantly more than ``b``: one-sided z-test, and at least ``factor`` times as
+    often (default ``revision_min_ratio_x``)."""
     test = two_proportion_z(a, b)
-    return test.p_value < cfg.revision_p_value and test.ratio_of_ratios >= cfg.revision_min_ratio_x
+    return test.p_value < cfg.revision_p_value and test.ratio_of_ratios >= (
+        cfg.revision_min_ratio_x if factor is None else factor)
 
 
 def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: RevisionsOf,
                       traffic: TrafficOf, cfg: CorrelationConfig) -> None:
     """The new revision's own run before the onset against the same cluster before the rollout.
 
-    The run is the new revision's requests from the start to a minute before the onset when playback
-    records carry ``revision``; otherwise the cluster's whole traffic from the completion (from the
-    start while it was still rolling out) to a minute before the onset. The last minute is left out:
-    the onset is estimated at that resolution."""
+    The run is from the rollout's completion (its start, while it was still rolling out) to a minute
+    before the onset: the new revision's requests when playback records carry ``revision``, otherwise
+    the cluster's whole traffic. The last minute is left out: the onset is estimated at that
+    resolution. Errors grew *from the rollout on* when the whole run
+    fails significantly more than before (p < ``revision_p_value``, ``history_min_ratio_x``) and its
+    first half already does (p < ``history_first_half_p_value``): an outage that began to build up
+    half-way through a healthy run is not the rollout's."""
     new_aliases, _ = _aliases(r)
     end = ctx.onset_ts - 60
-    start = r.started_ts
+    done = r.completed_ts is not None and r.completed_ts < end
+    start = r.completed_ts if done and r.completed_ts is not None else r.started_ts
     base_span = (r.started_ts - cfg.history_baseline_s, r.started_ts)
-    tagged = _sum_revisions(revisions(r.cluster, start, end), new_aliases) if end > start else Proportion(0, 0)
-    if tagged.total >= cfg.min_revision_events:
-        after, what = tagged, f"revision {r.revision}"
+
+    def tagged(a: float, b: float) -> Proportion:
+        return _sum_revisions(revisions(r.cluster, a, b), new_aliases) if b > a else Proportion(0, 0)
+
+    def untagged(a: float, b: float) -> Proportion:
+        return Proportion(*traffic(r.cluster, a, b)) if b > a else Proportion(0, 0)
+
+    counts = tagged
+    after, what = tagged(start, end), f"revision {r.revision}"
+    if after.total >= cfg.min_revision_events:
         before = _sum_all(revisions(r.cluster, *base_span))
     else:
-        start = r.completed_ts if r.completed_ts is not None and r.completed_ts < end else start
-        after, what = (Proportion(*traffic(r.cluster, start, end)) if end > start else Proportion(0, 0)), \
-            f"all requests in {r.cluster}"
-        before = Proportion(*traffic(r.cluster, *base_span))
+        counts = untagged
+        after, what = untagged(start, end), f"all requests in {r.cluster}"
+        before = untagged(*base_span)
     seconds = max(0.0, end - start)
     if after.total < cfg.min_revision_events or before.total < cfg.min_revision_events:
         return
     run = f"{_fmt_age(seconds)} from the rollout{' completing' if start == r.completed_ts else ''} to the burn"
     sides = (_side(r.previous_revision, before, f"{_fmt_age(cfg.history_baseline_s)} before the rollout"),
              _side(r.revision, after, run))
-    if after.bad >= cfg.min_history_errors and _worse(after, before, cfg):
+    first = counts(start, start + seconds / 2)
+    if (after.bad >= cfg.min_history_errors and _worse(after, before, cfg, cfg.history_min_ratio_x)
+            and two_proportion_z(first, before).p_value < cfg.history_first_half_p_value):
+        strength = 0.8 if _worse(after, before, cfg) else 0.5
         case.add(RevisionHistory("errors_grew", *sides, round(seconds, 1),
-                                 f"errors grew after the rollout, before the burn: {what} {after.ratio:.3%} over "
-                                 f"the {run}, {before.ratio:.3%} in {r.cluster} before the rollout", strength=0.8),
-                 0.8)
+                                 f"errors grew from the rollout on, before the burn: {what} {after.ratio:.3%} over "
+                                 f"the {run} ({first.ratio:.3%} in its first half), {before.ratio:.3%} in "
+                                 f"{r.cluster} before the rollout", strength=strength), strength)
         case.revision_note += f"; errors grew after it ({before.ratio:.2%} -> {after.ratio:.2%} before the burn)"
     elif seconds >= cfg.history_min_s and after.ratio < ctx.budget_ratio:
         case.healthy_run = True
@@ -573,7 +590,7 @@ def _seen(first: float, last: float, ctx: BurnContext) -> Timing:
 def _strength(weight: float, count: int, last: float, ctx: BurnContext, cfg: CorrelationConfig) -> float:
     """Warnings of a reason weight: more with their count, less with the time since the last one."""
     age = max(0.0, ctx.at - last)
-    return weight * min(0.5, 0.15 + 0.1 * math.log10(1 + count)) * math.exp(-age / cfg.warning_lookback_s)
+    return weight * min(0.8, 0.3 + 0.15 * math.log10(1 + count)) * math.exp(-age / cfg.warning_lookback_s)
 
 
 def _warning_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,

@@ -123,9 +123,9 @@ def test_a_healthy_rollout_is_not_blamed_for_a_later_unrelated_outage(tagged: bo
     s = everything(traffic, sc)
     history = next(e for e in s.evidence if isinstance(e, w.RevisionHistory))
     assert history.verdict == "healthy_run" and history.weight == DEFAULT_CONFIG.healthy_run_weight
-    # Tagged: revision 42's own requests from its start; untagged: the cluster's from the completion.
-    # Both up to a minute before the onset (the onset's resolution).
-    run = (45 if tagged else 40) * MIN - MIN
+    # From the completion to a minute before the onset (the onset's resolution): revision 42's own
+    # requests when tagged, the cluster's otherwise.
+    run = 40 * MIN - MIN
     assert history.seconds == run and history.after.total == run // MIN * PER_MINUTE
     assert "served well" in history.detail
     assert not any(isinstance(e, w.RevisionErrorRatio) and e.strength for e in s.evidence), \
@@ -150,22 +150,40 @@ def test_the_same_outage_right_after_the_rollout_blames_it() -> None:
     assert "during the burn" in other.detail and "in other clusters" in top.summary
 
 
-def test_a_slow_regression_after_the_rollout_stays_blamed() -> None:
-    """Errors grow from the completion on, below the budget rate until the onset 40 minutes later."""
+@pytest.mark.parametrize("baseline", [OK, 0.0004], ids=["baseline-0.02%", "baseline-0.04%"])
+def test_a_slow_regression_after_the_rollout_stays_blamed(baseline: float) -> None:
+    """Errors grow from the completion on, below the budget rate until the onset 40 minutes later (with
+    a baseline of 0.04 % the run's mean is under twice the baseline: the growth still shows)."""
     done = ONSET - 40 * MIN
     sc = changes_of(*completed_rollout(done - 5 * MIN, done))
     for tagged in (True, False):
         t = Traffic()
         new, old = ("42", "41") if tagged else (None, None)
-        t.serve("eu-west-1", old, ONSET - 3 * HOUR, done - 5 * MIN, OK)
-        t.serve("eu-west-1", new, done - 5 * MIN, ONSET, (OK, 0.0009))
+        t.serve("eu-west-1", old, ONSET - 3 * HOUR, done - 5 * MIN, baseline)
+        t.serve("eu-west-1", new, done - 5 * MIN, ONSET, (baseline, 0.0009))
         t.serve("eu-west-1", new, ONSET, ONSET + 5 * MIN, (0.002, 0.03))
         t.serve("us-east-1", old, ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
         (top, *_) = blame(t, sc)
         assert isinstance(top, w.RolloutSuspect) and top.score >= 0.5, (tagged, top)
         grew = next(e for e in top.evidence if isinstance(e, w.RevisionHistory))
-        assert grew.verdict == "errors_grew" and grew.after.ratio > 2 * grew.before.ratio
+        assert grew.verdict == "errors_grew" and grew.after.ratio > 1.25 * grew.before.ratio
+        assert grew.strength == (0.8 if grew.after.ratio >= 2 * grew.before.ratio else 0.5)
         assert "errors grew after it" in top.summary
+
+
+def test_an_outage_that_builds_up_late_in_a_healthy_run_is_not_the_rollouts() -> None:
+    """30 healthy minutes after the rollout, then errors build up over 10 minutes before crossing the
+    budget rate: the growth did not start with the rollout."""
+    done = ONSET - 40 * MIN
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done))
+    t = Traffic()
+    t.serve("eu-west-1", None, ONSET - 3 * HOUR, ONSET - 10 * MIN, OK)
+    t.serve("eu-west-1", None, ONSET - 10 * MIN, ONSET, (OK, 0.0009))
+    t.serve("eu-west-1", None, ONSET, ONSET + 5 * MIN, 0.1)
+    t.serve("us-east-1", None, ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+    assert blame(t, sc) == []
+    history = next(e for e in everything(t, sc).evidence if isinstance(e, w.RevisionHistory))
+    assert history.verdict == "healthy_run"
 
 
 def test_node_trouble_after_a_healthy_rollout_is_its_own_suspect_naming_the_nodes() -> None:
