@@ -511,7 +511,8 @@ def _own_warnings(case: _Case, mine: Sequence[TrackedWarning]) -> None:
     top = max(mine, key=lambda w: (REASON_WEIGHTS.get(w.reason, DEFAULT_REASON_WEIGHT), w.count))
     rw = REASON_WEIGHTS.get(top.reason, DEFAULT_REASON_WEIGHT)
     e = min(0.6, 0.3 * rw + 0.1 * math.log10(1 + total))
-    case.add(WarningCount(total, round(e, 3), f"{total} Warning events on the rollout's own objects"), e)
+    case.add(WarningCount(total, round(e, 3), f"{total} Warning events on the rollout's own objects, first seen "
+                                              "while it rolled out or soon after"), e)
     for w in sorted(mine, key=lambda w: (-w.count, w.reason, w.name))[:5]:
         case.add(_warning_seen(w))
 
