@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from streams.core.changes import ServiceChanges, TrackedRollout, TrackedWarning, revision_lt
-from streams.core.stats import Proportion, two_proportion_z
+from streams.core.stats import Proportion, mantel_haenszel, two_proportion_z
 from streams.core.wire.fields import MAX_K8S_NAME_LEN, MAX_TEXT_LEN
 from streams.core.wire.rollout import Phase, revision_aliases
 from streams.core.wire.suspect import (
@@ -142,14 +142,12 @@ class CorrelationConfig:
     other_cluster_weight: float = 0.4
     legacy_platform_weight: float = 0.5
     exonerated_weight: float = 0.3
-    min_score: float = 0.05
+    min_score: float = 0.2  # below: "no suspect" (weaker suspects were wrong more often than right)
     max_suspects: int = 5
     min_revision_events: int = 20  # per revision, for revision evidence
     revision_p_value: float = 0.01
     revision_min_ratio_x: float = 2.0
-    min_history_errors: int = 5  # errors after the rollout, for "errors grew after it"
-    history_min_ratio_x: float = 1.25  # ... at least this many times the ratio before the rollout (2x: strong)
-    history_first_half_p_value: float = 0.05  # ... and already higher in the first half of the run
+    min_history_errors: int = 5  # errors in the run's last quarter, for "errors grew after it"
 
 
 DEFAULT_CONFIG = CorrelationConfig()
@@ -353,17 +351,36 @@ def _worse(a: Proportion, b: Proportion, cfg: CorrelationConfig, factor: float |
         cfg.revision_min_ratio_x if factor is None else factor)
 
 
+def _minutes(counts: Callable[[float, float], Proportion], a: float, b: float) -> list[Proportion]:
+    """The counts of each whole minute in ``[a, b)``."""
+    return [counts(m * 60.0, m * 60.0 + 60.0) for m in range(math.ceil(a / 60), math.floor(b / 60))]
+
+
+def _calm(minutes: Sequence[Proportion], ceiling: float) -> Proportion:
+    """The minutes summed without those that failed at ``ceiling`` or more: a blip of a minute or two
+    before the onset (a deploy elsewhere, a GC pause) must not decide whether a revision's errors
+    grew."""
+    kept = [p for p in minutes if p.ratio < ceiling]
+    return Proportion(sum(p.bad for p in kept), sum(p.total for p in kept))
+
+
 def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: RevisionsOf,
                       traffic: TrafficOf, cfg: CorrelationConfig) -> None:
     """The new revision's own run before the onset against the same cluster before the rollout.
 
     The run is from the rollout's completion (its start, while it was still rolling out) to a minute
     before the onset: the new revision's requests when playback records carry ``revision``, otherwise
-    the cluster's whole traffic. The last minute is left out: the onset is estimated at that
-    resolution. Errors grew *from the rollout on* when the whole run
-    fails significantly more than before (p < ``revision_p_value``, ``history_min_ratio_x``) and its
-    first half already does (p < ``history_first_half_p_value``): an outage that began to build up
-    half-way through a healthy run is not the rollout's."""
+    the cluster's whole traffic; the baseline is the hour before the rollout started. The last minute
+    is left out (the onset's resolution), and so are the minutes at twice the budget rate or more
+    (blips: the burn itself only begins at the onset).
+
+    - ``errors_grew`` (strength 0.8): the run's errors grew before its last quarter: its third and
+      fourth quarters at least 20 % and 40 % of the way from the baseline to the budget rate (the
+      fourth significantly above the baseline). A slow regression, even one that accelerates late.
+      An outage that builds up only in the last quarter of a healthy run, or a slow drift of the
+      baseline, does not pass.
+    - ``healthy_run`` (weight ``healthy_run_weight``): otherwise, a run of at least ``history_min_s``
+      below the budget rate: it served well until something else changed when the burn began."""
     new_aliases, _ = _aliases(r)
     end = ctx.onset_ts - 60
     done = r.completed_ts is not None and r.completed_ts < end
@@ -371,40 +388,49 @@ def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revision
     base_span = (r.started_ts - cfg.history_baseline_s, r.started_ts)
 
     def tagged(a: float, b: float) -> Proportion:
-        return _sum_revisions(revisions(r.cluster, a, b), new_aliases) if b > a else Proportion(0, 0)
+        return _sum_revisions(revisions(r.cluster, a, b), new_aliases)
+
+    def every_revision(a: float, b: float) -> Proportion:
+        return _sum_all(revisions(r.cluster, a, b))
 
     def untagged(a: float, b: float) -> Proportion:
-        return Proportion(*traffic(r.cluster, a, b)) if b > a else Proportion(0, 0)
+        return Proportion(*traffic(r.cluster, a, b))
 
-    counts = tagged
-    after, what = tagged(start, end), f"revision {r.revision}"
-    if after.total >= cfg.min_revision_events:
-        before = _sum_all(revisions(r.cluster, *base_span))
-    else:
-        counts = untagged
-        after, what = untagged(start, end), f"all requests in {r.cluster}"
-        before = untagged(*base_span)
-    seconds = max(0.0, end - start)
-    if after.total < cfg.min_revision_events or before.total < cfg.min_revision_events:
+    counts, baseline, what = tagged, every_revision, f"revision {r.revision}"
+    if end <= start or tagged(start, end).total < cfg.min_revision_events:
+        counts, baseline, what = untagged, untagged, f"all requests in {r.cluster}"
+    run = _minutes(counts, start, end)
+    base_minutes = _minutes(baseline, *base_span)
+    blip = 2 * ctx.budget_ratio
+    after = _calm(run, blip)
+    before = _calm(base_minutes, blip)
+    if after.total < cfg.min_revision_events or before.total < cfg.min_revision_events or len(run) < 4:
         return
-    run = f"{_fmt_age(seconds)} from the rollout{' completing' if start == r.completed_ts else ''} to the burn"
-    sides = (_side(r.previous_revision, before, f"{_fmt_age(cfg.history_baseline_s)} before the rollout"),
-             _side(r.revision, after, run))
-    first = counts(start, start + seconds / 2)
-    if (after.bad >= cfg.min_history_errors and _worse(after, before, cfg, cfg.history_min_ratio_x)
-            and two_proportion_z(first, before).p_value < cfg.history_first_half_p_value):
-        strength = 0.8 if _worse(after, before, cfg) else 0.5
-        case.add(RevisionHistory("errors_grew", *sides, round(seconds, 1),
-                                 f"errors grew from the rollout on, before the burn: {what} {after.ratio:.3%} over "
-                                 f"the {run} ({first.ratio:.3%} in its first half), {before.ratio:.3%} in "
-                                 f"{r.cluster} before the rollout", strength=strength), strength)
-        case.revision_note += f"; errors grew after it ({before.ratio:.2%} -> {after.ratio:.2%} before the burn)"
+    seconds = 60.0 * len(run)
+    span = f"{_fmt_age(seconds)} from the rollout{' completing' if done else ''} to the burn"
+    sides = (_side(r.previous_revision, before, f"the {_fmt_age(cfg.history_baseline_s)} before the rollout"),
+             _side(r.revision, after, span))
+    n = len(run)
+    quarters = [_calm(run[k * n // 4:(k + 1) * n // 4], blip) for k in range(4)]
+    q = [x.ratio for x in quarters]
+    b = before.ratio
+    gap = max(0.0, ctx.budget_ratio - b)  # from the baseline to the budget rate: where a burn begins
+    grew = (n >= 8 and quarters[3].bad >= cfg.min_history_errors and q[2] >= b + 0.2 * gap
+            and q[3] >= b + 0.4 * gap
+            and two_proportion_z(quarters[3], before).p_value < cfg.revision_p_value)
+    if grew:
+        by_quarter = ", ".join(f"{x:.3%}" for x in q)
+        case.add(RevisionHistory("errors_grew", *sides, seconds,
+                                 f"errors grew steadily from the rollout on, before the burn: {what} {by_quarter} in "
+                                 f"each quarter of the {span}, {b:.3%} in {r.cluster} in the hour before the "
+                                 "rollout (blips left out)", strength=0.8), 0.8)
+        case.revision_note += f"; errors grew after it ({b:.2%} -> {q[3]:.2%} before the burn)"
     elif seconds >= cfg.history_min_s and after.ratio < ctx.budget_ratio:
         case.healthy_run = True
-        case.weigh(RevisionHistory("healthy_run", *sides, round(seconds, 1),
-                                   f"{what} served well for the {run} ({after.ratio:.3%} errors; "
-                                   f"{before.ratio:.3%} before the rollout): something else changed when the "
-                                   f"burn began", weight=cfg.healthy_run_weight), cfg.healthy_run_weight)
+        case.weigh(RevisionHistory("healthy_run", *sides, seconds,
+                                   f"{what} served well for the {span} ({after.ratio:.3%} errors; {b:.3%} before "
+                                   "the rollout): something else changed when the burn began",
+                                   weight=cfg.healthy_run_weight), cfg.healthy_run_weight)
 
 
 def _still_previous(r: TrackedRollout, cluster: str, rollouts: Iterable[TrackedRollout], at: float) -> bool:
@@ -426,7 +452,7 @@ def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisio
     old = _sum_revisions(during, old_aliases)
     burn = "during the burn"
     if new.total >= cfg.min_revision_events and old.total >= cfg.min_revision_events:
-        _same_cluster(case, r, new, old, cfg)
+        _same_cluster(case, r, ctx, revisions, new, old, cfg)
         return
     others = [cl for cl in ctx.clusters if cl != r.cluster and _still_previous(r, cl, rollouts, ctx.at)]
     if new.total >= cfg.min_revision_events:
@@ -447,7 +473,7 @@ def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisio
         if burning.total < cfg.min_revision_events:
             return
     if elsewhere.total < cfg.min_revision_events:
-        if new.total >= cfg.min_revision_events and new.bad and not case.healthy_run:
+        if new.total >= cfg.min_revision_events and new.ratio >= ctx.budget_ratio and not case.healthy_run:
             # Nothing serves the previous revision during the burn: the new one alone serves the errors.
             test = two_proportion_z(new, old)
             case.add(RevisionErrorRatio(new=_side(r.revision, new, burn), old=None, test="none", z=round(test.z, 3),
@@ -475,26 +501,37 @@ def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisio
                                f"{elsewhere.ratio:.2%}"))
 
 
-def _same_cluster(case: _Case, r: TrackedRollout, new: Proportion, old: Proportion, cfg: CorrelationConfig) -> None:
-    """Both revisions served in the rollout's cluster during the burn: the most direct comparison."""
-    test = two_proportion_z(new, old)
+def _same_cluster(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: RevisionsOf, new: Proportion,
+                  old: Proportion, cfg: CorrelationConfig) -> None:
+    """Both revisions served in the rollout's cluster during the burn: the most direct comparison,
+    made minute by minute (a rollout moves traffic to the new revision while an outage builds up: over
+    the whole burn the new revision would have served more of the worst minutes)."""
+    new_aliases, old_aliases = _aliases(r)
+    strata = []
+    for m in range(math.floor(ctx.onset_ts / 60), math.floor(ctx.at / 60) + 1):
+        minute = revisions(r.cluster, m * 60.0, m * 60.0 + 60.0)
+        strata.append((_sum_revisions(minute, new_aliases), _sum_revisions(minute, old_aliases)))
+    test = mantel_haenszel(strata)
     burn = "during the burn"
     strength = weight = None
-    if _worse(new, old, cfg):
+    x = test.ratio_of_ratios
+    times = "inf" if math.isinf(x) else f"{x:.1f}"
+    if test.p_value < cfg.revision_p_value and x >= cfg.revision_min_ratio_x:
         strength = 0.9
         detail = (f"new revision {r.revision} fails {new.ratio:.2%} of requests during the burn, previous "
-                  f"{r.previous_revision} {old.ratio:.2%} during the burn, both in {r.cluster}")
+                  f"{r.previous_revision} {old.ratio:.2%}, both in {r.cluster}: {times}x as often minute by minute")
         case.revision_note += (f"; revision {r.revision} errors {new.ratio:.1%} vs {old.ratio:.1%} on "
-                              f"revision {r.previous_revision}")
-    elif old.ratio >= 0.5 * new.ratio:
+                               f"revision {r.previous_revision}")
+    elif x <= cfg.revision_min_ratio_x:
         weight = cfg.exonerated_weight
         case.weight *= weight
-        detail = (f"the previous revision fails as much ({old.ratio:.2%} vs {new.ratio:.2%}) in {r.cluster} during "
-                  "the burn: the new revision does not explain the burn")
+        detail = (f"the previous revision fails as much in {r.cluster} during the burn ({old.ratio:.2%} vs "
+                  f"{new.ratio:.2%}; {times}x minute by minute): the new revision does not explain the burn")
     else:
-        detail = f"new revision {new.ratio:.2%} vs previous {old.ratio:.2%}: not a significant difference"
+        detail = (f"new revision {new.ratio:.2%} vs previous {old.ratio:.2%} ({times}x minute by minute): not a "
+                  "significant difference")
     case.add(RevisionErrorRatio(new=_side(r.revision, new, burn), old=_side(r.previous_revision, old, burn),
-                                test="one-sided two-proportion z-test", z=round(test.z, 3),
+                                test="one-sided Cochran-Mantel-Haenszel, minute by minute", z=round(test.z, 3),
                                 p_value=float(f"{test.p_value:.3g}"), detail=detail, strength=strength,
                                 weight=weight), strength)
 

@@ -13,6 +13,7 @@ from streams.core.changes import DEFAULT_LIMITS, ServiceChanges, service_of_even
 from streams.core.correlation import (
     DEFAULT_CONFIG,
     BurnContext,
+    CorrelationConfig,
     RevisionCounts,
     correlate,
     time_strength,
@@ -121,7 +122,7 @@ def test_the_new_revision_carrying_the_errors_is_shown_as_evidence_and_raises_th
     ev = next(e for e in with_rev.evidence if isinstance(e, w.RevisionErrorRatio))
     assert ev.new == w.RevisionSide(revision="42", errors=180, total=1000, ratio=0.18, when="during the burn")
     assert ev.old is not None and ev.old.errors == 2 and ev.old.total == 3000
-    assert ev.test == "one-sided two-proportion z-test" and ev.z > 10 and ev.p_value < 1e-9
+    assert ev.test == "one-sided Cochran-Mantel-Haenszel, minute by minute" and ev.z > 10 and ev.p_value < 1e-9
     assert "revision 42 errors 18.0% vs 0.1% on revision 41" in with_rev.summary
 
 
@@ -139,8 +140,9 @@ def test_a_rollout_whose_previous_revision_fails_as_much_is_exonerated() -> None
     def revisions(cluster: str, start: float, end: float) -> RevisionCounts:
         return {"42": (50, 1000), "41": (150, 3000)}
 
-    blip = correlate(ctx(), sc, revisions)
-    plain = correlate(ctx(), sc, no_revisions)
+    everything = CorrelationConfig(min_score=0.0)
+    blip = correlate(ctx(), sc, revisions, everything)
+    plain = correlate(ctx(), sc, no_revisions, everything)
     assert blip[0].score == pytest.approx(plain[0].score * DEFAULT_CONFIG.exonerated_weight, abs=1e-3)
     ev = next(e for e in blip[0].evidence if isinstance(e, w.RevisionErrorRatio))
     assert "does not explain the burn" in ev.detail
