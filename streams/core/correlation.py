@@ -141,7 +141,8 @@ class CorrelationConfig:
     healthy_run_weight: float = 0.15
     other_cluster_weight: float = 0.4
     legacy_platform_weight: float = 0.5
-    exonerated_weight: float = 0.3
+    exonerated_weight: float = 0.3  # the previous revision in other clusters fails as much
+    exonerated_same_cluster_weight: float = 0.15  # ... in the same cluster, minute by minute
     min_score: float = 0.2  # below: "no suspect" (weaker suspects were wrong more often than right)
     max_suspects: int = 5
     min_revision_events: int = 20  # per revision, for revision evidence
@@ -447,6 +448,11 @@ def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisio
     while both serve; else against the service's other clusters still on the previous revision
     (their previous revision's requests when records carry ``revision``, else all their requests)."""
     new_aliases, old_aliases = _aliases(r)
+    if ctx.cluster not in ("*", r.cluster):
+        own = Proportion(*traffic(r.cluster, ctx.onset_ts, ctx.at + 1))
+        if own.total >= cfg.min_revision_events and own.ratio < ctx.budget_ratio:
+            case.weigh(Note("own_cluster_healthy", f"{r.cluster}, where it rolled out, is not burning ({own.ratio:.3%} "
+                            "errors during the burn)", weight=cfg.exonerated_weight), cfg.exonerated_weight)
     during = revisions(r.cluster, ctx.onset_ts, ctx.at + 1)
     new = _sum_revisions(during, new_aliases)
     old = _sum_revisions(during, old_aliases)
@@ -523,7 +529,7 @@ def _same_cluster(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: R
         case.revision_note += (f"; revision {r.revision} errors {new.ratio:.1%} vs {old.ratio:.1%} on "
                                f"revision {r.previous_revision}")
     elif x <= cfg.revision_min_ratio_x:
-        weight = cfg.exonerated_weight
+        weight = cfg.exonerated_same_cluster_weight
         case.weight *= weight
         detail = (f"the previous revision fails as much in {r.cluster} during the burn ({old.ratio:.2%} vs "
                   f"{new.ratio:.2%}; {times}x minute by minute): the new revision does not explain the burn")

@@ -2,8 +2,9 @@
 
 One worker evaluates five services at once, each telling one story:
 
-- ``cart-api``: a bad rollout in eu-west-1 (blamed first, with the CrashLoopBackOff storm of its new
-  pods attached as evidence) while the same service also rolled out in us-east-1 (ranked below);
+- ``cart-api``: a bad rollout in eu-west-1 (blamed, with the CrashLoopBackOff storm of its new pods
+  attached as evidence) while the same service also rolled out in us-east-1, which does not burn
+  (not a suspect);
 - ``search-api``: an outage while cart-api rolls out at the same moment (not blamed: no suspect);
 - ``lyrics-api``: an outage with no rollout and only Normal events (no suspect);
 - ``queue-api``: a rollout whose new revision carries the errors (revision evidence shown);
@@ -237,15 +238,14 @@ def test_each_burn_is_blamed_on_the_right_rollout_or_on_nothing(kafka_bootstrap:
     assert all(a["dimensions"]["cluster"] == "eu-west-1" for a in pages.values())
 
     cart = pages["cart-api"]["suspects"]
-    assert [(s["kind"], s["cluster"]) for s in cart] == [("rollout", "eu-west-1"), ("rollout", "us-east-1")]
-    assert cart[0]["rank"] == 1 and cart[0]["score"] > cart[1]["score"]
+    assert [(s["kind"], s["cluster"]) for s in cart] == [("rollout", "eu-west-1")], "us-east-1 does not burn"
+    assert cart[0]["rank"] == 1
     assert cart[0]["deployment"] == "cart-api" and cart[0]["revision"] == "12"
     assert cart[0]["summary"].startswith("rollout of shop/cart-api to revision 12 (cart-api:1.4.0) in eu-west-1, "
                                          "started 4m00s before the burn began")
     storm = [e for e in cart[0]["evidence"] if e["type"] == "k8s_warning"]
     assert len(storm) == 5 and {e["reason"] for e in storm} == {"BackOff"}
     assert next(e for e in cart[0]["evidence"] if e["type"] == "k8s_warnings")["count"] == sum(4 + i for i in range(8))
-    assert any(e["type"] == "other_cluster" for e in cart[1]["evidence"])
     assert pages["cart-api"]["burn_onset"] == onset
 
     assert pages["search-api"]["suspects"] == [], "cart-api's concurrent rollout is not search-api's cause"

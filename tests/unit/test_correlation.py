@@ -143,7 +143,7 @@ def test_a_rollout_whose_previous_revision_fails_as_much_is_exonerated() -> None
     everything = CorrelationConfig(min_score=0.0)
     blip = correlate(ctx(), sc, revisions, everything)
     plain = correlate(ctx(), sc, no_revisions, everything)
-    assert blip[0].score == pytest.approx(plain[0].score * DEFAULT_CONFIG.exonerated_weight, abs=1e-3)
+    assert blip[0].score == pytest.approx(plain[0].score * DEFAULT_CONFIG.exonerated_same_cluster_weight, abs=1e-3)
     ev = next(e for e in blip[0].evidence if isinstance(e, w.RevisionErrorRatio))
     assert "does not explain the burn" in ev.detail
 

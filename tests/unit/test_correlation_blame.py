@@ -273,3 +273,38 @@ def test_the_node_of_an_event_is_read_from_whoever_wrote_it() -> None:
     bad = decode_event({**base, "source": {"host": "Not A Node/../x"}}, default_cluster=None)
     assert bad.node is None, "a node name that could not be one is dropped, the event is kept"
     assert KubeEvent.from_json(bad.to_json()) == bad
+
+
+def test_a_healthy_revision_taking_traffic_while_an_outage_builds_up_is_not_made_to_look_worse() -> None:
+    """Revision 42 rolls out in eu-west-1 from ONSET - 2 min while errors of every revision rise over
+    8 minutes: over the whole burn it served more of the worst minutes, minute by minute it fails as
+    often as 41."""
+    sc = changes_of(rollout_record(ts=float(ONSET - 2 * MIN), phase=Phase.STARTED))
+    t = Traffic()
+    t.serve("eu-west-1", "41", ONSET - 3 * HOUR, ONSET - 2 * MIN, OK)
+    t.serve("us-east-1", "41", ONSET - 3 * HOUR, ONSET + 10 * MIN, OK)
+    for i in range(12):
+        m = ONSET - 2 * MIN + i * MIN
+        share = min(1.0, 0.1 + 0.1 * i)
+        ratio = OK if m < ONSET else min(0.4, 0.05 * (i - 1))
+        t.serve("eu-west-1", "42", m, m + MIN, ratio, per_minute=round(PER_MINUTE * share))
+        t.serve("eu-west-1", "41", m, m + MIN, ratio, per_minute=round(PER_MINUTE * (1 - share)))
+    got = blame(t, sc, at=ONSET + 10 * MIN)
+    assert not any(isinstance(s, w.RolloutSuspect) for s in got), got
+    ev = next(e for e in everything(t, sc, at=ONSET + 10 * MIN).evidence if isinstance(e, w.RevisionErrorRatio))
+    assert ev.weight == DEFAULT_CONFIG.exonerated_same_cluster_weight and "minute by minute" in ev.detail
+    assert ev.new.ratio > 1.3 * (ev.old.ratio if ev.old else 0), "pooled over the burn, 42 looks worse"
+
+
+def test_a_rollout_in_a_cluster_that_is_not_burning_is_not_a_suspect() -> None:
+    """The same service rolls out in us-east-1 six minutes before eu-west-1 burns; us-east-1 is fine."""
+    sc = changes_of(rollout_record(ts=float(ONSET - 6 * MIN), phase=Phase.STARTED, cluster="us-east-1"))
+    t = Traffic()
+    t.serve("eu-west-1", None, ONSET - 3 * HOUR, ONSET, OK)
+    t.serve("eu-west-1", None, ONSET, ONSET + 5 * MIN, 0.3)
+    t.serve("us-east-1", None, ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+    assert blame(t, sc) == []
+    s = everything(t, sc)
+    note = next(e for e in s.evidence if isinstance(e, w.Note) and e.type == "own_cluster_healthy")
+    assert note.weight == DEFAULT_CONFIG.exonerated_weight and "us-east-1, where it rolled out, is not burning" in note.detail
+    assert w.decode_suspect(s.to_json()) == s

@@ -56,7 +56,8 @@ class _Typed:
 @dataclass(frozen=True)
 class Note:
     """A fact in a sentence, with the strength it adds or the weight it multiplies the score by:
-    ``rollout_failed``, ``in_progress``, ``paused``, ``other_cluster``, ``platform``."""
+    ``rollout_failed``, ``in_progress``, ``paused``, ``other_cluster``, ``platform``,
+    ``own_cluster_healthy``."""
 
     type: str
     detail: str
@@ -246,7 +247,7 @@ class OpaqueEvidence:
 
 Evidence = (Note | Timing | MigrationStep | RevisionErrorRatio | RevisionHistory | OtherClusters | WarningCount
             | WarningSeen | OpaqueEvidence)
-NOTE_TYPES = frozenset({"rollout_failed", "in_progress", "paused", "other_cluster", "platform"})
+NOTE_TYPES = frozenset({"rollout_failed", "in_progress", "paused", "other_cluster", "platform", "own_cluster_healthy"})
 
 
 def _decode_evidence(d: object, what: str) -> Evidence:
