@@ -306,5 +306,6 @@ def test_a_rollout_in_a_cluster_that_is_not_burning_is_not_a_suspect() -> None:
     assert blame(t, sc) == []
     s = everything(t, sc)
     note = next(e for e in s.evidence if isinstance(e, w.Note) and e.type == "own_cluster_healthy")
-    assert note.weight == DEFAULT_CONFIG.exonerated_weight and "us-east-1, where it rolled out, is not burning" in note.detail
+    assert note.weight == DEFAULT_CONFIG.exonerated_weight
+    assert "us-east-1, where it rolled out, is not burning" in note.detail
     assert w.decode_suspect(s.to_json()) == s
