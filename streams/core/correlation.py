@@ -376,7 +376,7 @@ def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revision
     (blips: the burn itself only begins at the onset).
 
     - ``errors_grew`` (strength 0.8): the run's errors grew before its last quarter: its third and
-      fourth quarters at least 20 % and 40 % of the way from the baseline to the budget rate (the
+      fourth quarters at least 20 % and 30 % of the way from the baseline to the budget rate (the
       fourth significantly above the baseline). A slow regression, even one that accelerates late.
       An outage that builds up only in the last quarter of a healthy run, or a slow drift of the
       baseline, does not pass.
@@ -417,7 +417,7 @@ def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revision
     b = before.ratio
     gap = max(0.0, ctx.budget_ratio - b)  # from the baseline to the budget rate: where a burn begins
     grew = (n >= 8 and quarters[3].bad >= cfg.min_history_errors and q[2] >= b + 0.2 * gap
-            and q[3] >= b + 0.4 * gap
+            and q[3] >= b + 0.3 * gap
             and two_proportion_z(quarters[3], before).p_value < cfg.revision_p_value)
     if grew:
         by_quarter = ", ".join(f"{x:.3%}" for x in q)
