@@ -288,11 +288,12 @@ class ServiceChanges:
         if first < cur.first_ts:
             cur.first_ts = first
         if last >= cur.last_ts:
+            newer = last > cur.last_ts
             cur.last_ts = last
             if ev.message:
                 cur.message = ev.message[:300]
-            if ev.node:
-                cur.node = ev.node
+            if ev.node and (newer or cur.node is None or ev.node < cur.node):
+                cur.node = ev.node  # the latest; on a tie, the same whatever the order
         self.newest_ts = max(self.newest_ts, last)
         self._saw(ev.cluster, last)
         self.prune(cfg)

@@ -138,6 +138,7 @@ class CorrelationConfig:
     warning_after_completion_s: int = 600
     history_baseline_s: int = 3600  # the new revision's history is compared with this long before the rollout
     history_min_s: int = 600  # a healthy run must be at least this long to count
+    max_blips: int = 2  # ... and have at most this many minutes at twice the budget rate
     healthy_run_weight: float = 0.15
     other_cluster_weight: float = 0.4
     legacy_platform_weight: float = 0.5
@@ -256,6 +257,8 @@ class _Case:
     weight: float = 1.0
     revision_note: str = ""
     healthy_run: bool = False  # the new revision served well before the onset (RevisionHistory)
+    healthy: RevisionHistory | None = None  # ... its evidence, weighed last (see _rollout_suspect)
+    worse_at_the_same_time: bool = False  # the same-cluster, minute-by-minute comparison blames it
 
     def add(self, item: Evidence, strength: float | None = None) -> None:
         if strength is not None:
@@ -365,23 +368,31 @@ def _calm(minutes: Sequence[Proportion], ceiling: float) -> Proportion:
     return Proportion(sum(p.bad for p in kept), sum(p.total for p in kept))
 
 
+def _what(r: TrackedRollout, ctx: BurnContext) -> str:
+    """The requests counted when records carry no revision: the rollout's cluster's, or the whole
+    service's when the SLO groups clusters away (its only series)."""
+    return f"all requests in {r.cluster}" if ctx.cluster != "*" else "all the service's requests"
+
+
 def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: RevisionsOf,
                       traffic: TrafficOf, cfg: CorrelationConfig) -> None:
     """The new revision's own run before the onset against the same cluster before the rollout.
 
     The run is from the rollout's completion (its start, while it was still rolling out) to a minute
-    before the onset: the new revision's requests when playback records carry ``revision``, otherwise
-    the cluster's whole traffic; the baseline is the hour before the rollout started. The last minute
-    is left out (the onset's resolution), and so are the minutes at twice the budget rate or more
-    (blips: the burn itself only begins at the onset).
+    before the onset: the new revision's requests when playback records carry ``revision`` (no verdict
+    when they do but it served too little), otherwise the cluster's whole traffic; the baseline is the
+    hour before the rollout started. The last minute is left out (the onset's resolution); so are the
+    minutes without requests, and the minutes at twice the budget rate or more (blips: the burn itself
+    only begins at the onset), but a run with more than ``max_blips`` of those is no healthy run.
 
     - ``errors_grew`` (strength 0.8): the run's errors grew before its last quarter: its third and
       fourth quarters at least 20 % and 30 % of the way from the baseline to the budget rate (the
       fourth significantly above the baseline). A slow regression, even one that accelerates late.
       An outage that builds up only in the last quarter of a healthy run, or a slow drift of the
       baseline, does not pass.
-    - ``healthy_run`` (weight ``healthy_run_weight``): otherwise, a run of at least ``history_min_s``
-      below the budget rate: it served well until something else changed when the burn began."""
+    - ``healthy_run`` (weight ``healthy_run_weight``, set aside in :attr:`_Case.healthy`: applied
+      unless the same-cluster comparison finds the new revision worse): otherwise, at least
+      ``history_min_s`` of minutes served below the budget rate."""
     new_aliases, _ = _aliases(r)
     end = ctx.onset_ts - 60
     done = r.completed_ts is not None and r.completed_ts < end
@@ -397,18 +408,24 @@ def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revision
     def untagged(a: float, b: float) -> Proportion:
         return Proportion(*traffic(r.cluster, a, b))
 
+    if end <= start:
+        return
     counts, baseline, what = tagged, every_revision, f"revision {r.revision}"
-    if end <= start or tagged(start, end).total < cfg.min_revision_events:
-        counts, baseline, what = untagged, untagged, f"all requests in {r.cluster}"
-    run = _minutes(counts, start, end)
-    base_minutes = _minutes(baseline, *base_span)
+    if tagged(start, end).total < cfg.min_revision_events:
+        if every_revision(start, end).total >= cfg.min_revision_events:
+            return  # records name revisions, and the new one served too little to say
+        counts, baseline, what = untagged, untagged, _what(r, ctx)
     blip = 2 * ctx.budget_ratio
+    served = [p for p in _minutes(counts, start, end) if p.total > 0]
+    run = [p for p in served if p.ratio < blip]
+    blips = len(served) - len(run)
     after = _calm(run, blip)
-    before = _calm(base_minutes, blip)
+    before = _calm(_minutes(baseline, *base_span), blip)
     if after.total < cfg.min_revision_events or before.total < cfg.min_revision_events or len(run) < 4:
         return
     seconds = 60.0 * len(run)
-    span = f"{_fmt_age(seconds)} from the rollout{' completing' if done else ''} to the burn"
+    span = (f"{_fmt_age(seconds)} served from the rollout{' completing' if done else ''} to the burn"
+            + (f" ({blips} blip minute{'s' if blips != 1 else ''} left out)" if blips else ""))
     sides = (_side(r.previous_revision, before, f"the {_fmt_age(cfg.history_baseline_s)} before the rollout"),
              _side(r.revision, after, span))
     n = len(run)
@@ -424,29 +441,44 @@ def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revision
         case.add(RevisionHistory("errors_grew", *sides, seconds,
                                  f"errors grew steadily from the rollout on, before the burn: {what} {by_quarter} in "
                                  f"each quarter of the {span}, {b:.3%} in {r.cluster} in the hour before the "
-                                 "rollout (blips left out)", strength=0.8), 0.8)
+                                 "rollout", strength=0.8), 0.8)
         case.revision_note += f"; errors grew after it ({b:.2%} -> {q[3]:.2%} before the burn)"
-    elif seconds >= cfg.history_min_s and after.ratio < ctx.budget_ratio:
+    elif seconds >= cfg.history_min_s and after.ratio < ctx.budget_ratio and blips <= cfg.max_blips:
         case.healthy_run = True
-        case.weigh(RevisionHistory("healthy_run", *sides, seconds,
-                                   f"{what} served well for the {span} ({after.ratio:.3%} errors; {b:.3%} before "
-                                   "the rollout): something else changed when the burn began",
-                                   weight=cfg.healthy_run_weight), cfg.healthy_run_weight)
+        case.healthy = RevisionHistory("healthy_run", *sides, seconds,
+                                       f"{what} served well for the {span} ({after.ratio:.3%} errors; {b:.3%} "
+                                       "before the rollout): something else changed when the burn began",
+                                       weight=cfg.healthy_run_weight)
+
+
+def _code(revision_of: TrackedRollout) -> set[str]:
+    """The names of a rollout's new revision that mean the same code in every cluster: its
+    pod-template hash and images (a Deployment's revision number counts per cluster)."""
+    return revision_aliases(None, revision_of.template_hash, revision_of.images)
 
 
 def _still_previous(r: TrackedRollout, cluster: str, rollouts: Iterable[TrackedRollout], at: float) -> bool:
-    """Was ``cluster`` still on the previous revision at ``at``: no rollout of the same workload to this
-    revision or a newer one had started there by then?"""
-    return not any(o.workload.name == r.workload.name and o.workload.namespace == r.workload.namespace
-                   and o.cluster == cluster and o.started_ts <= at and not revision_lt(o.revision, r.revision)
-                   for o in rollouts)
+    """Was ``cluster`` not running ``r``'s new code at ``at``: the newest rollout of the same workload
+    started there by then (if any) is to other code (by template hash and images: revision numbers
+    are per cluster)? Without hash or images to compare, a rollout there to a revision number at least
+    ``r``'s counts as the new code."""
+    mine = [o for o in rollouts if o.workload.name == r.workload.name and o.workload.namespace == r.workload.namespace
+            and o.cluster == cluster and o.started_ts <= at]
+    if not mine:
+        return True
+    newest = max(mine, key=lambda o: o.started_ts)
+    new, theirs = _code(r), _code(newest)
+    if new and theirs:
+        return not new & theirs
+    return revision_lt(newest.revision, r.revision)
 
 
 def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: RevisionsOf,
                        traffic: TrafficOf, rollouts: Sequence[TrackedRollout], cfg: CorrelationConfig) -> None:
     """The new revision against the previous one over the same interval, the burn: in the same cluster
-    while both serve; else against the service's other clusters still on the previous revision
-    (their previous revision's requests when records carry ``revision``, else all their requests)."""
+    while both serve; else against the service's other clusters not on the new code (their requests
+    of any revision but the new code's template hash or images when records carry ``revision``; else
+    all their requests). And a rollout's own cluster that does not burn."""
     new_aliases, old_aliases = _aliases(r)
     if ctx.cluster not in ("*", r.cluster):
         own = Proportion(*traffic(r.cluster, ctx.onset_ts, ctx.at + 1))
@@ -457,27 +489,30 @@ def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisio
     new = _sum_revisions(during, new_aliases)
     old = _sum_revisions(during, old_aliases)
     burn = "during the burn"
-    if new.total >= cfg.min_revision_events and old.total >= cfg.min_revision_events:
-        _same_cluster(case, r, ctx, revisions, new, old, cfg)
+    both = new.total >= cfg.min_revision_events and old.total >= cfg.min_revision_events
+    if both and _same_cluster(case, r, ctx, revisions, new, old, cfg):
         return
     others = [cl for cl in ctx.clusters if cl != r.cluster and _still_previous(r, cl, rollouts, ctx.at)]
+    new_code = _code(r)
     if new.total >= cfg.min_revision_events:
+        # What the other clusters serve, whatever they call it, but the new code (by hash or image:
+        # a revision number means different code in different clusters).
         elsewhere = Proportion(0, 0)
         for cl in others:
-            got = _sum_revisions(revisions(cl, ctx.onset_ts, ctx.at + 1), old_aliases)
-            elsewhere = Proportion(elsewhere.bad + got.bad, elsewhere.total + got.total)
+            for label, (bad, total) in revisions(cl, ctx.onset_ts, ctx.at + 1).items():
+                if label not in new_code:
+                    elsewhere = Proportion(elsewhere.bad + bad, elsewhere.total + total)
         burning, what = new, f"revision {r.revision} in {r.cluster}"
-        other_side = _side(r.previous_revision, elsewhere, burn)
     else:
         burning = Proportion(*traffic(r.cluster, ctx.onset_ts, ctx.at + 1))
         elsewhere = Proportion(0, 0)
         for cl in others:
             bad, total = traffic(cl, ctx.onset_ts, ctx.at + 1)
             elsewhere = Proportion(elsewhere.bad + bad, elsewhere.total + total)
-        what = f"all requests in {r.cluster}"
-        other_side = _side(r.previous_revision, elsewhere, burn)
+        what = _what(r, ctx)
         if burning.total < cfg.min_revision_events:
             return
+    other_side = _side(r.previous_revision, elsewhere, burn)
     if elsewhere.total < cfg.min_revision_events:
         if new.total >= cfg.min_revision_events and new.ratio >= ctx.budget_ratio and not case.healthy_run:
             # Nothing serves the previous revision during the burn: the new one alone serves the errors.
@@ -492,7 +527,7 @@ def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisio
     where = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     if elsewhere.ratio >= 0.5 * burning.ratio and elsewhere.ratio >= ctx.budget_ratio:
         case.weigh(OtherClusters(names, burning_side, other_side,
-                                 f"{where}, still on the previous revision, fail as much during the burn "
+                                 f"{where}, not on the new code, fail as much during the burn "
                                  f"({elsewhere.ratio:.2%} vs {burning.ratio:.2%} of {what}): the rollout does not "
                                  "explain the burn", weight=cfg.exonerated_weight), cfg.exonerated_weight)
     elif _worse(burning, elsewhere, cfg) and new.total >= cfg.min_revision_events and not case.healthy_run:
@@ -500,46 +535,57 @@ def _revision_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revisio
                                f"{what} fails {burning.ratio:.2%} during the burn, the previous revision in {where} "
                                f"{elsewhere.ratio:.2%}", strength=0.6), 0.6)
         case.revision_note += (f"; revision {r.revision} errors {burning.ratio:.1%} vs {elsewhere.ratio:.1%} on "
-                              f"revision {r.previous_revision} in other clusters")
+                               f"revision {r.previous_revision} in other clusters")
     else:
         case.add(OtherClusters(names, burning_side, other_side,
-                               f"{what} {burning.ratio:.2%} during the burn, {where} on the previous revision "
+                               f"{what} {burning.ratio:.2%} during the burn, {where} not on the new code "
                                f"{elsewhere.ratio:.2%}"))
 
 
+def _n_minutes(n: int) -> str:
+    return f"{n} minute{'s' if n != 1 else ''}"
+
+
 def _same_cluster(case: _Case, r: TrackedRollout, ctx: BurnContext, revisions: RevisionsOf, new: Proportion,
-                  old: Proportion, cfg: CorrelationConfig) -> None:
+                  old: Proportion, cfg: CorrelationConfig) -> bool:
     """Both revisions served in the rollout's cluster during the burn: the most direct comparison,
-    made minute by minute (a rollout moves traffic to the new revision while an outage builds up: over
-    the whole burn the new revision would have served more of the worst minutes)."""
+    made minute by minute over the burn's minutes (a rollout moves traffic to the new revision while
+    an outage builds up: over the whole burn the new revision would have served more of the worst
+    minutes). Returns False, adding nothing, when the minutes both served say nothing either way (the
+    previous revision did not burn in them, nor was the new one worse)."""
     new_aliases, old_aliases = _aliases(r)
     strata = []
-    for m in range(math.floor(ctx.onset_ts / 60), math.floor(ctx.at / 60) + 1):
+    for m in range(math.floor(ctx.onset_ts / 60), math.floor((ctx.at + 1) / 60)):  # the minutes of ``during``
         minute = revisions(r.cluster, m * 60.0, m * 60.0 + 60.0)
         strata.append((_sum_revisions(minute, new_aliases), _sum_revisions(minute, old_aliases)))
-    test = mantel_haenszel(strata)
+    both = [(a, b) for a, b in strata if a.total > 0 and b.total > 0]
+    old_shared = Proportion(sum(b.bad for _, b in both), sum(b.total for _, b in both))
+    test = mantel_haenszel(both)
     burn = "during the burn"
     strength = weight = None
     x = test.ratio_of_ratios
     times = "inf" if math.isinf(x) else f"{x:.1f}"
     if test.p_value < cfg.revision_p_value and x >= cfg.revision_min_ratio_x:
         strength = 0.9
+        case.worse_at_the_same_time = True
         detail = (f"new revision {r.revision} fails {new.ratio:.2%} of requests during the burn, previous "
-                  f"{r.previous_revision} {old.ratio:.2%}, both in {r.cluster}: {times}x as often minute by minute")
+                  f"{r.previous_revision} {old.ratio:.2%}, both in {r.cluster}: {times}x as often minute by minute "
+                  f"over {_n_minutes(test.strata)}")
         case.revision_note += (f"; revision {r.revision} errors {new.ratio:.1%} vs {old.ratio:.1%} on "
                                f"revision {r.previous_revision}")
-    elif x <= cfg.revision_min_ratio_x:
+    elif x <= cfg.revision_min_ratio_x and old_shared.bad and old_shared.ratio >= ctx.budget_ratio:
         weight = cfg.exonerated_same_cluster_weight
         case.weight *= weight
         detail = (f"the previous revision fails as much in {r.cluster} during the burn ({old.ratio:.2%} vs "
-                  f"{new.ratio:.2%}; {times}x minute by minute): the new revision does not explain the burn")
+                  f"{new.ratio:.2%}; {times}x minute by minute over {_n_minutes(test.strata)}): the new revision does "
+                  "not explain the burn")
     else:
-        detail = (f"new revision {new.ratio:.2%} vs previous {old.ratio:.2%} ({times}x minute by minute): not a "
-                  "significant difference")
+        return False
     case.add(RevisionErrorRatio(new=_side(r.revision, new, burn), old=_side(r.previous_revision, old, burn),
                                 test="one-sided Cochran-Mantel-Haenszel, minute by minute", z=round(test.z, 3),
                                 p_value=float(f"{test.p_value:.3g}"), detail=detail, strength=strength,
                                 weight=weight), strength)
+    return True
 
 
 def _warning_seen(w: TrackedWarning) -> WarningSeen:
@@ -573,12 +619,12 @@ def _readable(images: tuple[str, ...]) -> tuple[str, ...]:
 
 def _owns_warning(w: TrackedWarning, r: TrackedRollout, cfg: CorrelationConfig) -> bool:
     """Does the warning speak for this rollout: a revision-caused (or unclassified) reason, on its own
-    objects, seen while it rolled out or within ``warning_after_completion_s`` of its completion
+    objects, first seen while it rolled out or within ``warning_after_completion_s`` of its completion
     (later, the new pods had run well: a crash then is a warning suspect of its own)? Infrastructure
     reasons never do."""
     if warning_kind(w.reason) is WarningKind.INFRASTRUCTURE or not _belongs_to_rollout(w, r):
         return False
-    return w.last_ts >= r.started_ts - 60 and w.first_ts <= _ended(r) + cfg.warning_after_completion_s
+    return r.started_ts - 60 <= w.first_ts <= _ended(r) + cfg.warning_after_completion_s
 
 
 def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[TrackedWarning],
@@ -594,6 +640,13 @@ def _rollout_suspect(r: TrackedRollout, ctx: BurnContext, warnings: Sequence[Tra
     when = _timing_and_state(case, r, ctx, dt, in_progress, cfg)
     _history_evidence(case, r, ctx, revisions, traffic, cfg)
     _revision_evidence(case, r, ctx, revisions, traffic, rollouts, cfg)
+    if case.healthy is not None:
+        if case.worse_at_the_same_time:  # both revisions, the same minutes: that decides
+            case.add(replace(case.healthy, weight=None,
+                             detail=case.healthy.detail + "; but it fails more than the previous revision in the same "
+                             "minutes of the burn"))
+        else:
+            case.weigh(case.healthy, cfg.healthy_run_weight)
     mine = [w for w in warnings if _owns_warning(w, r, cfg)]
     if mine:
         _own_warnings(case, mine)
@@ -685,7 +738,11 @@ def _infra_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
         nodes = tuple(sorted(per_node, key=lambda n: (-per_node[n], n)))
         ordered = dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
         weight, same_cluster = _placement_weight(cluster, ctx, cfg)
-        e = _strength(max(INFRA_REASONS.get(r, DEFAULT_REASON_WEIGHT) for r in reasons), count, last, ctx, cfg)
+        # Each reason by its own count (a single NodeNotReady beside 500 FailedScheduling is not 501
+        # NodeNotReady), combined as a noisy-OR.
+        last_of = {r: max(w.last_ts for w in ws if w.reason == r) for r in reasons}
+        e = _noisy_or(_strength(INFRA_REASONS.get(r, DEFAULT_REASON_WEIGHT), n, last_of[r], ctx, cfg)
+                      for r, n in reasons.items())
         workloads = tuple(sorted({f"{w.namespace}/{workload_of(w.kind, w.name, w.owner_kind, w.owner_name)}"
                                   for w in ws}))
         objects = sorted({f"{w.kind}/{w.name}" for w in ws})
@@ -723,8 +780,8 @@ def correlate(ctx: BurnContext, changes: ServiceChanges | None, revisions: Revis
     rollouts = [r for r in changes.rollouts.values() if r.service == ctx.service]  # never another service's
     for r in rollouts:
         made = _rollout_suspect(r, ctx, warnings, revisions, traffic, rollouts, cfg)
-        if made is not None:
-            explained.update(made[1])
+        if made is not None and made[0].score >= cfg.min_score:
+            explained.update(made[1])  # a rollout too weak to list explains nothing
             suspects.append(made[0])
     rest = [w for w in warnings if w.key not in explained]
     infra = [w for w in rest if warning_kind(w.reason) is WarningKind.INFRASTRUCTURE]

@@ -177,7 +177,7 @@ def decide(alert: Alert, *, cluster: str, config: EnforceConfig = DEFAULT_ENFORC
                    f"alert {dedup_key}: the top suspect ({_text(top.kind, 40)}) could not be read; nothing acts on it")
     if not isinstance(top, RolloutSuspect):
         return _no(Skip.TOP_SUSPECT_NOT_A_ROLLOUT,
-                   f"alert {dedup_key}: the top suspect is a {_text(top.kind, 40)}, not a rollout")
+                   f"alert {dedup_key}: the top suspect is of kind {_text(top.kind, 40)}, not a rollout")
     target = top.ref
     if not _REVISION_RE.match(target.revision):
         return _no(Skip.BAD_RECORD, f"alert {dedup_key}: suspect revision {_text(target.revision, 80)!r} is not a "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import orjson
 import pytest
 
 from streams.core.changes import ServiceChanges
@@ -19,6 +20,7 @@ from streams.core.correlation import (
     time_strength,
     warning_kind,
 )
+from streams.core.errors import RecordError
 from streams.core.model import HOUR
 from streams.core.wire import suspect as w
 from streams.core.wire.k8s_event import KubeEvent, decode_event
@@ -292,7 +294,8 @@ def test_a_healthy_revision_taking_traffic_while_an_outage_builds_up_is_not_made
     got = blame(t, sc, at=ONSET + 10 * MIN)
     assert not any(isinstance(s, w.RolloutSuspect) for s in got), got
     ev = next(e for e in everything(t, sc, at=ONSET + 10 * MIN).evidence if isinstance(e, w.RevisionErrorRatio))
-    assert ev.weight == DEFAULT_CONFIG.exonerated_same_cluster_weight and "minute by minute" in ev.detail
+    assert ev.weight == DEFAULT_CONFIG.exonerated_same_cluster_weight and "1.0x minute by minute" in ev.detail
+    assert "over 7 minutes" in ev.detail and ev.p_value > 0.1  # the minutes both served
     assert ev.new.ratio > 1.3 * (ev.old.ratio if ev.old else 0), "pooled over the burn, 42 looks worse"
 
 
@@ -309,3 +312,118 @@ def test_a_rollout_in_a_cluster_that_is_not_burning_is_not_a_suspect() -> None:
     assert note.weight == DEFAULT_CONFIG.exonerated_weight
     assert "us-east-1, where it rolled out, is not burning" in note.detail
     assert w.decode_suspect(s.to_json()) == s
+
+
+def _history(s: w.RolloutSuspect) -> w.RevisionHistory | None:
+    return next((e for e in s.evidence if isinstance(e, w.RevisionHistory)), None)
+
+
+def test_a_run_of_blips_is_no_healthy_run_and_minutes_without_requests_do_not_count() -> None:
+    done = ONSET - 40 * MIN
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done))
+    blippy = healthy_rollout_then_outage(tagged=False, everywhere=False)
+    for k in range(3):  # three minutes at 5x the budget rate in the run
+        blippy.serve("eu-west-1", None, done + (10 + 10 * k) * MIN, done + (11 + 10 * k) * MIN, 0.005)
+    assert _history(everything(blippy, sc)) is None, "3 blips > max_blips: no verdict"
+    blippy.serve("eu-west-1", None, done + 30 * MIN, done + 31 * MIN, OK)
+    history = _history(everything(blippy, sc))
+    assert history is not None and history.verdict == "healthy_run" and "2 blip minutes left out" in history.detail
+    assert history.seconds == (39 - 2) * MIN
+    # Revision 42 took requests only in the last 3 minutes of a 39-minute run: too little to judge.
+    t = Traffic()
+    t.serve("eu-west-1", "41", ONSET - 3 * HOUR, ONSET - 3 * MIN, OK)
+    t.serve("eu-west-1", "42", ONSET - 4 * MIN, ONSET + 5 * MIN, OK)
+    t.serve("eu-west-1", "41", ONSET - 3 * MIN, ONSET + 5 * MIN, OK)
+    assert _history(everything(t, sc)) is None
+
+
+def test_a_canary_with_too_few_requests_is_not_exonerated_by_the_old_revisions_health() -> None:
+    """Records carry revisions and the canary served 15 requests, all failing: the cluster's whole
+    traffic (the old revision's) says nothing about it."""
+    sc = changes_of(rollout_record(ts=float(ONSET - 40 * MIN), phase=Phase.STARTED))
+    t = Traffic()
+    t.serve("eu-west-1", "41", ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+    t.serve("eu-west-1", "42", ONSET - 40 * MIN, ONSET - 39 * MIN, 1.0, per_minute=15)
+    assert _history(everything(t, sc)) is None
+
+
+def test_the_new_revision_worse_in_the_same_minutes_outweighs_a_healthy_run() -> None:
+    """A canary healthy for 30 minutes, then failing 30 % while revision 41 beside it stays healthy."""
+    sc = changes_of(rollout_record(ts=float(ONSET - 35 * MIN), phase=Phase.STARTED))
+    t = Traffic()
+    t.serve("eu-west-1", "41", ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+    t.serve("eu-west-1", "42", ONSET - 35 * MIN, ONSET, OK, per_minute=1200)
+    t.serve("eu-west-1", "42", ONSET, ONSET + 5 * MIN, 0.3, per_minute=1200)
+    (top, *_) = blame(t, sc)
+    assert isinstance(top, w.RolloutSuspect) and top.score >= 0.8
+    ratio = next(e for e in top.evidence if isinstance(e, w.RevisionErrorRatio))
+    assert ratio.strength == 0.9 and "over 5 minutes" in ratio.detail and ratio.p_value < 1e-9
+    history = _history(top)
+    assert history is not None and history.weight is None and "same minutes" in history.detail
+
+
+def test_other_clusters_are_told_by_code_not_by_revision_number() -> None:
+    """us-east-1's Deployment counts revisions on its own: its revision 97 is the old code, and
+    eu-west-2's revision 7 is the new code (same template hash)."""
+    new = rollout_record(ts=float(ONSET - 4 * MIN), phase=Phase.STARTED)
+    done = rollout_record(ts=float(ONSET - MIN), phase=Phase.COMPLETED)
+    old_there = rollout_record(ts=float(ONSET - 5 * HOUR), phase=Phase.COMPLETED, cluster="us-east-1", revision="97",
+                               previous_revision="96", template_hash="5c4b3a291",
+                               images=("registry.example.com/playback-api:1.7.3",))
+    new_there = rollout_record(ts=float(ONSET - 30 * MIN), phase=Phase.COMPLETED, cluster="eu-west-2", revision="7",
+                               previous_revision="6")
+    sc = changes_of(new, done, old_there, new_there)
+    t = Traffic()
+    t.serve("eu-west-1", "5c4b3a291", ONSET - 3 * HOUR, ONSET - 4 * MIN, OK)
+    t.serve("eu-west-1", "7d9f8c6b5", ONSET - 4 * MIN, ONSET + 5 * MIN, 0.2)
+    t.serve("us-east-1", "5c4b3a291", ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+    t.serve("eu-west-2", "7d9f8c6b5", ONSET - 3 * HOUR, ONSET + 5 * MIN, 0.2)
+    (top, *_) = blame(t, sc, clusters=("eu-west-1", "eu-west-2", "us-east-1"))
+    assert isinstance(top, w.RolloutSuspect) and top.ref.workload.cluster == "eu-west-1"
+    other = next(e for e in top.evidence if isinstance(e, w.OtherClusters))
+    assert other.clusters == ("us-east-1",), "eu-west-2 runs the new code, us-east-1 the old one"
+    assert other.strength == 0.6 and other.others.total == 5 * PER_MINUTE  # the burn's 5 minutes
+
+
+def test_a_warning_first_seen_before_the_rollout_is_not_its_own() -> None:
+    sc = changes_of(rollout_record(ts=float(ONSET - 3 * MIN), phase=Phase.STARTED),
+                    kube_event(first_ts=float(ONSET - 50 * MIN), last_ts=float(ONSET), reason="CrashLoopBackOff",
+                               name=f"{NEW_PODS}-00001", count=40))
+    s = everything(Traffic(), sc)
+    assert not any(isinstance(e, w.WarningCount) for e in s.evidence)
+
+
+def test_warnings_of_a_rollout_too_weak_to_list_stay_a_suspect_of_their_own() -> None:
+    """A healthy rollout an hour before: not listed; the crash loop on its pods that began at the onset
+    is listed on its own."""
+    done = ONSET - 60 * MIN
+    crash = kube_event(first_ts=float(done + 5 * MIN), last_ts=float(ONSET + 60), reason="CrashLoopBackOff",
+                       name=f"{NEW_PODS}-00001", count=120)
+    sc = changes_of(*completed_rollout(done - 5 * MIN, done), crash)
+    got = blame(healthy_rollout_then_outage(tagged=False, everywhere=False, completed_before=60 * MIN), sc)
+    assert [s.kind for s in got] == ["k8s_warning"]
+
+
+def test_stored_warnings_without_a_node_read_and_a_bad_node_name_is_refused() -> None:
+    sc = changes_of(kube_event(first_ts=float(ONSET), last_ts=float(ONSET), reason="Evicted", node="node-1"))
+    raw = orjson.loads(sc.to_bytes())
+    for wj in raw["w"].values():
+        del wj["node"]
+    back = ServiceChanges.from_bytes(orjson.dumps(raw))
+    assert [x.node for x in back.warnings.values()] == [None]
+    infra = {"kind": "infrastructure", "score": 0.5, "summary": "s", "cluster": "eu-west-1", "nodes": ["Bad/Node"],
+             "reasons": {"Evicted": 1}, "count": 1, "workloads": [], "objects": [], "first_seen": 1.0,
+             "last_seen": 2.0, "same_cluster": True}
+    with pytest.raises(RecordError, match="nodes"):
+        w.decode_suspect(infra)
+    assert isinstance(w.decode_suspects([infra])[0], w.OpaqueSuspect)
+
+
+def test_the_node_of_a_warning_does_not_depend_on_the_order_its_events_arrive_in() -> None:
+    a = kube_event(first_ts=float(ONSET), last_ts=float(ONSET), reason="Evicted", uid="a", node="node-2")
+    b = kube_event(first_ts=float(ONSET), last_ts=float(ONSET), reason="Evicted", uid="b", node="node-1")
+    later = kube_event(first_ts=float(ONSET), last_ts=float(ONSET + 9), reason="Evicted", uid="c", node="node-3")
+    one, other = changes_of(a, b).warnings, changes_of(b, a).warnings
+    assert [x.node for x in one.values()] == [x.node for x in other.values()] == ["node-1"]
+    assert [x.uids for x in one.values()] == [x.uids for x in other.values()]
+    assert [x.node for x in changes_of(a, b, later).warnings.values()] == ["node-3"]

@@ -151,8 +151,8 @@ class RevisionErrorRatio(_Typed):
 class RevisionHistory(_Typed):
     """The new revision's own errors between the rollout and the burn onset (``after``) against the
     same cluster's in the hour before the rollout (``before``): ``errors_grew`` (evidence for it: a slow
-    regression), ``healthy_run`` (evidence against it: it served well until something else changed) or
-    ``no_difference`` (too short a run to say)."""
+    regression) or ``healthy_run`` (evidence against it: it served well until something else changed);
+    no item when the run says neither."""
 
     TYPE: ClassVar[str] = "revision_history"
     verdict: str
