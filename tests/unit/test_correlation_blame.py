@@ -427,3 +427,33 @@ def test_the_node_of_a_warning_does_not_depend_on_the_order_its_events_arrive_in
     assert [x.node for x in one.values()] == [x.node for x in other.values()] == ["node-1"]
     assert [x.uids for x in one.values()] == [x.uids for x in other.values()]
     assert [x.node for x in changes_of(a, b, later).warnings.values()] == ["node-3"]
+
+
+def test_minutes_where_the_previous_revision_did_not_burn_exonerate_nothing() -> None:
+    """The canary and revision 41 shared one error-free minute; then the canary alone failed 26 %."""
+    sc = changes_of(rollout_record(ts=float(ONSET - MIN), phase=Phase.STARTED))
+    t = Traffic()
+    t.serve("eu-west-1", "41", ONSET - 3 * HOUR, ONSET + MIN, 0.0)
+    t.serve("eu-west-1", "42", ONSET, ONSET + MIN, 0.0, per_minute=1000)
+    t.serve("eu-west-1", "42", ONSET + MIN, ONSET + 5 * MIN, 0.26)
+    t.serve("us-east-1", "41", ONSET - 3 * HOUR, ONSET + 5 * MIN, OK)
+    (top, *_) = blame(t, sc)
+    assert isinstance(top, w.RolloutSuspect) and top.score >= 0.5
+    assert not any(getattr(e, "weight", None) == DEFAULT_CONFIG.exonerated_same_cluster_weight for e in top.evidence)
+    assert any(isinstance(e, w.OtherClusters) and e.strength == 0.6 for e in top.evidence)
+
+
+def test_the_same_cluster_comparison_uses_the_burns_minutes_not_those_after_the_evaluation() -> None:
+    """Both revisions fail 1 % for five minutes; in the minute the evaluation falls in (records after it
+    arrive within the allowed lateness) revision 42 fails 50 %: not counted."""
+    at = ONSET + 5 * MIN + 30
+    sc = changes_of(rollout_record(ts=float(ONSET - 10 * MIN), phase=Phase.STARTED))
+    t = Traffic()
+    t.serve("eu-west-1", "41", ONSET - 3 * HOUR, ONSET - 10 * MIN, OK)
+    for rev in ("41", "42"):
+        t.serve("eu-west-1", rev, ONSET - 10 * MIN, ONSET, OK, per_minute=6000)
+        t.serve("eu-west-1", rev, ONSET, ONSET + 5 * MIN, 0.01, per_minute=6000)
+    t.serve("eu-west-1", "41", ONSET + 5 * MIN, ONSET + 6 * MIN, 0.01, per_minute=6000)
+    t.serve("eu-west-1", "42", ONSET + 5 * MIN, ONSET + 6 * MIN, 0.5, per_minute=6000)
+    ev = next(e for e in everything(t, sc, at=at).evidence if isinstance(e, w.RevisionErrorRatio))
+    assert ev.weight == DEFAULT_CONFIG.exonerated_same_cluster_weight and "over 5 minutes" in ev.detail
