@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from streams.core.changes import ServiceChanges
 from streams.core.model import DAY, Indicator, Severity, SliKind, Slo, default_policy
 from streams.core.wire.alert import Alert, AlertState
 from streams.core.wire.k8s_event import KubeEvent
@@ -133,3 +134,14 @@ def status(**changes: Any) -> Status:
         conditions=(Condition(Severity.PAGE, "1h+5m", 14.4, 20.0, 31.0, met=True, insufficient_data=False),),
         alerts=MappingProxyType({"page": AlertTrack("firing", int(TS) - 60)}))
     return replace(base, **changes)
+
+
+def changes_of(*records: RolloutRecord | KubeEvent) -> ServiceChanges:
+    """A service's change state after these rollout records and events, merged in order."""
+    sc = ServiceChanges()
+    for r in records:
+        if isinstance(r, RolloutRecord):
+            sc.apply_rollout(r)
+        else:
+            sc.apply_warning(r)
+    return sc

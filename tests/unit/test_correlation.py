@@ -26,7 +26,16 @@ from streams.core.wire import suspect as w
 from streams.core.wire.alert import Alert
 from streams.core.wire.k8s_event import KubeEvent
 from streams.core.wire.rollout import Phase, RolloutRecord, revision_aliases
-from tests.factories import batch, kube_event, record, rollout_record, rollout_suspect, slo, warning_suspect
+from tests.factories import (
+    batch,
+    changes_of,
+    kube_event,
+    record,
+    rollout_record,
+    rollout_suspect,
+    slo,
+    warning_suspect,
+)
 
 T0 = 1_700_000_000 // 3600 * 3600
 ONSET = T0 + 5 * HOUR
@@ -49,16 +58,6 @@ def ctx(**changes: Any) -> BurnContext:
             "onset_ts": ONSET, "at": ONSET + 60}
     base.update(changes)
     return BurnContext(**base)
-
-
-def changes_of(*records: RolloutRecord | KubeEvent) -> ServiceChanges:
-    sc = ServiceChanges()
-    for r in records:
-        if isinstance(r, RolloutRecord):
-            sc.apply_rollout(r)
-        else:
-            sc.apply_warning(r)
-    return sc
 
 
 def rollouts_only(suspects: list[w.RolloutSuspect | w.WarningSuspect]) -> list[w.RolloutSuspect]:

@@ -25,7 +25,7 @@ from streams.core.model import HOUR
 from streams.core.wire import suspect as w
 from streams.core.wire.k8s_event import KubeEvent, decode_event
 from streams.core.wire.rollout import Phase, RolloutRecord
-from tests.factories import kube_event, rollout_record
+from tests.factories import changes_of, kube_event, rollout_record
 
 T0 = 1_700_000_000 // 3600 * 3600
 ONSET = T0 + 5 * HOUR
@@ -72,16 +72,6 @@ def ctx(**changes: object) -> BurnContext:
                                "onset_ts": ONSET, "at": ONSET + 5 * MIN, "clusters": ("eu-west-1", "us-east-1")}
     base.update(changes)
     return BurnContext(**base)  # type: ignore[arg-type]
-
-
-def changes_of(*records: RolloutRecord | KubeEvent) -> ServiceChanges:
-    sc = ServiceChanges()
-    for r in records:
-        if isinstance(r, RolloutRecord):
-            sc.apply_rollout(r)
-        else:
-            sc.apply_warning(r)
-    return sc
 
 
 def completed_rollout(started: float, completed: float) -> list[RolloutRecord]:
