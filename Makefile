@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install test test-faults test-faults-long lint unit integration demo bench bench-quick bench-soak generate clean
+.PHONY: install test test-faults test-faults-long lint unit integration demo bench bench-quick bench-soak bench-correlation generate clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,11 @@ bench-quick: install
 # MINUTES=3 for a shorter run).
 bench-soak: install
 	$(PY) -m bench.soak --minutes $(or $(MINUTES),10)
+
+# Which suspect the pages blame, on randomized incidents through a real worker (bench/correlation.py;
+# SEED=2 for another set).
+bench-correlation: install
+	$(PY) -m bench.correlation --seed $(or $(SEED),1)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -690,6 +690,15 @@ def _strength(weight: float, count: int, last: float, ctx: BurnContext, cfg: Cor
     return weight * min(0.8, 0.3 + 0.15 * math.log10(1 + count)) * math.exp(-age / cfg.warning_lookback_s)
 
 
+def _group(ws: Sequence[TrackedWarning], ctx: BurnContext) -> tuple[int, float, float, list[str], list[Evidence]]:
+    """A group of warnings as a suspect shows it: their total count, first and last seen, the objects,
+    and the evidence (when they were seen, the five most repeated)."""
+    first, last = min(w.first_ts for w in ws), max(w.last_ts for w in ws)
+    evidence: list[Evidence] = [_seen(first, last, ctx)]
+    evidence += [_warning_seen(w) for w in sorted(ws, key=lambda w: (-w.count, w.name))[:5]]
+    return sum(w.count for w in ws), first, last, sorted({f"{w.kind}/{w.name}" for w in ws}), evidence
+
+
 def _warning_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
                       cfg: CorrelationConfig) -> list[WarningSuspect]:
     """Revision-caused and unclassified warnings, one suspect per workload and reason."""
@@ -699,14 +708,9 @@ def _warning_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
         groups.setdefault((w.cluster, w.namespace, wl, w.reason), []).append(w)
     out = []
     for (cluster, namespace, wl, reason), ws in groups.items():
-        count = sum(w.count for w in ws)
-        last = max(w.last_ts for w in ws)
-        first = min(w.first_ts for w in ws)
+        count, first, last, objects, evidence = _group(ws, ctx)
         weight, same_cluster = _placement_weight(cluster, ctx, cfg)
         e = _strength(REASON_WEIGHTS.get(reason, DEFAULT_REASON_WEIGHT), count, last, ctx, cfg)
-        objects = sorted({f"{w.kind}/{w.name}" for w in ws})
-        evidence: list[Evidence] = [_seen(first, last, ctx)]
-        evidence += [_warning_seen(w) for w in sorted(ws, key=lambda w: (-w.count, w.name))[:5]]
         out.append(WarningSuspect(
             score=round(weight * e, 4),
             summary=_clip(f"{count}x {reason} on {len(objects)} object{'s' if len(objects) != 1 else ''} of "
@@ -726,9 +730,7 @@ def _infra_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
         groups.setdefault(w.cluster, []).append(w)
     out = []
     for cluster, ws in groups.items():
-        count = sum(w.count for w in ws)
-        last = max(w.last_ts for w in ws)
-        first = min(w.first_ts for w in ws)
+        count, first, last, objects, evidence = _group(ws, ctx)
         reasons: dict[str, int] = {}
         per_node: dict[str, int] = {}
         for w in ws:
@@ -745,12 +747,9 @@ def _infra_suspects(warnings: Sequence[TrackedWarning], ctx: BurnContext,
                       for r, n in reasons.items())
         workloads = tuple(sorted({f"{w.namespace}/{workload_of(w.kind, w.name, w.owner_kind, w.owner_name)}"
                                   for w in ws}))
-        objects = sorted({f"{w.kind}/{w.name}" for w in ws})
         what = ", ".join(f"{n} {r}" for r, n in list(ordered.items())[:3])
         on = f" on node{'s' if len(nodes) != 1 else ''} {', '.join(nodes[:3])}" if nodes else ""
         more = f" and {len(nodes) - 3} more" if len(nodes) > 3 else ""
-        evidence: list[Evidence] = [_seen(first, last, ctx)]
-        evidence += [_warning_seen(w) for w in sorted(ws, key=lambda w: (-w.count, w.name))[:5]]
         out.append(InfraSuspect(
             score=round(weight * e, 4),
             summary=_clip(f"infrastructure trouble in {cluster}{on}{more}: {what} on {len(objects)} "
