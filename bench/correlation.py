@@ -114,7 +114,12 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 
-from tests.integration.harness import Deployment, committed_offsets  # noqa: E402
+from tests.integration.harness import (  # noqa: E402
+    Deployment,
+    availability_specs,
+    changelog_state,
+    committed_offsets,
+)
 
 HOUR = 3600
 MINUTE = 60
@@ -169,46 +174,6 @@ MESSAGES = {
                          "}}, 2 Insufficient memory. preemption: 0/9 nodes are available."),
 }
 
-SPEC = """apiVersion: openslo/v1
-kind: Service
-metadata:
-  name: {svc}
-spec:
-  description: a service of the correlation evaluation (bench/correlation.py)
----
-apiVersion: openslo/v1
-kind: SLO
-metadata:
-  name: {svc}-availability
-  annotations:
-    slo-stream/group-by: cluster,platform
-spec:
-  service: {svc}
-  indicator:
-    metadata:
-      name: {svc}-errors
-    spec:
-      ratioMetric:
-        counter: true
-        bad:
-          metricSource:
-            type: playback
-            spec:
-              field: errors
-        total:
-          metricSource:
-            type: playback
-            spec:
-              field: total
-  timeWindow:
-    - duration: 30d
-      isRolling: true
-  budgetingMethod: Occurrences
-  objectives:
-    - targetPercent: 99.9
-  alertPolicies:
-    - alertPolicyRef: workbook-30d
-"""
 
 
 # ---- the model of one service's traffic and changes (times in seconds relative to the scenario's
@@ -972,25 +937,6 @@ class Played:
     log_tail: str = ""
 
 
-def _changelog(dep: Deployment) -> dict[str, Any]:
-    """The latest value of each key of the worker's ``changes`` table (from its changelog)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    topic = f"{dep.settings.app_id}-changes-changelog"
-    consumer = KafkaConsumer(bootstrap_servers=dep.bootstrap, enable_auto_commit=False, consumer_timeout_ms=300,
-                             **dep.kafka)
-    tps = [TopicPartition(topic, p) for p in range(dep.settings.partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    latest: dict[str, Any] = {}
-    try:
-        for msg in consumer:
-            latest[orjson.loads(msg.key)] = orjson.loads(msg.value)
-    finally:
-        consumer.close()
-    return latest
-
-
 def _wait_changes(dep: Deployment, scn: Scenario, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
     want = {s.name: (sum(bool(s.phases_sent(r)) for r in s.rollouts),
                      len({(w.cluster, w.pod, w.reason) for w in s.warnings_sent()})) for s in scn.services}
@@ -998,7 +944,7 @@ def _wait_changes(dep: Deployment, scn: Scenario, proc: subprocess.Popen[bytes],
     deadline = time.time() + timeout_s
     missing: list[str] = sorted(want)
     while time.time() < deadline:
-        state = _changelog(dep)
+        state = changelog_state(dep)
         missing = [name for name, (r, w) in want.items()
                    if len((state.get(name) or {}).get("r", {})) != r or len((state.get(name) or {}).get("w", {})) != w]
         if not missing:
@@ -1014,11 +960,8 @@ def play(scn: Scenario, bootstrap: str, tmp: Path, *, timeout_s: float = 540,
     """Play ``scn`` through one real worker on ``bootstrap``; every alert it published."""
     from kafka import KafkaConsumer, TopicPartition
 
-    specs = tmp / "specs"
-    specs.mkdir(parents=True, exist_ok=True)
-    (specs / "policies.yaml").write_text((ROOT / "alerts" / "slos" / "policies.yaml").read_text())
-    for svc in scn.services:
-        (specs / f"{svc.name}.yaml").write_text(SPEC.format(svc=svc.name))
+    specs = availability_specs(tmp / "specs", [svc.name for svc in scn.services],
+                               "a service of the correlation evaluation (bench/correlation.py)")
     dep = Deployment.create(bootstrap, tmp, SLO_STREAM_SPECS=str(specs), SLO_STREAM_ALLOWED_LATENESS="20")
     t_start = time.time()
     messages = list(playback_messages(scn))

@@ -24,6 +24,59 @@ from streams.adapters.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 
+AVAILABILITY_SPEC = """apiVersion: openslo/v1
+kind: Service
+metadata:
+  name: {svc}
+spec:
+  description: {description}
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: {svc}-availability
+  annotations:
+    slo-stream/group-by: cluster,platform
+spec:
+  service: {svc}
+  indicator:
+    metadata:
+      name: {svc}-errors
+    spec:
+      ratioMetric:
+        counter: true
+        bad:
+          metricSource:
+            type: playback
+            spec:
+              field: errors
+        total:
+          metricSource:
+            type: playback
+            spec:
+              field: total
+  timeWindow:
+    - duration: 30d
+      isRolling: true
+  budgetingMethod: Occurrences
+  objectives:
+    - targetPercent: 99.9
+  alertPolicies:
+    - alertPolicyRef: workbook-30d
+"""
+
+
+def availability_specs(directory: Path, services: list[str], description: str) -> Path:
+    """``directory`` holding the bundled alert policies and, per service, an availability SLO at
+    99.9 % grouped by cluster and platform (policy ``workbook-30d``): a spec directory for
+    ``SLO_STREAM_SPECS``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "policies.yaml").write_text((ROOT / "alerts" / "slos" / "policies.yaml").read_text())
+    for svc in services:
+        (directory / f"{svc}.yaml").write_text(AVAILABILITY_SPEC.format(svc=svc, description=description))
+    return directory
+
+
 
 @dataclass
 class Deployment:
@@ -114,6 +167,23 @@ class Deployment:
         finally:
             consumer.close()
         return values
+
+
+def changelog_state(dep: Deployment) -> dict[str, Any]:
+    """The latest value of each key of the worker's ``changes`` table, read from its changelog."""
+    topic = f"{dep.settings.app_id}-changes-changelog"
+    consumer = KafkaConsumer(bootstrap_servers=dep.bootstrap, enable_auto_commit=False, consumer_timeout_ms=300,
+                             **dep.kafka)
+    tps = [TopicPartition(topic, p) for p in range(dep.settings.partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    latest: dict[str, Any] = {}
+    try:
+        for msg in consumer:
+            latest[orjson.loads(msg.key)] = orjson.loads(msg.value)
+    finally:
+        consumer.close()
+    return latest
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int, *,

@@ -41,12 +41,12 @@ from streams.core import conventions as c
 from streams.demo.traffic import Outage, TrafficPlan
 from streams.render import dashboards as gen
 from streams.render.grafana import ALL_VALUE
-from tests.integration.harness import ROOT, Deployment
+from tests.integration.harness import ROOT, Deployment, changelog_state
 from tests.integration.test_gate_api import call, wait_ready
 from tests.integration.test_metrics import poll, value
 from tests.integration.test_notifier import PagerDutyReceiver, notifier
 from tests.integration.test_spine import BAD_MESSAGES
-from tests.integration.test_suspects import changelog_state, rollout
+from tests.integration.test_suspects import rollout
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from streams.adapters.processes import free_port
-from tests.integration.harness import ROOT, Deployment
-from tests.integration.test_suspects import SPEC, playback, rollout
+from tests.integration.harness import ROOT, Deployment, availability_specs
+from tests.integration.test_suspects import playback, rollout
 
 pytestmark = pytest.mark.integration
 
@@ -92,11 +92,7 @@ def argo_measurement(body: dict[str, Any], *, json_path: str, success: str, fail
 
 @pytest.fixture()
 def deployment(kafka_bootstrap: str, tmp_path: Path) -> Deployment:
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / "policies.yaml").write_text((ROOT / "alerts" / "slos" / "policies.yaml").read_text())
-    for svc in SERVICES:
-        (specs / f"{svc}.yaml").write_text(SPEC.format(svc=svc))
+    specs = availability_specs(tmp_path / "specs", list(SERVICES), "a service of the gate API tests")
     return Deployment.create(kafka_bootstrap, tmp_path, SLO_STREAM_SPECS=str(specs),
                              SLO_STREAM_ALLOWED_LATENESS="20", SLO_STREAM_GATE_READ_TOKEN=READ,
                              SLO_STREAM_GATE_TOKEN=WRITE, SLO_STREAM_STALE_AFTER="1h",
@@ -258,7 +254,7 @@ def test_the_gate_answers_each_endpoint_with_auth_and_errors_then_blames_the_bad
 
 
 def _changelog_keys(dep: Deployment) -> set[str]:
-    from tests.integration.test_suspects import changelog_state
+    from tests.integration.harness import changelog_state
 
     return set(changelog_state(dep))
 

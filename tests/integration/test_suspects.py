@@ -23,11 +23,10 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from streams.adapters.processes import free_port
 from streams.core import conventions as c
-from tests.integration.harness import ROOT, Deployment
+from tests.integration.harness import Deployment, availability_specs, changelog_state
 
 pytestmark = pytest.mark.integration
 
@@ -37,46 +36,6 @@ PLACEMENTS = (("eu-west-1", "eu-west", "kubernetes"), ("us-east-1", "us-east", "
 HEALTHY_S = 2 * HOUR
 OUTAGE_S = 600
 
-SPEC = """apiVersion: openslo/v1
-kind: Service
-metadata:
-  name: {svc}
-spec:
-  description: a service of the correlation scenarios
----
-apiVersion: openslo/v1
-kind: SLO
-metadata:
-  name: {svc}-availability
-  annotations:
-    slo-stream/group-by: cluster,platform
-spec:
-  service: {svc}
-  indicator:
-    metadata:
-      name: {svc}-errors
-    spec:
-      ratioMetric:
-        counter: true
-        bad:
-          metricSource:
-            type: playback
-            spec:
-              field: errors
-        total:
-          metricSource:
-            type: playback
-            spec:
-              field: total
-  timeWindow:
-    - duration: 30d
-      isRolling: true
-  budgetingMethod: Occurrences
-  objectives:
-    - targetPercent: 99.9
-  alertPolicies:
-    - alertPolicyRef: workbook-30d
-"""
 
 
 def rfc3339(ts: float) -> str:
@@ -159,28 +118,8 @@ def playback(start: int) -> list[tuple[bytes, bytes]]:
     return msgs
 
 
-def changelog_state(dep: Deployment) -> dict[str, Any]:
-    """The latest value of each key of the worker's ``changes`` table, read from its changelog."""
-    topic = f"{dep.settings.app_id}-changes-changelog"
-    consumer = KafkaConsumer(bootstrap_servers=dep.bootstrap, enable_auto_commit=False, consumer_timeout_ms=300)
-    tps = [TopicPartition(topic, p) for p in range(dep.settings.partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    latest: dict[str, Any] = {}
-    try:
-        for msg in consumer:
-            latest[orjson.loads(msg.key)] = orjson.loads(msg.value)
-    finally:
-        consumer.close()
-    return latest
-
-
 def test_each_burn_is_blamed_on_the_right_rollout_or_on_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / "policies.yaml").write_text((ROOT / "alerts" / "slos" / "policies.yaml").read_text())
-    for svc in SERVICES:
-        (specs / f"{svc}.yaml").write_text(SPEC.format(svc=svc))
+    specs = availability_specs(tmp_path / "specs", list(SERVICES), "a service of the correlation scenarios")
     dep = Deployment.create(kafka_bootstrap, tmp_path, SLO_STREAM_SPECS=str(specs), SLO_STREAM_ALLOWED_LATENESS="20")
     start = int(time.time()) // 60 * 60 - 3 * HOUR  # whole minutes: the revision counts are per minute
     onset = start + HEALTHY_S
