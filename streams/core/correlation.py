@@ -424,7 +424,7 @@ def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revision
     if after.total < cfg.min_revision_events or before.total < cfg.min_revision_events or len(run) < 4:
         return
     seconds = 60.0 * len(run)
-    span = (f"{_fmt_age(seconds)} served from the rollout{' completing' if done else ''} to the burn"
+    span = (f"{_fmt_age(seconds)} from the rollout's {'completion' if done else 'start'} to the burn"
             + (f" ({blips} blip minute{'s' if blips != 1 else ''} left out)" if blips else ""))
     sides = (_side(r.previous_revision, before, f"the {_fmt_age(cfg.history_baseline_s)} before the rollout"),
              _side(r.revision, after, span))
