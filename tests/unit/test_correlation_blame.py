@@ -447,3 +447,22 @@ def test_the_same_cluster_comparison_uses_the_burns_minutes_not_those_after_the_
     t.serve("eu-west-1", "42", ONSET + 5 * MIN, ONSET + 6 * MIN, 0.5, per_minute=6000)
     ev = next(e for e in everything(t, sc, at=at).evidence if isinstance(e, w.RevisionErrorRatio))
     assert ev.weight == DEFAULT_CONFIG.exonerated_same_cluster_weight and "over 5 minutes" in ev.detail
+
+
+def test_an_infrastructure_suspect_scores_each_reason_by_its_own_count() -> None:
+    """One NodeNotReady beside 500 FailedScheduling is not 501 NodeNotReady."""
+    def infra(*events: KubeEvent) -> w.InfraSuspect:
+        (s,) = blame(Traffic(), changes_of(*events))
+        assert isinstance(s, w.InfraSuspect)
+        return s
+
+    def ev(reason: str, count: int, uid: str) -> KubeEvent:
+        return kube_event(first_ts=float(ONSET), last_ts=float(ONSET + 60), reason=reason, name=f"{NEW_PODS}-{uid}",
+                          uid=uid, count=count)
+
+    mixed = infra(ev("NodeNotReady", 1, "a"), ev("FailedScheduling", 500, "b"))
+    one = infra(ev("NodeNotReady", 1, "a")).score
+    many = infra(ev("FailedScheduling", 500, "b")).score
+    assert mixed.score == pytest.approx(1 - (1 - one) * (1 - many), abs=1e-3)
+    assert mixed.score < infra(ev("NodeNotReady", 501, "a")).score
+    assert dict(mixed.reasons) == {"FailedScheduling": 500, "NodeNotReady": 1}
