@@ -81,7 +81,8 @@ How to read the output:
   printed too. For warnings only, only the right ``k8s_warning`` counts.
 - Ambiguous: its verdicts and its false blames, by variant.
 - Calibration: the rank-1 suspects of every kind binned by score (with how many are of the ambiguous
-  kind). A well calibrated score has a share right close to its mean score.
+  kind). A well calibrated score has a share right close to its mean score. Per kind, the per-kind
+  tables show the same: the mean score of the kind's rank-1 suspects and how many of them were right.
 
 The run is an evaluation, not a test: it exits 0 whatever the figures. It exits 1 only when it could
 not run (no broker, the worker died). Pages are judged as the worker computed them when they fired.
@@ -1131,10 +1132,15 @@ def _share(k: int, n: int) -> dict[str, Any]:
 def figures(scn: Scenario, rows: Sequence[Row], alerts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per kind counts, precision, recall, the other kinds' figures (the targets: the nine kinds), the
     ambiguous kind's figures apart, and the calibration (every kind)."""
-    per_kind: dict[str, dict[str, int]] = {}
+    per_kind: dict[str, dict[str, Any]] = {}
     for kind, _, _ in ALL_KINDS:
         mine = [r for r in rows if r.kind == kind]
         per_kind[kind] = {"n": len(mine), **{v: sum(r.verdict == v for r in mine) for v in VERDICTS}}
+        # The kind's calibration: the mean score of its rank-1 suspects against how often they were right.
+        scored = [(float(r.top.get("score") or 0), r.verdict == "right") for r in mine if r.top is not None]
+        per_kind[kind]["top_suspects"] = len(scored)
+        per_kind[kind]["top_mean_score"] = round(sum(x for x, _ in scored) / len(scored), 4) if scored else None
+        per_kind[kind]["top_right"] = sum(ok for _, ok in scored)
     paged_all = [r for r in rows if r.paged]
     paged = [r for r in paged_all if r.kind in TARGET_KINDS]
     top_rollouts = [r for r in paged if r.top is not None and r.top.get("kind") == "rollout"]
@@ -1218,10 +1224,19 @@ def report(scn: Scenario, rows: Sequence[Row], figs: dict[str, Any], played: Pla
                     _minutes(r.page_ts, r.onset), describe(r.top) if r.paged else "-", r.verdict.replace("_", " "))
                    for r in rows])
     pk = figs["per_kind"]
-    counts = ("n", "right", "none", "false_blame", "wrong", "no_page")
-    head = ("kind", "n", "right", "none", "false blames", "wrong", "no page")
+    counts = ("n", "right", "none", "false_blame", "wrong", "no_page", "top_suspects")
+    head = ("kind", "n", "right", "none", "false blames", "wrong", "no page", "rank-1 suspects", "mean score",
+            "of them right")
+
+    def calibrated(k: str) -> tuple[str, str]:
+        c = pk[k]
+        if not c["top_suspects"]:
+            return "-", "-"
+        return f"{c['top_mean_score']:.2f}", f"{c['top_right'] / c['top_suspects']:.0%}"
+
     out += ["", "Per kind (the targets)"]
-    out += _table(head, [(k, *(pk[k][c] for c in counts)) for k, _, _ in KINDS], right=(1, 2, 3, 4, 5, 6))
+    out += _table(head, [(k, *(pk[k][c] for c in counts), *calibrated(k)) for k, _, _ in KINDS],
+                  right=(1, 2, 3, 4, 5, 6, 7, 8, 9))
     out += ["", "Overall (the targets)"]
     out.append(f"  precision (rank-1 rollout suspects that are the causing rollout): {_pct(figs['precision'])}")
     out.append(f"  recall (rollout-caused incidents whose rank-1 suspect is the cause): {_pct(figs['recall'])}")
@@ -1233,8 +1248,8 @@ def report(scn: Scenario, rows: Sequence[Row], figs: dict[str, Any], played: Pla
                f"{_pct(figs['node_trouble_infrastructure_only'])}")
     out.append(f"  false blames (a rollout at rank 1 that is not the cause): {_pct(figs['false_blames'])}")
     out += ["", "Ambiguous by construction (not in the targets)"]
-    out += _table(head, [(k, *(pk[k][c] for c in counts)) for k, _, _ in AMBIGUOUS_KINDS],
-                  right=(1, 2, 3, 4, 5, 6))
+    out += _table(head, [(k, *(pk[k][c] for c in counts), *calibrated(k)) for k, _, _ in AMBIGUOUS_KINDS],
+                  right=(1, 2, 3, 4, 5, 6, 7, 8, 9))
     for k, a in figs["ambiguous"].items():
         by = "; ".join(f"{v} {s['count']}/{s['of']}" for v, s in a["false_blames_by_variant"].items())
         out.append(f"  {k}: false blames (the healthy rollout at rank 1) {_pct(a['false_blames'])}"
