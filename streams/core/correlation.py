@@ -34,6 +34,7 @@ Scores below ``min_score`` are dropped: an empty list means "no suspect", which 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -256,9 +257,13 @@ class _Case:
     evidence: list[Evidence]
     weight: float = 1.0
     revision_note: str = ""
-    healthy_run: bool = False  # the new revision served well before the onset (RevisionHistory)
-    healthy: RevisionHistory | None = None  # ... its evidence, weighed last (see _rollout_suspect)
+    healthy: RevisionHistory | None = None  # the new revision's healthy run, weighed last (_rollout_suspect)
     worse_at_the_same_time: bool = False  # the same-cluster, minute-by-minute comparison blames it
+
+    @property
+    def healthy_run(self) -> bool:
+        """The new revision served well before the onset."""
+        return self.healthy is not None
 
     def add(self, item: Evidence, strength: float | None = None) -> None:
         if strength is not None:
@@ -444,7 +449,6 @@ def _history_evidence(case: _Case, r: TrackedRollout, ctx: BurnContext, revision
                                  "rollout", strength=0.8), 0.8)
         case.revision_note += f"; errors grew after it ({b:.2%} -> {q[3]:.2%} before the burn)"
     elif seconds >= cfg.history_min_s and after.ratio < ctx.budget_ratio and blips <= cfg.max_blips:
-        case.healthy_run = True
         case.healthy = RevisionHistory("healthy_run", *sides, seconds,
                                        f"{what} served well for the {span} ({after.ratio:.3%} errors; {b:.3%} "
                                        "before the rollout): something else changed when the burn began",
@@ -772,6 +776,8 @@ def correlate(ctx: BurnContext, changes: ServiceChanges | None, revisions: Revis
     ``traffic``: the burning SLO's errors per cluster (for the comparisons that need no revision)."""
     if changes is None:
         return []
+    # Every rollout of the service asks for the same clusters over the same burn: ask each once.
+    revisions, traffic = functools.cache(revisions), functools.cache(traffic)
     warnings = [w for w in changes.warnings.values()
                 if ctx.at - cfg.warning_lookback_s <= w.last_ts and w.first_ts <= ctx.at]
     suspects: list[Suspect] = []
