@@ -59,6 +59,9 @@ class Settings:
     batch_within_s: float = 0.2  # wait at most this long to fill a batch
     step_s: int = 10  # evaluation step, event time
     allowed_lateness_s: int = 120
+    # Early firing (docs/semantics.md, "Provisional and final alerts"): after each batch of a live
+    # partition, evaluate at its newest event time and page at once, settled by the final evaluation.
+    provisional: bool = True
     max_future_s: int = 300
     max_series_per_slo: int = 5000
     # Admission at the series limit (docs/semantics.md, "Limits"): dimension=pattern pairs (fnmatch,

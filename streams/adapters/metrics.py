@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from streams.core import conventions as c
 from streams.core.engine import Engine
+from streams.core.provisional import Outcome
 
 log = logging.getLogger("slo_stream.metrics")
 
@@ -40,7 +41,8 @@ NOTIFIER_DELIVERIES = Counter(
     c.M_NOTIFIER_DELIVERIES,
     "Alert changes the notifier finished delivering to the incident tool, by kind (trigger, resolve, "
     "change) and outcome (accepted; rejected = refused with a 400 and dead-lettered; repeat = a worker's "
-    "replay of a change already delivered, not sent again).",
+    "replay of a change already delivered, not sent again; confirmation = the final FIRING of a "
+    "provisional page already sent, not sent again).",
     labelnames=(c.L_KIND, c.L_OUTCOME),
     registry=None,
 )
@@ -269,6 +271,16 @@ class StateCollector(Collector):
                 "Series evaluations (burn rates and alert conditions at one event-time step) since the "
                 "worker started.",
                 labels=[]),
+            CounterMetricFamily(
+                c.M_PROVISIONAL,
+                "Provisional alerts (fired on live data ahead of the final evaluation, docs/semantics.md) by "
+                "outcome: fired, then confirmed by the final evaluation or retracted (a RESOLVED with reason "
+                "retracted). Retractions are the price of paging early; a steady stream of them means late data.",
+                labels=[c.L_OUTCOME]),
+            GaugeMetricFamily(
+                c.M_PROVISIONAL_OPEN,
+                "Provisional alerts of this worker's partitions waiting for their final evaluation.",
+                labels=[]),
             GaugeMetricFamily(
                 c.M_ASSIGNED_PARTITIONS,
                 "playback.events partitions assigned to this worker right now. 0 on every worker: nothing "
@@ -339,9 +351,13 @@ class StateCollector(Collector):
             for sev, on in engine.read.committed_alerts(series):
                 firing.add_metric([*lv, str(sev)], 1.0 if on else 0.0)
 
-    def _pipeline(self, messages: Any, records: Any, dead: Any, evaluations: Any, assigned: Any,
-                  rereads: Any, k8s: Any, state_entries: Any, state_bytes: Any, lag: Any) -> None:
+    def _pipeline(self, messages: Any, records: Any, dead: Any, evaluations: Any, provisional: Any,
+                  provisional_open: Any, assigned: Any, rereads: Any, k8s: Any, state_entries: Any,
+                  state_bytes: Any, lag: Any) -> None:
         st = self.stats
+        for outcome in Outcome:
+            provisional.add_metric([outcome.value], st.get(f"provisional.{outcome.value}", 0))
+        provisional_open.add_metric([], len(self.engine.provisionals))
         for outcome in ("kept", "ignored", "dead_letter"):
             k8s.add_metric([outcome], st.get(f"k8s.{outcome}", 0))
         messages.add_metric([], st.get("messages", 0))

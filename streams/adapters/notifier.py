@@ -230,6 +230,13 @@ class Notifier:
                 alert = decode_alert_bytes(value)
                 _, body = alert_event(alert, self.routing)
                 kind = body["event_action"]
+                if self.delivered.confirms(alert):
+                    # The final evaluation confirmed a provisional page already sent: the incident is open.
+                    self.stats.repeats += 1
+                    self._count_delivery(kind, "confirmation")
+                    log.info("%s confirmed at ts %s: the provisional page already went out", alert.dedup_key,
+                             alert.ts)
+                    return
                 if self.delivered.is_repeat(alert):
                     # A worker replayed a batch whose changes already went out (docs/semantics.md).
                     self.stats.repeats += 1

@@ -29,6 +29,7 @@ from streams.core.engine import BatchResult, Engine, EngineConfig
 from streams.core.gate import GateConfig
 from streams.core.model import Slo
 from streams.core.offsets import OffsetGuard
+from streams.core.provisional import Outcome
 from streams.core.wire.deadletter import refused
 from streams.settings import Settings
 
@@ -116,6 +117,7 @@ class Pipeline:
                 max_series_per_slo=settings.max_series_per_slo,
                 series_allow=settings_mod.series_allow(settings),
                 series_idle_s=settings.series_idle_s,
+                provisional=settings.provisional,
             ),
             changes=self.changes.table,
         )
@@ -285,6 +287,22 @@ class Pipeline:
             tp = time.perf_counter()
             res.absorb(engine.evaluate_due(partition, EVALUATIONS_PER_STEP))
             busy += time.perf_counter() - tp
+        if engine.config.provisional:
+            # Early firing on a live partition (streams.core.provisional). A provisional alert's track is
+            # written now and flushed to the changelog before its FIRING goes out: a worker that takes
+            # the partition over after a crash finds it and settles it (confirmation or RESOLVED).
+            tp = time.perf_counter()
+            self.table.write_partition = partition
+            try:
+                early = engine.provisional(partition, now=now)
+            finally:
+                self.table.write_partition = None
+            busy += time.perf_counter() - tp
+            res.absorb(early)
+            if early.provisional[Outcome.FIRED]:
+                await self.app.producer.flush()
+                if self._moved(partition, epoch):
+                    return [False] * offered
         t1 = time.perf_counter()
         try:
             await self._deliver(res, messages)
@@ -334,6 +352,8 @@ class Pipeline:
         st["evaluations"] += res.evaluations
         for reason, n in res.rejected_by_reason().items():
             st[f"rejected.{reason}"] += n
+        for outcome, n in res.provisional.items():
+            st[f"provisional.{outcome}"] += n
         return taken
 
     async def _deliver(self, res: BatchResult, messages: list[tuple[bytes | None, bytes | None, int]]) -> None:

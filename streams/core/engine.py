@@ -41,7 +41,8 @@ from streams.core.changes import ServiceChanges
 from streams.core.correlation import DEFAULT_CONFIG as DEFAULT_CORRELATION
 from streams.core.correlation import BurnContext, CorrelationConfig, RevisionCounts, Suspect, correlate
 from streams.core.counters import L0_WIDTH, Counters
-from streams.core.model import Slo
+from streams.core.model import Severity, Slo
+from streams.core.provisional import Outcome, Provisional, ProvisionalTracks
 from streams.core.readmodel import ReadModel
 from streams.core.revisions import REV_BUCKET_S, Aggregate, RevisionLog
 from streams.core.series import Admission, Cells, SeriesIndex
@@ -66,6 +67,12 @@ class EngineConfig:
     max_catchup_steps: int = 360
     limits: Limits = DEFAULT_LIMITS
     correlation: CorrelationConfig = DEFAULT_CORRELATION
+    # Early firing on live partitions (streams.core.provisional): after each batch, the series it
+    # counted into are evaluated at the step after the newest event time.
+    provisional: bool = True
+    # At most one provisional evaluation per partition per this much event time (a live partition takes
+    # a batch every fraction of a second; its series are evaluated about once a second instead).
+    provisional_every_s: float = 1.0
 
 
 @dataclass
@@ -81,6 +88,8 @@ class BatchResult:
     unmatched: int = 0  # valid records of services without an SLO
     replay_skipped: int = 0
     max_offset: int = -1
+    # Provisional alerts of this batch by outcome (fired, confirmed, retracted).
+    provisional: Counter[str] = field(default_factory=Counter)
 
     def rejected_by_reason(self) -> Counter[str]:
         return Counter(r.reason for r in self.rejected)
@@ -98,6 +107,7 @@ class BatchResult:
         self.unmatched += later.unmatched
         self.replay_skipped += later.replay_skipped
         self.max_offset = max(self.max_offset, later.max_offset)
+        self.provisional.update(later.provisional)
 
 
 def _nothing() -> None:
@@ -163,13 +173,18 @@ class Engine:
         self.counters = Counters(store, max_window_s=max(s.window_s for s in slos))
         self.marks = Watermarks(store)
         self.tracks = AlertTracks(store)
+        self.provisionals = ProvisionalTracks(store)
+        # Per partition, the series counted into since its last provisional evaluation.
+        self._touched: dict[int, set[str]] = {}
+        self._provisional_at: dict[int, float] = {}  # per partition, the newest event time last evaluated at
         cfg = self.config
         self.series = SeriesIndex(
             slos, self.counters,
             admission=Admission(cfg.max_series_per_slo, cfg.series_allow, cfg.series_idle_s),
             known_clusters=self._known_clusters, protected=self._protected)
         self.revisions = RevisionLog(store)
-        self.read = ReadModel(self.slos, self.counters, self.marks, self.tracks, self.changes)
+        self.read = ReadModel(self.slos, self.counters, self.marks, self.tracks, self.changes,
+                              provisionals=self.provisionals)
         # After this long without data a series with no firing alert is not evaluated: every short
         # window is empty, so no condition can hold.
         self._quiet_after = {s.name: max(w.short_s for w in s.policy.windows) if s.policy.windows else 0
@@ -218,6 +233,12 @@ class Engine:
         for p in partitions:
             self._due.pop(p, None)
         self.tracks.forget(partitions)
+        self.provisionals.forget(partitions)
+        self.provisionals.recover(partitions)
+        for p in partitions:
+            self._touched.pop(p, None)
+            self._provisional_at.pop(p, None)
+        self.read.prune_provisional()
         self.revisions.drop(partitions)
         self.revisions.recover(partitions)
         self.marks.load(partitions)
@@ -229,6 +250,11 @@ class Engine:
             self._due.pop(p, None)
         self.counters.release(partitions)
         self.tracks.forget(partitions)
+        self.provisionals.forget(partitions)
+        for p in partitions:
+            self._touched.pop(p, None)
+            self._provisional_at.pop(p, None)
+        self.read.prune_provisional()
         self.revisions.drop(partitions)
         self.marks.drop(partitions)
         last = self.read.last_status
@@ -407,7 +433,10 @@ class Engine:
 
     def _push(self, b: _Batch) -> None:
         """Move the batch's pending counts into the counters and the revision log."""
-        self.series.push(b.agg, b.partition)
+        if self.config.provisional and b.agg:
+            self.series.push(b.agg, b.partition, touched=self._touched.setdefault(b.partition, set()))
+        else:
+            self.series.push(b.agg, b.partition)
         if b.rev_agg:
             self.revisions.push(b.rev_agg, b.partition, b.max_ts)
 
@@ -440,15 +469,19 @@ class Engine:
             return False  # displaced or expired since the step was crossed
         keys = tracks.keys(series, slo)
         before = [tracks.track_at(dk, at) for _, dk in keys]
-        if at - self.counters.last_data(series) > self._quiet_after[slo.name] and not any(t.firing for t in before):
+        provs = [self.provisionals.get(dk) for _, dk in keys]
+        if (at - self.counters.last_data(series) > self._quiet_after[slo.name] and not any(t.firing for t in before)
+                and not any(p is not None and at >= p.at for p in provs)):
             return False
         ev = evaluate(slo, series, at, {w: window(series, at, w) for w in slo.windows_s})
         res.evaluations += 1
         res.statuses[series] = ev
-        for (severity, dk), track in zip(keys, before, strict=True):
+        for (severity, dk), track, prov in zip(keys, before, provs, strict=True):
             new, change = step(track, condition=ev.active(severity), at=at, hold_s=slo.policy.hold_s)
             if new != track:
                 tracks.change(dk, partition, new)
+            if prov is not None:
+                self._settle_provisional(slo, ev, severity, dk, prov, new, change, res)
             if change is None:
                 continue
             started = new.fired_at if change is AlertState.FIRING else track.fired_at
@@ -461,6 +494,80 @@ class Engine:
                 tracks.resolved(dk, partition, at)
             res.alerts.append(alert)
         return True
+
+    def _settle_provisional(self, slo: Slo, ev: BurnEvaluation, severity: Severity, dk: str, prov: Provisional,
+                            new: Track, change: AlertState | None, res: BatchResult) -> None:
+        """The final evaluation of ``dk`` at ``ev.at`` meets its open provisional alert: confirmed when
+        the final alert fires (or is open), retracted by a RESOLVED once a final step at or after the
+        provisional one finds no alert open."""
+        if new.firing:
+            self.provisionals.settle(dk)
+            res.provisional[Outcome.CONFIRMED] += 1
+            self.read.prune_provisional()
+            return
+        if ev.at < prov.at:
+            return  # a step before the provisional one: the final alert may still fire up to it
+        self.provisionals.settle(dk)
+        res.provisional[Outcome.RETRACTED] += 1
+        self.read.prune_provisional()
+        retraction = make_alert(slo, ev, severity, AlertState.RESOLVED, started_at=prov.at)
+        res.alerts.append(replace(retraction, provisional=True, seen_at=prov.seen_at, reason=Outcome.RETRACTED.value))
+
+    # ---- provisional evaluation ---------------------------------------------------------------------
+
+    def live(self, partition: int, now: float) -> bool:
+        """``partition`` is live: its newest event time is within the allowed lateness of ``now``."""
+        max_ts = self.meta(partition).max_ts
+        return bool(max_ts) and now - max_ts <= self.config.allowed_lateness_s
+
+    def provisional(self, partition: int, *, now: float) -> BatchResult:
+        """Early firing after a batch of ``partition`` (see :mod:`streams.core.provisional`): the series
+        the batch counted into, evaluated at the step after the partition's newest event time over the
+        data seen so far, when the partition is live. A condition that holds for an alert with no final
+        or provisional alert open opens a provisional one: its track is **written to the store now**
+        (the caller must make that durable before it delivers the FIRING in the result).
+
+        Call after the batch's due evaluations (they settle what they can first), before delivery."""
+        res = BatchResult(partition)
+        if self._due.get(partition):
+            raise RuntimeError(f"partition {partition}: {self.due(partition)} evaluations are still due")
+        if not self.config.provisional or not self._touched.get(partition) or not self.live(partition, now):
+            return res
+        meta = self.meta(partition)
+        if meta.max_ts < self._provisional_at.get(partition, 0.0) + self.config.provisional_every_s:
+            return res  # evaluated less than provisional_every_s ago: the series wait for the next batch
+        self._provisional_at[partition] = meta.max_ts
+        touched = self._touched.pop(partition)
+        step_s = self.config.step_s
+        at = int(meta.max_ts // step_s) * step_s + step_s
+        window = self.counters.window
+        tracks = self.tracks
+        for series in sorted(touched):
+            slo = self.slos.get(series.split("|", 1)[0])
+            if slo is None or not self.counters.has_series(series):
+                continue
+            keys = [(sev, dk) for sev, dk in tracks.keys(series, slo)
+                    if not tracks.track(dk).firing and self.provisionals.get(dk) is None]
+            if not keys:
+                continue
+            ev = evaluate(slo, series, at, {w: window(series, at, w) for w in slo.windows_s})
+            res.evaluations += 1
+            suspects: tuple[int, list[Suspect]] | None = None
+            for severity, dk in keys:
+                if not ev.active(severity):
+                    continue
+                if suspects is None:
+                    suspects = self.suspects_for(series, slo, at)
+                onset, ranked = suspects
+                alert = replace(make_alert(slo, ev, severity, AlertState.FIRING, started_at=at),
+                                suspects=tuple(ranked), burn_onset=onset, provisional=True,
+                                seen_at=round(meta.max_ts, 3))
+                self.provisionals.open(dk, Provisional(partition, at, alert.seen_at or meta.max_ts, series,
+                                                       alert.suspects))
+                self.read.provisional[series] = ev
+                res.provisional[Outcome.FIRED] += 1
+                res.alerts.append(alert)
+        return res
 
     # ---- correlation ------------------------------------------------------------------------------
 
@@ -526,6 +633,7 @@ class Engine:
             raise RuntimeError(f"partition {p}: {self.due(p)} evaluations are still due (evaluate_due first)")
         self._open = None
         self.tracks.commit(p, self.marks.stored_to(p))
+        self.provisionals.commit(p)
         yield from self.revisions.commit_steps(p, every=every)
         meta = self.meta(p)
         offset = max(res.max_offset, meta.offset)

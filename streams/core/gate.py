@@ -21,7 +21,10 @@ argument left out matches everything). Then, per series, with the :class:`GateCo
    rollout still active) of this service, in the asked cluster if one is asked, with a score of
    at least ``suspect_rollback_score``. A matching suspect below the score holds
    (``suspect_below_threshold``) and says so.
-4. A firing ``ticket`` alert: ``hold`` (``ticket_firing``).
+   A provisional page (fired on live data ahead of the final evaluation, see
+   :mod:`streams.core.provisional`) counts at once: its reasons say "provisional" and carry the
+   figure ``provisional: "true"``.
+4. A firing ``ticket`` alert: ``hold`` (``ticket_firing``), provisional ones as in 3.
 5. A burn condition over its factor on too few events to alert (low traffic): ``hold``
    (``insufficient_data``), unless ``hold_on_insufficient_data`` is off.
 6. Error budget remaining below ``budget_floor``: ``hold`` (``budget_below_floor``).
@@ -464,14 +467,22 @@ def _freshness(st: Status, cfg: GateConfig, now: float) -> tuple[str | None, lis
                              **figures, fail_open="false")]
 
 
+def _provisional(prov: bool) -> dict[str, Figure]:
+    """The figure that marks a reason made of a provisional alert (absent otherwise)."""
+    return {"provisional": "true"} if prov else {}
+
+
 def _page(st: Status, cfg: GateConfig, q: _Asked, suspects: Sequence[Suspect]
           ) -> tuple[list[Reason], list[GateSuspect]]:
     """3. A firing page, and whether the rollout asked about is to blame."""
     s = st.series
     cond = st.strongest(Severity.PAGE)
     what = cond.describe() if cond else _burns(st)
-    reasons = [make_reason(ReasonCode.PAGE_FIRING, Decision.HOLD, f"page alert firing on {s}: {what}",
-                           series=s, slo=st.slo, condition=None if cond is None else cond.windows,
+    prov = st.provisional(Severity.PAGE)
+    early = "provisional " if prov else ""
+    reasons = [make_reason(ReasonCode.PAGE_FIRING, Decision.HOLD, f"{early}page alert firing on {s}: {what}",
+                           series=s, slo=st.slo, **_provisional(prov),
+                           condition=None if cond is None else cond.windows,
                            long_burn=None if cond is None else cond.long_burn,
                            short_burn=None if cond is None else cond.short_burn,
                            factor=None if cond is None else cond.factor,
@@ -487,16 +498,16 @@ def _page(st: Status, cfg: GateConfig, q: _Asked, suspects: Sequence[Suspect]
         figures: dict[str, Figure] = {
             "series": s, "alert": dk, "score": sus.score, "threshold": cfg.suspect_rollback_score, "rank": sus.rank,
             "revision": sus.revision, "deployment": sus.workload.name, "cluster": sus.cluster,
-            "phase": str(sus.phase),
+            "phase": str(sus.phase), **_provisional(prov),
         }
         summary = sus.summary or f"rollout of revision {sus.revision}"
         if decisive:
             reasons.append(make_reason(ReasonCode.SUSPECT_ROLLOUT, Decision.ROLLBACK,
-                                       f"{summary} is suspect #{sus.rank} of the page on {s} "
+                                       f"{summary} is suspect #{sus.rank} of the {early}page on {s} "
                                        f"(score {sus.score:.2f} >= {cfg.suspect_rollback_score:.2f})", **figures))
         else:
             reasons.append(make_reason(ReasonCode.SUSPECT_BELOW_THRESHOLD, Decision.HOLD,
-                                       f"{summary} is a suspect of the page on {s}, but its score "
+                                       f"{summary} is a suspect of the {early}page on {s}, but its score "
                                        f"{sus.score:.2f} < {cfg.suspect_rollback_score:.2f}: not rolling back",
                                        **figures))
     return reasons, pointing
@@ -509,8 +520,12 @@ def _ticket_low_traffic_budget(st: Status, cfg: GateConfig) -> list[Reason]:
     if st.firing(Severity.TICKET):
         cond = st.strongest(Severity.TICKET)
         what = cond.describe() if cond else _burns(st)
-        reasons.append(make_reason(ReasonCode.TICKET_FIRING, Decision.HOLD, f"ticket alert firing on {s}: {what}",
-                                   series=s, slo=st.slo, condition=None if cond is None else cond.windows,
+        prov = st.provisional(Severity.TICKET)
+        early = "provisional " if prov else ""
+        reasons.append(make_reason(ReasonCode.TICKET_FIRING, Decision.HOLD,
+                                   f"{early}ticket alert firing on {s}: {what}",
+                                   series=s, slo=st.slo, **_provisional(prov),
+                                   condition=None if cond is None else cond.windows,
                                    long_burn=None if cond is None else cond.long_burn,
                                    error_budget_remaining=st.error_budget_remaining))
     low = [x for x in st.conditions if x.insufficient_data and not x.met]

@@ -75,6 +75,13 @@ class Delivered:
     def __init__(self, max_keys: int = 100_000) -> None:
         self.max_keys = max_keys
         self._last: dict[str, tuple[float, str]] = {}
+        self._provisional: set[str] = set()  # dedup keys whose last delivered change was a provisional FIRING
+
+    def confirms(self, alert: Alert) -> bool:
+        """``alert`` is the final FIRING of an incident whose provisional FIRING went out (at the same or
+        a later step): its confirmation, folded into the open incident (no second page)."""
+        return (alert.state is AlertState.FIRING and not alert.provisional
+                and alert.dedup_key in self._provisional and self.is_repeat(alert))
 
     def is_repeat(self, alert: Alert) -> bool:
         """True when a change at the same or a later event time was already delivered for this
@@ -88,9 +95,17 @@ class Delivered:
         """Remember a delivered (or, read back at start-up, already handled) alert change."""
         k = (alert.dedup_key, float(alert.ts), str(alert.state))
         last = self._last.pop(k[0], None)
-        self._last[k[0]] = (k[1], k[2]) if last is None or k[1] >= last[0] else last
+        newer = last is None or k[1] >= last[0]
+        self._last[k[0]] = (k[1], k[2]) if newer else last
+        if newer:
+            if alert.provisional and alert.state is AlertState.FIRING:
+                self._provisional.add(k[0])
+            else:
+                self._provisional.discard(k[0])
         while len(self._last) > self.max_keys:
-            del self._last[next(iter(self._last))]
+            gone = next(iter(self._last))
+            del self._last[gone]
+            self._provisional.discard(gone)
 
     def __len__(self) -> int:
         return len(self._last)
@@ -122,7 +137,8 @@ def summary(alert: Alert) -> str:
     burn_txt = f" burning {burn:.1f}x over {long_w}" if burn is not None else ""
     suspect = top_suspect(alert)
     suspect_txt = f"; top suspect: {suspect}" if suspect else "; no suspect"
-    line = (f"[{str(alert.severity).upper()} {str(alert.state).upper()}] {alert.slo} in {where}"
+    early = ", PROVISIONAL" if alert.provisional else ""
+    line = (f"[{str(alert.severity).upper()} {str(alert.state).upper()}{early}] {alert.slo} in {where}"
             f"{burn_txt} ({cond}), budget left {_pct(alert.error_budget_remaining)}{suspect_txt}")
     return line if len(line) <= MAX_SUMMARY else line[: MAX_SUMMARY - 1] + "…"
 
@@ -153,6 +169,11 @@ def alert_event(alert: Alert, routing: Routing) -> tuple[str, dict[str, Any]]:
         "started_at": _iso(alert.started_at),
         "suspects": [s.to_json() for s in alert.suspects],
     }
+    if alert.provisional:
+        # Fired on live data ahead of the final evaluation (docs/semantics.md): a RESOLVED with reason
+        # "retracted" follows if the final evaluation does not confirm it.
+        details["provisional"] = True
+        details["seen_at"] = _iso(alert.seen_at if alert.seen_at is not None else alert.ts)
     links = [{"href": href, "text": name.capitalize()} for name, href in sorted(alert.links.items()) if href]
     body: dict[str, Any] = {
         "routing_key": key,

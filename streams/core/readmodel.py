@@ -21,6 +21,7 @@ from streams.core.changes import ServiceChanges
 from streams.core.counters import Counters
 from streams.core.gate import GateConfig, covers
 from streams.core.model import Severity, SliKind, Slo, format_duration
+from streams.core.provisional import Provisional, ProvisionalTracks
 from streams.core.stats import Proportion
 from streams.core.tracks import AlertTracks
 from streams.core.watermarks import Watermarks
@@ -35,13 +36,17 @@ def _finite(x: float) -> float:
 
 class ReadModel:
     def __init__(self, slos: Mapping[str, Slo], counters: Counters, marks: Watermarks, tracks: AlertTracks,
-                 changes: Mapping[str, bytes]) -> None:
+                 changes: Mapping[str, bytes], *, provisionals: ProvisionalTracks | None = None) -> None:
         self.slos = slos
         self.counters = counters
         self.marks = marks
         self.tracks = tracks
         self.changes = changes
+        self.provisionals = provisionals
         self.last_status: dict[str, BurnEvaluation] = {}  # the latest evaluation of each series held
+        # The provisional evaluation of each series with an open provisional alert (this worker's: one
+        # that took the partition over shows the alert open on the last final evaluation).
+        self.provisional: dict[str, BurnEvaluation] = {}
         # The Status last built per series, with the evaluation it was built from (_status_as_of);
         # cleared when it outgrows twice the series held.
         self._built: dict[str, tuple[BurnEvaluation, Status]] = {}
@@ -71,6 +76,17 @@ class ReadModel:
         return None
 
     # ---- statuses -----------------------------------------------------------------------------------
+
+    def prune_provisional(self) -> None:
+        """Drop the provisional evaluations of series without an open provisional alert."""
+        if not self.provisional:
+            return
+        open_series = {p.series for _, p in self.provisionals.pending()} if self.provisionals is not None else set()
+        for series in [s for s in self.provisional if s not in open_series]:
+            del self.provisional[series]
+
+    def open_provisional(self, dedup: str) -> Provisional | None:
+        return self.provisionals.get(dedup) if self.provisionals is not None else None
 
     def current_status(self, series: str) -> BurnEvaluation | None:
         """The evaluation of ``series`` at its partition's last evaluation step: the one made then, or
@@ -121,6 +137,9 @@ class ReadModel:
                 if not (covers(s_cluster, cluster) and covers(s_platform, platform)):
                     continue
             ev = self.current_status(series)
+            pv = self.provisional.get(series)
+            if pv is not None and (ev is None or pv.at > ev.at):
+                ev = pv  # an open provisional alert: what the live data says now (provisional)
             if ev is None:
                 continue
             p = self.counters.partition_of(series)
@@ -152,8 +171,13 @@ class ReadModel:
     def _alerts(self, ev: BurnEvaluation) -> dict[str, AlertTrack]:
         alerts = {}
         for sev in (Severity.PAGE, Severity.TICKET):
-            t = self.tracks.track_at(c.dedup_key(ev.series, str(sev)), ev.at)
-            alerts[str(sev)] = AlertTrack(FIRING if t.firing else OK, t.fired_at)
+            dk = c.dedup_key(ev.series, str(sev))
+            t = self.tracks.track_at(dk, ev.at)
+            prov = None if t.firing else self.open_provisional(dk)
+            if prov is not None:
+                alerts[str(sev)] = AlertTrack(FIRING, prov.at, provisional=True)
+            else:
+                alerts[str(sev)] = AlertTrack(FIRING if t.firing else OK, t.fired_at)
         return alerts
 
     def committed_alerts(self, series: str) -> list[tuple[Severity, bool]]:
@@ -198,7 +222,8 @@ class ReadModel:
         since have completed, been rolled back or been replaced by a newer revision ("superseded");
         the gate must not roll back what is already gone."""
         out = []
-        for s in self.tracks.suspects(dedup):
+        prov = None if self.tracks.track(dedup).firing else self.open_provisional(dedup)
+        for s in prov.suspects if prov is not None else self.tracks.suspects(dedup):
             r = current.rollout(s.ref) if current is not None and isinstance(s, RolloutSuspect) else None
             if r is not None and isinstance(s, RolloutSuspect) and r.phase_now != s.phase:
                 s = replace(s, phase=r.phase_now)
@@ -218,7 +243,7 @@ class ReadModel:
         for st in statuses:
             for sev in (Severity.PAGE, Severity.TICKET):
                 dk = c.dedup_key(st.series, str(sev))
-                if self.tracks.track(dk).firing:
+                if self.tracks.track(dk).firing or self.open_provisional(dk) is not None:
                     suspects[dk] = self.suspects_now(dk, current)
         platforms = []
         if q.migration:

@@ -317,8 +317,9 @@ class SeriesIndex:
             counted |= self.counters.add_replayed(series, partition, bucket0, bad, total, r.offset)
         return counted
 
-    def push(self, agg: Cells, partition: int) -> None:
-        """Move aggregated cells into the counters, expanding each into its SLO series."""
+    def push(self, agg: Cells, partition: int, *, touched: set[str] | None = None) -> None:
+        """Move aggregated cells into the counters, expanding each into its SLO series (added to
+        ``touched`` when given)."""
         add = self.counters.add
         services = self.services
         dim_series = self.dim_series
@@ -338,6 +339,8 @@ class SeriesIndex:
                 else:
                     continue
                 add(series, partition, bucket0, bad, total)
+                if touched is not None:
+                    touched.add(series)
                 acc = totals.get(series)
                 if acc is None:
                     acc = totals[series] = [0, 0]

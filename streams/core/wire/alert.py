@@ -54,6 +54,12 @@ class Alert:
     links: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     suspects: tuple[Suspect, ...] = ()
     burn_onset: int | None = None  # estimated start of the burn (event time), set when firing
+    # Early firing on a live partition (streams.core.provisional): the FIRING of a provisional alert,
+    # or the RESOLVED that retracts one (``reason`` "retracted"); ``seen_at`` is the newest event time
+    # the provisional evaluation had seen. Final records carry none of these (a replay gives the same).
+    provisional: bool = False
+    seen_at: float | None = None
+    reason: str | None = None
 
     @property
     def firing(self) -> bool:
@@ -86,6 +92,12 @@ class Alert:
         }
         if self.burn_onset is not None:
             out["burn_onset"] = self.burn_onset
+        if self.provisional:
+            out["provisional"] = True
+        if self.seen_at is not None:
+            out["seen_at"] = self.seen_at
+        if self.reason is not None:
+            out["reason"] = self.reason
         return out
 
     def encode(self) -> bytes:
@@ -115,6 +127,8 @@ def decode_alert(doc: object) -> Alert:
     rates = f.obj(m.get("burn_rates", {}), "burn_rates")
     links = f.mapping(m.get("links"))
     onset = m.get("burn_onset")
+    seen = m.get("seen_at")
+    reason = m.get("reason")
     return Alert(
         dedup_key=dedup, slo=f.check_name(m.get("slo"), "slo"), service=f.check_name(m.get("service"), "service"),
         severity=_enum(Severity, m.get("severity"), "severity"), state=_enum(AlertState, m.get("state"), "state"),
@@ -128,6 +142,9 @@ def decode_alert(doc: object) -> Alert:
         links=MappingProxyType({str(k): v for k, v in links.items() if isinstance(v, str)}),
         suspects=decode_suspects(m.get("suspects")),
         burn_onset=None if onset is None else _time(onset, "burn_onset"),
+        provisional=f.boolean(m.get("provisional", False), "provisional"),
+        seen_at=None if seen is None else f.number(seen, "seen_at"),
+        reason=None if reason is None else f.text(reason, "reason", 40),
     )
 
 

@@ -52,6 +52,9 @@ class AlertTrack:
 
     state: str
     since: int | None = None
+    # Firing on a provisional alert (streams.core.provisional): the live data says so, the final
+    # evaluation has not confirmed it yet.
+    provisional: bool = False
 
     @property
     def firing(self) -> bool:
@@ -83,6 +86,11 @@ class Status:
         return (track is not None and track.firing) or any(
             x.met for x in self.conditions if x.severity is severity)
 
+    def provisional(self, severity: Severity) -> bool:
+        """The alert of ``severity`` fires provisionally only: its final evaluation has not confirmed it."""
+        track = self.alerts.get(str(severity))
+        return track is not None and track.provisional
+
     def strongest(self, severity: Severity) -> Condition | None:
         """The met condition of ``severity`` with the highest long-window burn."""
         met = [x for x in self.conditions if x.severity is severity and x.met]
@@ -106,7 +114,7 @@ class Status:
             "error_budget_remaining": self.error_budget_remaining,
             "good_total": {w: {"bad": bad, "total": total} for w, (bad, total) in self.good_total.items()},
             "conditions": [x.to_json() for x in self.conditions],
-            "alerts": {sev: {"state": a.state, "since": a.since} for sev, a in self.alerts.items()},
+            "alerts": {sev: _alert_json(a) for sev, a in self.alerts.items()},
         }
         if self.stale:
             out["stale"] = True
@@ -115,6 +123,13 @@ class Status:
 
     def encode(self) -> bytes:
         return orjson.dumps(self.to_json())
+
+
+def _alert_json(a: AlertTrack) -> dict[str, Any]:
+    out: dict[str, Any] = {"state": a.state, "since": a.since}
+    if a.provisional:
+        out["provisional"] = True
+    return out
 
 
 def _condition(value: object, i: int) -> Condition:
@@ -140,7 +155,8 @@ def _alerts(value: object) -> Mapping[str, AlertTrack]:
         if state not in (FIRING, OK):
             raise f.bad(f"alerts.{sev}.state", state, "must be firing or ok")
         since = m.get("since")
-        out[str(sev)] = AlertTrack(str(state), f.opt_integer(since, f"alerts.{sev}.since"))
+        out[str(sev)] = AlertTrack(str(state), f.opt_integer(since, f"alerts.{sev}.since"),
+                                   provisional=f.boolean(m.get("provisional", False), f"alerts.{sev}.provisional"))
     return MappingProxyType(out)
 
 

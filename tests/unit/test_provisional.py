@@ -1,0 +1,255 @@
+"""Provisional alerts (streams.core.provisional): fired on live data, then confirmed or retracted by the
+final evaluation; guards, hold, replay identity, crash rule and the gate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+import pytest
+
+from streams.core import conventions as c
+from streams.core.answer import Question, answer
+from streams.core.engine import BatchResult, Engine, EngineConfig
+from streams.core.gate import DEFAULT_GATE_CONFIG, Decision
+from streams.core.model import HOUR, Severity, Slo
+from streams.core.provisional import PROVISIONAL_PREFIX, Outcome
+from streams.core.wire.alert import Alert, AlertState, decode_alert
+from streams.core.wire.rollout import Phase
+from tests.factories import batch, changes_of, record, rollout_record, slo
+
+T0 = 1_700_000_000 // 3600 * 3600
+ONSET = T0 + 7 * HOUR
+SERIES = c.series_key("playback-api-availability", "eu-west-1", "eu-west", "kubernetes")
+PAGE_KEY = c.dedup_key(SERIES, "page")
+
+
+def pages_only(*, min_events: int | None = None, hold_s: int = 300) -> Slo:
+    """The availability SLO with its page conditions only (its tickets would fire on the same burns)."""
+    base = slo()
+    return replace(base, policy=replace(base.policy, min_events=min_events, hold_s=hold_s, windows=tuple(
+        w for w in base.policy.windows if w.severity is Severity.PAGE)))
+
+
+def seconds(start: int, n: int, *, bad: bool = False, per_second: int = 10, good: int | None = None
+            ) -> list[tuple[float, list[dict]]]:
+    """``n`` seconds of traffic from ``start``: (the second, its records)."""
+    out = []
+    for s in range(start, start + n):
+        errs = per_second if bad else 0
+        recs = [record(s + i / per_second, errors=1 if i < errs else 0) for i in range(per_second)]
+        if good is not None:
+            recs = recs[:per_second] + [record(s + 0.5, total=good)]
+        out.append((float(s), recs))
+    return out
+
+
+class Live:
+    """Feeds an engine one message per second of event time with the wall clock just after it (a live
+    partition), as the worker does: process, due evaluations, provisional evaluation, commit."""
+
+    def __init__(self, engine: Engine, *, offset: int = 0) -> None:
+        self.engine = engine
+        self.offset = offset
+        self.alerts: list[tuple[float, Alert]] = []  # (wall clock it went out, alert)
+        self.outcomes: dict[str, int] = {}
+
+    def send(self, msgs: list[tuple[float, tuple[bytes, bytes]]], *, now: float | None = None,
+             commit: bool = True) -> BatchResult:
+        wall = now if now is not None else max(t for t, _ in msgs) + 1.0
+        res = self.engine.process(0, [(k, v, self.offset + i) for i, (_, (k, v)) in enumerate(msgs)], now=wall)
+        res.absorb(self.engine.provisional(0, now=wall))
+        self.offset += len(msgs)
+        self.alerts += [(wall, a) for a in res.alerts]
+        for k, n in res.provisional.items():
+            self.outcomes[k] = self.outcomes.get(k, 0) + n
+        if commit:
+            self.engine.commit(res)
+        return res
+
+    def play(self, secs: list[tuple[float, list[dict]]], *, per_message: int = 1) -> None:
+        for i in range(0, len(secs), per_message):
+            part = secs[i:i + per_message]
+            self.send([(t, batch(recs)) for t, recs in part])
+
+    def pages(self) -> list[tuple[float, Alert]]:
+        return [(w, a) for w, a in self.alerts if a.severity is Severity.PAGE]
+
+
+def history(engine: Engine, hours: float = 7) -> Live:
+    """A live feed after ``hours`` of healthy traffic, fed as a replay (wall clock far ahead: no
+    provisional evaluation), then one live minute."""
+    live = Live(engine)
+    past = seconds(T0, int(hours * HOUR) - 60)
+    live.send([(t, batch(r)) for t, r in past], now=T0 + 30 * 86400)
+    live.play(seconds(ONSET - 60, 60))
+    assert not live.alerts
+    return live
+
+
+def test_a_live_outage_pages_provisionally_within_a_batch_and_the_final_evaluation_confirms_it() -> None:
+    engine = Engine([pages_only()], {}, EngineConfig(allowed_lateness_s=120))
+    live = history(engine)
+    live.play(seconds(ONSET, 200, bad=True))
+    pages = live.pages()
+    first_wall, first = pages[0]
+    assert first.provisional and first.state is AlertState.FIRING
+    # The 1h burn passes 14.4 after 51.84 s of full errors: the provisional page goes out with the batch
+    # that holds the 52nd second, evaluated at the next step (60 s); the final one waits for the watermark.
+    assert first_wall - ONSET == pytest.approx(53, abs=1)
+    assert first.ts == ONSET + 60 and first.seen_at == pytest.approx(ONSET + 52 - 0.1, abs=0.2)
+    assert first.suspects == () and first.burn_onset is not None
+    finals = [(w, a) for w, a in pages if not a.provisional]
+    assert [a.state for _, a in finals] == [AlertState.FIRING]
+    final_wall, final = finals[0]
+    assert final_wall - ONSET >= 120 + 52  # the allowed lateness later
+    # Confirmed: the final FIRING is not newer than the provisional one (the notifier folds it in) and
+    # no retraction follows.
+    assert final.ts <= first.ts
+    assert live.outcomes == {Outcome.FIRED: 1, Outcome.CONFIRMED: 1}
+    assert not any(a.reason for _, a in live.alerts)
+    assert len(engine.provisionals) == 0 and not [k for k in engine.store if k.startswith(PROVISIONAL_PREFIX)]
+    # It travels as it is made.
+    assert decode_alert(orjson.loads(first.encode())) == first
+    assert orjson.loads(first.encode())["provisional"] is True
+    assert "provisional" not in orjson.loads(final.encode())
+
+
+def test_errors_that_arrive_before_their_late_successes_fire_provisionally_then_retract() -> None:
+    engine = Engine([pages_only()], {}, EngineConfig(allowed_lateness_s=120))
+    live = history(engine)
+    # 70 s in which only the errors arrive on time (10/s); the same seconds' 990 successes/s arrive
+    # 100 s late, within the allowed lateness: 1% errors in truth, 100% in what is seen at first.
+    bad = seconds(ONSET, 70, bad=True)
+    for i in range(70 + 100 + 200):
+        t = ONSET + i
+        msgs = []
+        if i < 70:
+            msgs.append((float(t), batch(bad[i][1])))
+        else:
+            msgs.append((float(t), batch([record(t + j / 10) for j in range(10)])))
+        if 100 <= i < 170:
+            msgs.append((float(t), batch([record(t - 100 + 0.5, total=990)])))
+        live.send(msgs)
+    pages = live.pages()
+    assert [(a.provisional, a.state, a.reason) for _, a in pages] == [
+        (True, AlertState.FIRING, None), (True, AlertState.RESOLVED, "retracted")]
+    fired, retracted = pages[0][1], pages[1][1]
+    assert retracted.ts >= fired.ts and retracted.started_at == fired.ts and retracted.seen_at == fired.seen_at
+    assert live.outcomes == {Outcome.FIRED: 1, Outcome.RETRACTED: 1}
+    assert len(engine.provisionals) == 0
+
+
+def test_too_few_events_fire_nothing_provisionally() -> None:
+    engine = Engine([pages_only(min_events=100_000)], {}, EngineConfig(allowed_lateness_s=120))
+    live = history(engine, hours=1)
+    live.play(seconds(ONSET, 200, bad=True))
+    assert not live.alerts
+    assert engine.read.last_status[SERIES].conditions[0].insufficient_data
+
+
+def test_an_open_final_alert_takes_no_provisional_one_during_its_hold_and_one_incident_has_one_provisional_page(
+) -> None:
+    engine = Engine([pages_only(hold_s=600)], {}, EngineConfig(allowed_lateness_s=60))
+    live = history(engine)
+    live.play(seconds(ONSET, 300, bad=True), per_message=5)
+    live.play(seconds(ONSET + 300, 3600), per_message=20)  # recovered: the page holds, then resolves
+    live.play(seconds(ONSET + 3900, 30, bad=True))  # a second burn after the resolve (1h still hot)
+    pages = [(a.provisional, a.state) for _, a in live.pages()]
+    assert pages == [(True, AlertState.FIRING), (False, AlertState.FIRING), (False, AlertState.RESOLVED),
+                     (True, AlertState.FIRING)]
+    # While the final page was open (firing, then holding) no provisional page fired.
+    assert live.outcomes == {Outcome.FIRED: 2, Outcome.CONFIRMED: 1}
+    assert len(engine.provisionals) == 1
+
+
+def test_a_replay_of_a_live_run_gives_exactly_its_final_alerts() -> None:
+    store: dict[str, bytes] = {}
+    engine = Engine([pages_only()], store, EngineConfig(allowed_lateness_s=30))
+    live = history(engine)
+    live.play(seconds(ONSET, 600, bad=True), per_message=3)
+    live.play(seconds(ONSET + 600, 2 * HOUR), per_message=30)
+    finals = [a for _, a in live.alerts if not a.provisional]
+    assert any(a.provisional for _, a in live.alerts)
+    assert {a.state for a in finals} == {AlertState.FIRING, AlertState.RESOLVED}
+    # The same records replayed (wall clock far ahead, other batch boundaries): no provisional alert.
+    replay = Engine([pages_only()], {}, EngineConfig(allowed_lateness_s=30))
+    out: list[Alert] = []
+    everything = seconds(T0, 7 * HOUR - 60) + seconds(ONSET - 60, 60) + seconds(ONSET, 600, bad=True) + \
+        seconds(ONSET + 600, 2 * HOUR)
+    off = 0
+    for i in range(0, len(everything), 997):
+        part = everything[i:i + 997]
+        res = replay.process(0, [(*batch(r), off + j) for j, (_, r) in enumerate(part)], now=T0 + 60 * 86400)
+        res.absorb(replay.provisional(0, now=T0 + 60 * 86400))
+        replay.commit(res)
+        off += len(part)
+        out += res.alerts
+    assert out == finals
+
+
+def test_a_crash_after_the_provisional_page_went_out_is_settled_by_the_worker_that_takes_over() -> None:
+    store: dict[str, bytes] = {}
+    engine = Engine([pages_only()], store, EngineConfig(allowed_lateness_s=120))
+    live = history(engine)
+    live.play(seconds(ONSET, 45, bad=True))
+    assert not live.alerts
+    committed = live.offset
+    # The batch that fires: its provisional track is written at once, then the page goes out, then the
+    # worker dies before the batch commits.
+    res = live.send([(t, batch(r)) for t, r in seconds(ONSET + 45, 10, bad=True)], commit=False)
+    assert [a.provisional for a in res.alerts] == [True]
+    assert PROVISIONAL_PREFIX + PAGE_KEY in store
+    # Another worker takes the partition over from the same store and reads from the committed offset.
+    taker = Engine([pages_only()], store, EngineConfig(allowed_lateness_s=120))
+    taker.assign({0})
+    assert len(taker.provisionals) == 1
+    after = Live(taker, offset=committed)
+    after.play(seconds(ONSET + 45, 200, bad=True))
+    assert [(a.provisional, a.state) for _, a in after.pages()] == [(False, AlertState.FIRING)]
+    assert after.outcomes == {Outcome.CONFIRMED: 1}  # not fired again: the track was found
+    assert after.pages()[0][1].ts <= res.alerts[0].ts
+    assert PROVISIONAL_PREFIX + PAGE_KEY not in store
+
+
+def test_a_provisional_page_the_final_evaluation_does_not_see_is_retracted_after_a_takeover() -> None:
+    store: dict[str, bytes] = {}
+    engine = Engine([pages_only()], store, EngineConfig(allowed_lateness_s=120))
+    live = history(engine)
+    live.play(seconds(ONSET, 55, bad=True))
+    assert [a.provisional for _, a in live.alerts] == [True]
+    # Taken over; the records after the takeover are healthy and the late successes of the errors'
+    # seconds arrive: the final evaluation never fires.
+    taker = Engine([pages_only()], store, EngineConfig(allowed_lateness_s=120))
+    taker.assign({0})
+    after = Live(taker, offset=live.offset)
+    for i in range(250):
+        msgs = [(float(ONSET + 55 + i), batch([record(ONSET + 55 + i + j / 10) for j in range(10)]))]
+        if i < 55:
+            msgs.append((float(ONSET + 55 + i), batch([record(ONSET + i + 0.5, total=2000)])))
+        after.send(msgs)
+    assert [(a.provisional, a.state, a.reason) for _, a in after.pages()] == [
+        (True, AlertState.RESOLVED, "retracted")]
+    assert PROVISIONAL_PREFIX + PAGE_KEY not in store
+
+
+def test_the_gate_sees_a_provisional_page_at_once_and_rolls_back_the_rollout_it_blames() -> None:
+    changes = changes_of(
+        rollout_record(ts=ONSET - 30, phase=Phase.STARTED, template_hash="bad1"),
+        rollout_record(ts=ONSET - 10, phase=Phase.COMPLETED, template_hash="bad1"))
+    engine = Engine([pages_only()], {}, EngineConfig(allowed_lateness_s=120),
+                    changes={"playback-api": changes.to_bytes()})
+    live = history(engine)
+    live.play(seconds(ONSET, 60, bad=True))
+    assert [a.provisional for _, a in live.alerts] == [True]
+    now = ONSET + 61
+    inputs = engine.read.gate_inputs(Question("playback-api", revision="42"), now=now, processed_at={0: now},
+                                     stale=(), configs={}, default=DEFAULT_GATE_CONFIG)
+    d = answer(Question("playback-api", revision="42"), inputs, now=now)
+    assert d.decision is Decision.ROLLBACK
+    page = [r for r in d.reasons if r.code == "page_firing"][0]
+    assert page.message.startswith("provisional page alert firing") and page.figures["provisional"] == "true"
+    assert any("provisional page" in r.message for r in d.reasons if r.code == "suspect_rollout")
+    # Before the provisional evaluation the same answer is no worse than hold, after it the status the
+    # gate read is the provisional evaluation (newer than the final one).
+    assert d.series[0].evaluated_at == ONSET + 60
