@@ -57,6 +57,10 @@ OUTAGE = PLACEMENTS[0]
 NOTIFIER_KEY = "R0UTING-KEY-notifier-4b1e"
 AM_PAGE_KEY = "R0UTING-KEY-am-page-8c2d"
 AM_TICKET_KEY = "R0UTING-KEY-am-ticket-0f6a"
+# The second Prometheus + Alertmanager (LivePath.production): a common production configuration.
+PROD_PAGE_KEY = "R0UTING-KEY-prod-page-51aa"
+PROD_TICKET_KEY = "R0UTING-KEY-prod-ticket-77c0"
+PROD_SCRAPE_S, PROD_EVALUATION_S, PROD_GROUP_WAIT_S = 15, 60, 30
 PROMETHEUS = shutil.which("prometheus")
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
@@ -155,6 +159,12 @@ class LivePath:
     # streaming path alive and the generated Alertmanager config mutes the fallback's burn alerts
     # (docs/fallback.md). Without it (the detection benchmark), both paths page.
     scrape_notifier: bool = False
+    # Share of the outage placement's requests that fail (1.0: a total outage; 0.02: a 20x burn at 99.9%).
+    outage_ratio: float = 1.0
+    # Also a second Prometheus (15 s scrapes, 1 m rule evaluation) and Alertmanager (30 s group_wait),
+    # paging with their own routing keys: a common production configuration side by side.
+    production: bool = False
+    worker_env: dict[str, str] = field(default_factory=dict)
     liveness: Liveness = DEFAULT_LIVENESS
     notifier_port: int = 0
     produced: list[Produced] = field(default_factory=list)
@@ -163,6 +173,8 @@ class LivePath:
     worker_port: int = 0
     prom_port: int = 0
     am_port: int = 0
+    prod_prom_port: int = 0
+    prod_am_port: int = 0
     _procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -188,6 +200,11 @@ class LivePath:
             self._start_notifier()
             self._start_alertmanager()
             self._start_prometheus()
+            if self.production:
+                self.prod_am_port = self._start_alertmanager("prod", PROD_PAGE_KEY, PROD_TICKET_KEY,
+                                                             group_wait_s=PROD_GROUP_WAIT_S)
+                self.prod_prom_port = self._start_prometheus("prod", self.prod_am_port, scrape_s=PROD_SCRAPE_S,
+                                                             evaluation_s=PROD_EVALUATION_S)
             self._thread = threading.Thread(target=self._produce, name="live-producer", daemon=True)
             self._thread.start()
         except BaseException:
@@ -237,7 +254,7 @@ class LivePath:
         self.worker_port = free_port()
         env = self._env(SLO_STREAM_WEB_PORT=str(self.worker_port),
                         SLO_STREAM_DATADIR=str(self.tmp / "worker-data"),
-                        SLO_STREAM_ALLOWED_LATENESS=str(self.allowed_lateness_s))
+                        SLO_STREAM_ALLOWED_LATENESS=str(self.allowed_lateness_s), **self.worker_env)
         self._spawn("worker", ["timeout", "-k", "10", "900", sys.executable, "-m", "streams", "worker"], env)
 
     def _start_notifier(self) -> None:
@@ -247,40 +264,58 @@ class LivePath:
                    SLO_STREAM_NOTIFIER_METRICS_PORT=str(self.notifier_port), SLO_STREAM_PAGERDUTY_TIMEOUT="2")
         self._spawn("notifier", [sys.executable, "-m", "streams", "notifier"], env)
 
-    def _start_alertmanager(self) -> None:
+    def _start_alertmanager(self, name: str = "", page_key: str = AM_PAGE_KEY, ticket_key: str = AM_TICKET_KEY,
+                            *, group_wait_s: int | None = None) -> int:
+        """An Alertmanager with the generated config (its page route's ``group_wait`` replaced when
+        given), paging the receiver with these routing keys; its port."""
         assert ALERTMANAGER is not None
-        secrets = self.tmp / "am-secrets"
+        tag = f"{name}-" if name else ""
+        secrets = self.tmp / f"{tag}am-secrets"
         secrets.mkdir(exist_ok=True)
-        (secrets / RECEIVER_PAGE).write_text(AM_PAGE_KEY, encoding="utf-8")
-        (secrets / RECEIVER_TICKET).write_text(AM_TICKET_KEY, encoding="utf-8")
+        (secrets / RECEIVER_PAGE).write_text(page_key, encoding="utf-8")
+        (secrets / RECEIVER_TICKET).write_text(ticket_key, encoding="utf-8")
         files = alert_files(self.slos, pagerduty_url=f"{self.receiver.url}/v2/enqueue", secrets_dir=str(secrets),
                             liveness=self.liveness)
-        config = self.tmp / ALERTMANAGER_FILE
-        config.write_text(files[ALERTMANAGER_FILE], encoding="utf-8")
+        text = files[ALERTMANAGER_FILE]
+        if group_wait_s is not None:
+            assert "group_wait: 10s" in text, "the generated page route's group_wait is no longer 10s"
+            text = text.replace("group_wait: 10s", f"group_wait: {group_wait_s}s")
+        config = self.tmp / f"{tag}{ALERTMANAGER_FILE}"
+        config.write_text(text, encoding="utf-8")
         (self.tmp / RULES_FILE).write_text(files[RULES_FILE], encoding="utf-8")
-        self.am_port = free_port()
-        self._spawn("alertmanager", [ALERTMANAGER, f"--config.file={config}", "--cluster.listen-address=",
-                                     f"--web.listen-address=127.0.0.1:{self.am_port}",
-                                     f"--storage.path={self.tmp / 'am-data'}"])
+        port = free_port()
+        if not name:
+            self.am_port = port
+        self._spawn(f"{tag}alertmanager", [ALERTMANAGER, f"--config.file={config}", "--cluster.listen-address=",
+                                           f"--web.listen-address=127.0.0.1:{port}",
+                                           f"--storage.path={self.tmp / f'{tag}am-data'}"])
+        return port
 
-    def _start_prometheus(self) -> None:
+    def _start_prometheus(self, name: str = "", am_port: int | None = None, *, scrape_s: int = 1,
+                          evaluation_s: int = 1) -> int:
+        """A Prometheus scraping the worker every ``scrape_s`` and evaluating the generated rules every
+        ``evaluation_s``, alerting to the Alertmanager on ``am_port``; its port."""
         assert PROMETHEUS is not None
-        self.prom_port = free_port()
-        config = self.tmp / "prometheus.yml"
+        tag = f"{name}-" if name else ""
+        port = free_port()
+        if not name:
+            self.prom_port = port
+        config = self.tmp / f"{tag}prometheus.yml"
         config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+            f"global:\n  scrape_interval: {scrape_s}s\n  scrape_timeout: 1s\n  evaluation_interval: {evaluation_s}s\n"
             f"rule_files:\n  - {self.tmp / RULES_FILE}\n"
             "alerting:\n  alertmanagers:\n    - static_configs:\n"
-            f"        - targets: ['127.0.0.1:{self.am_port}']\n"
+            f"        - targets: ['127.0.0.1:{am_port or self.am_port}']\n"
             "scrape_configs:\n  - job_name: slo-stream\n    static_configs:\n"
             f"      - targets: ['127.0.0.1:{self.worker_port}']\n"
             + ("  - job_name: slo-stream-notifier\n    static_configs:\n"
                f"      - targets: ['127.0.0.1:{self.notifier_port}']\n" if self.notifier_port else ""),
             encoding="utf-8",
         )
-        self._spawn("prometheus", [PROMETHEUS, f"--config.file={config}",
-                                   f"--storage.tsdb.path={self.tmp / 'tsdb'}",
-                                   f"--web.listen-address=127.0.0.1:{self.prom_port}"])
+        self._spawn(f"{tag}prometheus", [PROMETHEUS, f"--config.file={config}",
+                                         f"--storage.tsdb.path={self.tmp / f'{tag}tsdb'}",
+                                         f"--web.listen-address=127.0.0.1:{port}"])
+        return port
 
     def stop_worker(self) -> None:
         """Stop the worker (the streaming path's evaluations end; the notifier goes on)."""
@@ -306,7 +341,8 @@ class LivePath:
                 ts = time.time()
                 records, rows = [], []
                 for cluster, region, platform in self.placements:
-                    errors = total if outage and (cluster, region, platform) == self.outage else 0
+                    errors = round(total * self.outage_ratio) if outage and (cluster, region, platform) == \
+                        self.outage else 0
                     records.append({"ts": ts, "service": SERVICE, "cluster": cluster, "region": region,
                                     "platform": platform, "total": total, "errors": errors, "latency_ms": 100.0})
                     rows.append(Produced(ts, cluster, region, platform, total, errors))
@@ -345,9 +381,9 @@ class LivePath:
 
     # ---- observing ------------------------------------------------------------------------------
 
-    def query(self, q: str) -> list[Any]:
-        """An instant PromQL query; [] while Prometheus is starting."""
-        url = f"http://127.0.0.1:{self.prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    def query(self, q: str, port: int | None = None) -> list[Any]:
+        """An instant PromQL query (of the Prometheus on ``port``, default the fast one); [] while it starts."""
+        url = f"http://127.0.0.1:{port or self.prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 body = orjson.loads(resp.read())
@@ -375,13 +411,19 @@ class LivePath:
                 f" >= {self.slo.min_events}")
 
         def armed() -> bool:
-            if len(self.query(expr)) < len(self.placements):
-                return False
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.am_port}/-/ready", timeout=2) as r:
-                    return bool(r.status == 200)
-            except (urllib.error.URLError, ConnectionError):
-                return False
+            pairs = [(self.prom_port, self.am_port)]
+            if self.production:
+                pairs.append((self.prod_prom_port, self.prod_am_port))
+            for prom, am in pairs:
+                if len(self.query(expr, prom)) < len(self.placements):
+                    return False
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{am}/-/ready", timeout=2) as r:
+                        if r.status != 200:
+                            return False
+                except (urllib.error.URLError, ConnectionError):
+                    return False
+            return True
 
         self.wait(armed, timeout_s, "Prometheus to see min_events for every placement and Alertmanager ready")
 
@@ -406,10 +448,14 @@ class LivePath:
         key = page_key(placement or self.outage)
         return next((r for r in self.triggers() if r.body.get("dedup_key") == key), None)
 
-    def am_page(self, placement: tuple[str, str, str] | None = None) -> Received | None:
-        """Alertmanager's PagerDuty page trigger for ``placement`` (default: the outage's), first one."""
+    def am_page(self, placement: tuple[str, str, str] | None = None, *, routing_key: str = AM_PAGE_KEY
+                ) -> Received | None:
+        """Alertmanager's PagerDuty page trigger for ``placement`` (default: the outage's), first one; from
+        the Alertmanager paging with ``routing_key`` (the production one: :data:`PROD_PAGE_KEY`)."""
         cluster, region, platform = placement or self.outage
         for r in self.am_triggers():
+            if r.body.get("routing_key") != routing_key:
+                continue
             d = r.body.get("payload", {}).get("custom_details") or {}
             if (d.get("slo") == SLO_NAME and d.get("severity") == "page" and d.get("cluster") == cluster
                     and d.get("region") == region and d.get("platform") == platform):
@@ -428,9 +474,15 @@ class Detection:
     allowed_lateness_s: int
     onset: float
     burn: BurnTrue
-    stream_at: float
-    am_at: float
+    stream_at: float  # our page's trigger at the receiver (wall clock)
+    am_at: float  # the fast Prometheus + Alertmanager's page at the receiver
     healthy_s: float  # seconds of healthy traffic before the onset
+    outage_ratio: float = 1.0
+    prod_at: float | None = None  # the production configuration's page (LivePath.production)
+    provisional: bool = False  # our first page was a provisional one
+    # Our page record on slo.alerts: its Kafka timestamp (the worker's send), for the hops.
+    alert_produced_at: float | None = None
+    retracted: int = 0  # retractions of ours seen on slo.alerts during the run
 
     @property
     def stream_s(self) -> float:
@@ -440,16 +492,57 @@ class Detection:
     def am_s(self) -> float:
         return self.am_at - self.burn.at
 
+    @property
+    def prod_s(self) -> float | None:
+        return None if self.prod_at is None else self.prod_at - self.burn.at
 
-def measure(dep: Deployment, *, allowed_lateness_s: int, timeout_s: float | None = None) -> Detection:
-    """Run the live scenario once and time both pages from the burn condition becoming true."""
-    with LivePath(dep, allowed_lateness_s=allowed_lateness_s) as live:
-        live.wait_armed(90)
+
+def alert_records(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[tuple[float, dict[str, Any]]]:
+    """Every record on ``topic`` (``slo.alerts``) so far: (Kafka timestamp in seconds, the JSON value)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=int(timeout_s * 1000))
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        ends = consumer.end_offsets(parts)
+        consumer.seek_to_beginning(*parts)
+        out = []
+        deadline = time.time() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in parts) and time.time() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                out += [(r.timestamp / 1000, orjson.loads(r.value)) for r in records]
+        return sorted(out, key=lambda x: x[0])
+    finally:
+        consumer.close()
+
+
+def measure(dep: Deployment, *, allowed_lateness_s: int, timeout_s: float | None = None, outage_ratio: float = 1.0,
+            production: bool = False, worker_env: dict[str, str] | None = None) -> Detection:
+    """Run the live scenario once and time the pages from the burn condition becoming true: ours, the fast
+    Prometheus + Alertmanager's and, with ``production``, the production configuration's."""
+    with LivePath(dep, allowed_lateness_s=allowed_lateness_s, outage_ratio=outage_ratio, production=production,
+                  worker_env=dict(worker_env or {})) as live:
+        live.wait_armed(120 if production else 90)
         onset = live.start_outage()
         wait_s = timeout_s if timeout_s is not None else allowed_lateness_s + 90
         stream = live.wait(live.stream_page, wait_s, "our page at the receiver")
-        am = live.wait(live.am_page, 60, "Alertmanager's page at the receiver")
+        am = live.wait(live.am_page, 90, "Alertmanager's page at the receiver")
+        prod = None
+        if production:
+            prod = live.wait(lambda: live.am_page(routing_key=PROD_PAGE_KEY),
+                             PROD_SCRAPE_S + PROD_EVALUATION_S + PROD_GROUP_WAIT_S + 90,
+                             "the production configuration's page at the receiver")
         burn = live.burn_true()
         assert burn is not None, "the produced data never met a page condition"
         first = min(r.ts for r in live.records())
-        return Detection(allowed_lateness_s, onset, burn, stream.at, am.at, onset - first)
+        key = page_key(live.outage)
+        ours = [(ts, v) for ts, v in alert_records(dep.bootstrap, dep.settings.topic_alerts)
+                if v.get("dedup_key") == key]
+        firing = next(((ts, v) for ts, v in ours if v.get("state") == "firing"), None)
+        return Detection(allowed_lateness_s, onset, burn, stream.at, am.at, onset - first, outage_ratio=outage_ratio,
+                         prod_at=None if prod is None else prod.at,
+                         provisional=bool(firing and firing[1].get("provisional")),
+                         alert_produced_at=None if firing is None else firing[0],
+                         retracted=sum(1 for _, v in ours if v.get("reason") == "retracted"))

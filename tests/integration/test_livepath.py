@@ -20,7 +20,7 @@ from tests.livepath import (
 
 pytestmark = pytest.mark.integration
 
-LATENESS = 5
+LATENESS = 120  # the default: our page comes from the provisional evaluation, ahead of the watermark
 
 
 def test_a_live_outage_pages_through_the_stream_and_through_prometheus_and_alertmanager(
@@ -43,8 +43,11 @@ def test_a_live_outage_pages_through_the_stream_and_through_prometheus_and_alert
         time.sleep(1)  # anything late for the healthy placements would show in the receiver by now
         stream_triggers, am_triggers = live.stream_triggers(), live.am_triggers()
 
-    # Our path: the worker's page, delivered by the notifier.
+    # Our path: the worker's page, delivered by the notifier: provisional, and first.
     assert stream.body["routing_key"] == NOTIFIER_KEY
+    assert stream.body["payload"]["custom_details"]["provisional"] is True
+    assert "PROVISIONAL" in stream.body["payload"]["summary"]
+    assert stream.at < am.at, (stream.at, am.at)
     assert stream.body["payload"]["severity"] == "critical"
     assert stream.body["payload"]["custom_details"]["burn_rates"]["5m"] > 14.4
     # Prometheus: the generated page alert fires for the outage placement only.

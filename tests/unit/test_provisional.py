@@ -31,17 +31,10 @@ def pages_only(*, min_events: int | None = None, hold_s: int = 300) -> Slo:
         w for w in base.policy.windows if w.severity is Severity.PAGE)))
 
 
-def seconds(start: int, n: int, *, bad: bool = False, per_second: int = 10, good: int | None = None
-            ) -> list[tuple[float, list[dict]]]:
+def seconds(start: int, n: int, *, bad: bool = False, per_second: int = 10) -> list[tuple[float, list[dict]]]:
     """``n`` seconds of traffic from ``start``: (the second, its records)."""
-    out = []
-    for s in range(start, start + n):
-        errs = per_second if bad else 0
-        recs = [record(s + i / per_second, errors=1 if i < errs else 0) for i in range(per_second)]
-        if good is not None:
-            recs = recs[:per_second] + [record(s + 0.5, total=good)]
-        out.append((float(s), recs))
-    return out
+    return [(float(s), [record(s + i / per_second, errors=1 if bad else 0) for i in range(per_second)])
+            for s in range(start, start + n)]
 
 
 class Live:
@@ -247,7 +240,7 @@ def test_the_gate_sees_a_provisional_page_at_once_and_rolls_back_the_rollout_it_
                                      stale=(), configs={}, default=DEFAULT_GATE_CONFIG)
     d = answer(Question("playback-api", revision="42"), inputs, now=now)
     assert d.decision is Decision.ROLLBACK
-    page = [r for r in d.reasons if r.code == "page_firing"][0]
+    page = next(r for r in d.reasons if r.code == "page_firing")
     assert page.message.startswith("provisional page alert firing") and page.figures["provisional"] == "true"
     assert any("provisional page" in r.message for r in d.reasons if r.code == "suspect_rollout")
     # Before the provisional evaluation the same answer is no worse than hold, after it the status the
