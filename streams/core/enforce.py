@@ -187,7 +187,8 @@ def decide(alert: Alert, *, cluster: str, config: EnforceConfig = DEFAULT_ENFORC
         return refusal
     rank = top.rank
     reasons = (
-        f"page {dedup_key} firing" + (f" ({_text(alert.condition, 80)})" if alert.condition else ""),
+        f"{'provisional ' if alert.provisional else ''}page {dedup_key} firing"
+        + (f" ({_text(alert.condition, 80)})" if alert.condition else ""),
         f"top suspect{f' (rank {rank})' if rank else ''}: a rollout of {service} in {cluster}, score "
         f"{top.score:.2f} >= {config.min_score:.2f}",
         f"rollout {top.phase} when the alert fired",

@@ -96,7 +96,7 @@ class Delivered:
         k = (alert.dedup_key, float(alert.ts), str(alert.state))
         last = self._last.pop(k[0], None)
         newer = last is None or k[1] >= last[0]
-        self._last[k[0]] = (k[1], k[2]) if newer else last
+        self._last[k[0]] = (k[1], k[2]) if last is None or newer else last
         if newer:
             if alert.provisional and alert.state is AlertState.FIRING:
                 self._provisional.add(k[0])

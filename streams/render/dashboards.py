@@ -55,6 +55,7 @@ from streams.core.conventions import (
     M_NOTIFIER_RETRIES,
     M_OBJECTIVE,
     M_OFFSET_REREADS,
+    M_PROVISIONAL,
     M_RECORDS,
     M_ROLLOUT_STARTED,
     M_SERIES,
@@ -928,26 +929,34 @@ def _pipeline_processing(board: Board, inst: str) -> None:
 
 
 def _pipeline_notifier(board: Board) -> None:
-    """Row: the notifier's PagerDuty deliveries and retries."""
-    board.row("Notifier: PagerDuty")
+    """Row: provisional alerts by outcome, the notifier's PagerDuty deliveries and retries."""
+    board.row("Alerts out: provisional alerts and PagerDuty")
+    provisional = _timeseries(
+        "Provisional alerts per minute by outcome",
+        "Alerts fired early on live data (docs/semantics.md, provisional and final alerts): fired, then confirmed "
+        "by the final evaluation or retracted (a resolve with reason retracted went out). Retractions are the "
+        "price of paging early; a steady rate of them means records arrive late (see late records above).",
+        [query(f"{_by('sum', ['outcome'], _rate(M_PROVISIONAL))} * 60", legend="{{outcome}}")],
+        unit=PER_MINUTE, decimals=1, no_value="no provisional alert", bars=True)
+    board.panel(provisional.override_by_name("retracted", [_fixed_color("orange")]), w=8, h=8)
     deliveries = _timeseries(
         "PagerDuty deliveries per minute",
         "Events the notifier finished delivering, by kind (trigger = page, resolve, change = rollout change "
         "event) and outcome (accepted; rejected = PagerDuty answered 400 and the event went to the dead-letter "
         "topic: fix the payload or the routing key; repeat = a worker replayed a change already delivered "
-        "after a crash, not sent again).",
+        "after a crash, not sent again; confirmation = the final alert of a provisional page already sent).",
         [query(f"{_by('sum', ['kind', 'outcome'], _rate(M_NOTIFIER_DELIVERIES))} * 60",
                legend="{{kind}} {{outcome}}")], unit=PER_MINUTE, decimals=1, no_value="nothing delivered",
         bars=True)
     deliveries = deliveries.override_by_regexp(".* rejected$", [_fixed_color("red")])
-    board.panel(deliveries, w=12, h=8)
+    board.panel(deliveries, w=8, h=8)
     board.panel(_timeseries(
         "PagerDuty retries per minute",
         "Requests the notifier repeated, by kind and reason (HTTP status or timeout). 429: rate limited; 5xx or "
         "timeout: PagerDuty or the network is down. Pages wait (offsets are committed only once accepted).",
         [query(f"{_by('sum', ['kind', 'reason'], _rate(M_NOTIFIER_RETRIES))} * 60",
                legend="{{kind}} {{reason}}")], unit=PER_MINUTE, decimals=1, no_value="no retry", bars=True),
-        w=12, h=8)
+        w=8, h=8)
 
 
 def _quantiles(metric: str, *matchers: str, by: Sequence[str] = ()) -> list[prom_b.Dataquery]:

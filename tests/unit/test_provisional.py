@@ -246,3 +246,31 @@ def test_the_gate_sees_a_provisional_page_at_once_and_rolls_back_the_rollout_it_
     # Before the provisional evaluation the same answer is no worse than hold, after it the status the
     # gate read is the provisional evaluation (newer than the final one).
     assert d.series[0].evaluated_at == ONSET + 60
+
+
+def test_the_notifier_pages_once_per_incident_whether_confirmed_or_retracted() -> None:
+    from streams.core.notify import Delivered, Routing, alert_event
+    from tests.factories import alert
+
+    early = alert(ts=int(ONSET + 60), provisional=True, seen_at=ONSET + 51.9)
+    sent = Delivered()
+    assert not sent.confirms(early) and not sent.is_repeat(early)
+    sent.note(early)
+    # The final FIRING at the same step or an earlier one confirms it: not sent again.
+    for ts in (ONSET + 60, ONSET + 50):
+        final = alert(ts=int(ts))
+        assert sent.confirms(final)
+    # A retraction goes out; a final page after it is a new incident, not a confirmation.
+    retraction = alert(ts=int(ONSET + 60), state=AlertState.RESOLVED, provisional=True, reason="retracted")
+    assert not sent.is_repeat(retraction)
+    sent.note(retraction)
+    later = alert(ts=int(ONSET + 90))
+    assert not sent.confirms(later) and not sent.is_repeat(later)
+    # What PagerDuty reads of a provisional page.
+    _, body = alert_event(early, Routing(keys={"page": "k"}))
+    assert body["payload"]["summary"].startswith("[PAGE FIRING, PROVISIONAL] ")
+    assert body["payload"]["custom_details"]["provisional"] is True
+    assert body["payload"]["custom_details"]["seen_at"].endswith("Z")
+    _, final_body = alert_event(alert(ts=int(ONSET + 60)), Routing(keys={"page": "k"}))
+    assert "provisional" not in final_body["payload"]["custom_details"]
+    assert final_body["payload"]["summary"].startswith("[PAGE FIRING] ")
