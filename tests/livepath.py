@@ -250,12 +250,23 @@ class LivePath:
         env.update(extra)
         return env
 
-    def _start_worker(self) -> None:
+    def _start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
+        """A worker of the group (``name`` also names its log and its data directory)."""
         self.worker_port = free_port()
         env = self._env(SLO_STREAM_WEB_PORT=str(self.worker_port),
-                        SLO_STREAM_DATADIR=str(self.tmp / "worker-data"),
+                        SLO_STREAM_DATADIR=str(self.tmp / f"{name}-data"),
                         SLO_STREAM_ALLOWED_LATENESS=str(self.allowed_lateness_s), **self.worker_env)
-        self._spawn("worker", ["timeout", "-k", "10", "900", sys.executable, "-m", "streams", "worker"], env)
+        return self._spawn(name, ["timeout", "-k", "10", "900", sys.executable, "-m", "streams", "worker"], env)
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker's process group (no shutdown: what it had not written is lost)."""
+        import signal
+
+        for entry in [e for e in self._procs if e[0] == "worker"]:
+            os.killpg(entry[1].pid, signal.SIGKILL)
+            entry[1].wait()
+            entry[2].close()
+            self._procs.remove(entry)
 
     def _start_notifier(self) -> None:
         env = {k: v for k, v in self._env().items() if not k.startswith("SLO_STREAM_PAGERDUTY")}
