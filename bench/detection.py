@@ -36,7 +36,7 @@ BURNS = {"total outage (100% errors)": 1.0, "20x burn (2% errors at 99.9%)": 0.0
 
 
 def bench_detection(bootstrap: str, lateness: list[int], *, production: bool = False,
-                    outage_ratio: float = 1.0) -> list[Detection] | str:
+                    outage_ratio: float = 1.0, worker_env: dict[str, str] | None = None) -> list[Detection] | str:
     """One live run per allowed lateness; or why it cannot run here."""
     reason = missing_binaries()
     if reason:
@@ -45,7 +45,8 @@ def bench_detection(bootstrap: str, lateness: list[int], *, production: bool = F
     for seconds in lateness:
         tmp = Path(tempfile.mkdtemp(prefix=f"slo-stream-bench-detection-{seconds}s-"))
         dep = Deployment.create(bootstrap, tmp)
-        out.append(measure(dep, allowed_lateness_s=seconds, production=production, outage_ratio=outage_ratio))
+        out.append(measure(dep, allowed_lateness_s=seconds, production=production, outage_ratio=outage_ratio,
+                           worker_env=worker_env))
     return out
 
 
@@ -72,6 +73,8 @@ def main() -> int:
     ap.add_argument("--lateness", type=int, default=120, help="SLO_STREAM_ALLOWED_LATENESS (default 120: the default)")
     ap.add_argument("--only", choices=["total", "20x"], help="one burn size only")
     ap.add_argument("--json", help="write every run's figures here")
+    ap.add_argument("--no-provisional", action="store_true",
+                    help="the workers with SLO_STREAM_PROVISIONAL=false (final alerts only: the reference before)")
     args = ap.parse_args()
     reason = missing_binaries()
     if reason:
@@ -88,7 +91,8 @@ def main() -> int:
                 continue
             runs = results[name] = []
             for i in range(args.runs):
-                found = bench_detection(broker.bootstrap, [args.lateness], production=True, outage_ratio=ratio)
+                found = bench_detection(broker.bootstrap, [args.lateness], production=True, outage_ratio=ratio,
+                                        worker_env={"SLO_STREAM_PROVISIONAL": "false"} if args.no_provisional else None)
                 assert not isinstance(found, str)
                 runs.append(found[0])
                 print(f"{name}, run {i + 1}: {report(found[0])}", flush=True)
