@@ -29,7 +29,6 @@ from streams.core.engine import BatchResult, Engine, EngineConfig
 from streams.core.gate import GateConfig
 from streams.core.model import Slo
 from streams.core.offsets import OffsetGuard
-from streams.core.provisional import Outcome
 from streams.core.wire.deadletter import refused
 from streams.settings import Settings
 
@@ -287,22 +286,25 @@ class Pipeline:
             tp = time.perf_counter()
             res.absorb(engine.evaluate_due(partition, EVALUATIONS_PER_STEP))
             busy += time.perf_counter() - tp
-        if engine.config.provisional:
-            # Early firing on a live partition (streams.core.provisional). A provisional alert's track is
-            # written now and flushed to the changelog before its FIRING goes out: a worker that takes
-            # the partition over after a crash finds it and settles it (confirmation or RESOLVED).
+        # Early firing on a live partition (streams.core.provisional), in steps like the due evaluations.
+        # A provisional alert's track is written now and is in the changelog (acknowledged) before its
+        # FIRING goes out: a worker that takes the partition over after a crash finds it and settles it.
+        first = True
+        while first or engine.provisional_due(partition):
+            if not first and await self._turn(partition, epoch):
+                return [False] * offered
+            first = False
             tp = time.perf_counter()
             self.table.write_partition = partition
             try:
-                early = engine.provisional(partition, now=now)
+                res.absorb(engine.provisional(partition, now=now, max_evaluations=EVALUATIONS_PER_STEP))
             finally:
                 self.table.write_partition = None
             busy += time.perf_counter() - tp
-            res.absorb(early)
-            if early.provisional[Outcome.FIRED]:
-                await self.app.producer.flush()
-                if self._moved(partition, epoch):
-                    return [False] * offered
+        if res.durable:
+            await self._make_durable(partition, res.durable)
+            if self._moved(partition, epoch):
+                return [False] * offered
         t1 = time.perf_counter()
         try:
             await self._deliver(res, messages)
@@ -355,6 +357,16 @@ class Pipeline:
         for outcome, n in res.provisional.items():
             st[f"provisional.{outcome}"] += n
         return taken
+
+    async def _make_durable(self, partition: int, keys: list[str]) -> None:
+        """Write ``keys`` of the state table to its changelog once more and wait for the broker's
+        acknowledgement. The table's own write of each is only queued in Faust's producer buffer, and
+        ``Producer.flush`` gives up waiting after 0.1 s; the same key and value written twice is harmless
+        in a compacted changelog, and on one partition the earlier write is acknowledged first."""
+        for key in keys:
+            value = self.table.get(key)
+            if value is not None:
+                await self.table.send_changelog(partition, key, value)
 
     async def _deliver(self, res: BatchResult, messages: list[tuple[bytes | None, bytes | None, int]]) -> None:
         """Alert transitions and dead letters, awaited, before the state that says they happened."""

@@ -42,7 +42,7 @@ from streams.core.correlation import DEFAULT_CONFIG as DEFAULT_CORRELATION
 from streams.core.correlation import BurnContext, CorrelationConfig, RevisionCounts, Suspect, correlate
 from streams.core.counters import L0_WIDTH, Counters
 from streams.core.model import Severity, Slo
-from streams.core.provisional import Outcome, Provisional, ProvisionalTracks
+from streams.core.provisional import PROVISIONAL_PREFIX, Outcome, Provisional, ProvisionalTracks
 from streams.core.readmodel import ReadModel
 from streams.core.revisions import REV_BUCKET_S, Aggregate, RevisionLog
 from streams.core.series import Admission, Cells, SeriesIndex
@@ -90,6 +90,8 @@ class BatchResult:
     max_offset: int = -1
     # Provisional alerts of this batch by outcome (fired, confirmed, retracted).
     provisional: Counter[str] = field(default_factory=Counter)
+    # State keys written that must be durable before the batch's alerts are delivered (provisional tracks).
+    durable: list[str] = field(default_factory=list)
 
     def rejected_by_reason(self) -> Counter[str]:
         return Counter(r.reason for r in self.rejected)
@@ -108,6 +110,7 @@ class BatchResult:
         self.replay_skipped += later.replay_skipped
         self.max_offset = max(self.max_offset, later.max_offset)
         self.provisional.update(later.provisional)
+        self.durable += later.durable
 
 
 def _nothing() -> None:
@@ -177,6 +180,8 @@ class Engine:
         # Per partition, the series counted into since its last provisional evaluation.
         self._touched: dict[int, set[str]] = {}
         self._provisional_at: dict[int, float] = {}  # per partition, the newest event time last evaluated at
+        # Per partition, a provisional evaluation in progress: its step, the event time seen, the series left.
+        self._early: dict[int, tuple[int, float, deque[str]]] = {}
         cfg = self.config
         self.series = SeriesIndex(
             slos, self.counters,
@@ -238,6 +243,7 @@ class Engine:
         for p in partitions:
             self._touched.pop(p, None)
             self._provisional_at.pop(p, None)
+            self._early.pop(p, None)
         self.read.prune_provisional()
         self.revisions.drop(partitions)
         self.revisions.recover(partitions)
@@ -254,6 +260,7 @@ class Engine:
         for p in partitions:
             self._touched.pop(p, None)
             self._provisional_at.pop(p, None)
+            self._early.pop(p, None)
         self.read.prune_provisional()
         self.revisions.drop(partitions)
         self.marks.drop(partitions)
@@ -497,16 +504,18 @@ class Engine:
 
     def _settle_provisional(self, slo: Slo, ev: BurnEvaluation, severity: Severity, dk: str, prov: Provisional,
                             new: Track, change: AlertState | None, res: BatchResult) -> None:
-        """The final evaluation of ``dk`` at ``ev.at`` meets its open provisional alert: confirmed when
-        the final alert fires (or is open), retracted by a RESOLVED once a final step at or after the
-        provisional one finds no alert open."""
+        """The final evaluation of ``dk`` at ``ev.at`` meets its open provisional alert. The first final
+        step at or after the provisional one settles it: confirmed when the final alert is open there,
+        else retracted by a RESOLVED."""
+        if ev.at < prov.at:
+            # A step before the provisional one decides nothing: an alert firing here may be an earlier
+            # incident (a replay after a crash, or late data) that resolves before the provisional step.
+            return
         if new.firing:
             self.provisionals.settle(dk)
             res.provisional[Outcome.CONFIRMED] += 1
             self.read.prune_provisional()
             return
-        if ev.at < prov.at:
-            return  # a step before the provisional one: the final alert may still fire up to it
         self.provisionals.settle(dk)
         res.provisional[Outcome.RETRACTED] += 1
         self.read.prune_provisional()
@@ -520,29 +529,44 @@ class Engine:
         max_ts = self.meta(partition).max_ts
         return bool(max_ts) and now - max_ts <= self.config.allowed_lateness_s
 
-    def provisional(self, partition: int, *, now: float) -> BatchResult:
+    def provisional(self, partition: int, *, now: float, max_evaluations: int | None = None) -> BatchResult:
         """Early firing after a batch of ``partition`` (see :mod:`streams.core.provisional`): the series
-        the batch counted into, evaluated at the step after the partition's newest event time over the
-        data seen so far, when the partition is live. A condition that holds for an alert with no final
-        or provisional alert open opens a provisional one: its track is **written to the store now**
-        (the caller must make that durable before it delivers the FIRING in the result).
+        counted into since the last provisional evaluation, evaluated at the step after the partition's
+        newest event time over the data seen so far, when the partition is live (at most once per
+        ``provisional_every_s`` of event time). A condition that holds for an alert with no final or
+        provisional alert open opens a provisional one: its track is **written to the store now**, and
+        its key is in :attr:`BatchResult.durable` (the caller makes it durable before it delivers the
+        FIRING in the result). Open provisional alerts of series that are gone (displaced or expired)
+        are retracted.
 
-        Call after the batch's due evaluations (they settle what they can first), before delivery."""
+        ``max_evaluations`` bounds the evaluations of this call; :meth:`provisional_due` says how many
+        are left for the next calls (part of the same batch: absorb the results). Call after the batch's
+        due evaluations (they settle what they can first), before delivery."""
         res = BatchResult(partition)
         if self._due.get(partition):
             raise RuntimeError(f"partition {partition}: {self.due(partition)} evaluations are still due")
-        if not self.config.provisional or not self._touched.get(partition) or not self.live(partition, now):
+        self._retract_orphans(partition, res)
+        if not self.config.provisional or not self.live(partition, now):
+            self._touched.pop(partition, None)  # a replay or a backlog: nothing to evaluate early
+            self._early.pop(partition, None)
             return res
         meta = self.meta(partition)
-        if meta.max_ts < self._provisional_at.get(partition, 0.0) + self.config.provisional_every_s:
-            return res  # evaluated less than provisional_every_s ago: the series wait for the next batch
-        self._provisional_at[partition] = meta.max_ts
-        touched = self._touched.pop(partition)
-        step_s = self.config.step_s
-        at = int(meta.max_ts // step_s) * step_s + step_s
+        queue = self._early.get(partition)
+        if queue is None:
+            if not self._touched.get(partition):
+                return res
+            if meta.max_ts < self._provisional_at.get(partition, 0.0) + self.config.provisional_every_s:
+                return res  # evaluated less than provisional_every_s ago: the series wait for the next batch
+            self._provisional_at[partition] = meta.max_ts
+            step_s = self.config.step_s
+            queue = self._early[partition] = (int(meta.max_ts // step_s) * step_s + step_s, meta.max_ts,
+                                              deque(sorted(self._touched.pop(partition))))
+        at, seen_at, todo = queue
         window = self.counters.window
         tracks = self.tracks
-        for series in sorted(touched):
+        budget = max_evaluations
+        while todo and (budget is None or budget > 0):
+            series = todo.popleft()
             slo = self.slos.get(series.split("|", 1)[0])
             if slo is None or not self.counters.has_series(series):
                 continue
@@ -552,6 +576,8 @@ class Engine:
                 continue
             ev = evaluate(slo, series, at, {w: window(series, at, w) for w in slo.windows_s})
             res.evaluations += 1
+            if budget is not None:
+                budget -= 1
             suspects: tuple[int, list[Suspect]] | None = None
             for severity, dk in keys:
                 if not ev.active(severity):
@@ -560,14 +586,42 @@ class Engine:
                     suspects = self.suspects_for(series, slo, at)
                 onset, ranked = suspects
                 alert = replace(make_alert(slo, ev, severity, AlertState.FIRING, started_at=at),
-                                suspects=tuple(ranked), burn_onset=onset, provisional=True,
-                                seen_at=round(meta.max_ts, 3))
-                self.provisionals.open(dk, Provisional(partition, at, alert.seen_at or meta.max_ts, series,
-                                                       alert.suspects))
+                                suspects=tuple(ranked), burn_onset=onset, provisional=True, seen_at=round(seen_at, 3))
+                self.provisionals.open(dk, Provisional(partition, at, round(seen_at, 3), series, alert.suspects))
+                res.durable.append(PROVISIONAL_PREFIX + dk)
                 self.read.provisional[series] = ev
                 res.provisional[Outcome.FIRED] += 1
                 res.alerts.append(alert)
+        if not todo:
+            del self._early[partition]
         return res
+
+    def provisional_due(self, partition: int) -> int:
+        """Provisional evaluations :meth:`provisional` left for its next calls on ``partition``."""
+        queue = self._early.get(partition)
+        return len(queue[2]) if queue is not None else 0
+
+    def _retract_orphans(self, partition: int, res: BatchResult) -> None:
+        """Retract the open provisional alerts of ``partition`` whose series is gone (displaced by a new
+        series, or expired): no final evaluation of it will come to settle them."""
+        gone = [(dk, p) for dk, p in self.provisionals.pending()
+                if p.partition == partition and not self.counters.has_series(p.series)]
+        for dk, prov in gone:
+            slo = self.slos.get(prov.series.split("|", 1)[0])
+            self.provisionals.settle(dk)
+            res.provisional[Outcome.RETRACTED] += 1
+            if slo is None:
+                continue
+            severity = next((sev for sev, key in self.tracks.keys(prov.series, slo) if key == dk), None)
+            if severity is None:
+                continue
+            at = max(prov.at, self.meta(partition).evaluated_to)
+            ev = evaluate(slo, prov.series, at, {w: (0, 0) for w in slo.windows_s})
+            retraction = make_alert(slo, ev, severity, AlertState.RESOLVED, started_at=prov.at)
+            res.alerts.append(replace(retraction, provisional=True, seen_at=prov.seen_at,
+                                      reason=Outcome.RETRACTED.value))
+        if gone:
+            self.read.prune_provisional()
 
     # ---- correlation ------------------------------------------------------------------------------
 

@@ -6,16 +6,19 @@ lateness (120 s by default) after the data said so. After each batch of a *live*
 event time within the allowed lateness of the wall clock), the engine also evaluates the series the
 batch counted into at the next step after the newest event time, over the data seen so far. A page
 or ticket condition that holds there fires at once as a **provisional** alert (``provisional: true``
-on ``slo.alerts``, with the event time it was seen at). The final evaluation then settles it:
+on ``slo.alerts``, with the event time it was seen at). The first final evaluation at or after the
+provisional step settles it (earlier steps decide nothing: an alert firing there may be an earlier
+incident that resolves before it):
 
-- **confirmed**: the final track fires at a step up to the provisional step. Its FIRING record is the
-  ordinary final one (a replay publishes the same); its event time is not newer than the
+- **confirmed**: the final alert is open there. Its FIRING record is the ordinary final one (a replay
+  publishes the same); fired at or before the provisional step, its event time is not newer than the
   provisional one, so the notifier folds it into the incident already open (no second page).
-- **retracted**: a final evaluation at or after the provisional step finds no alert open. A RESOLVED
-  record with ``reason: retracted`` (and ``provisional: true``) closes it.
+- **retracted**: no alert is open there. A RESOLVED record with ``reason: retracted`` (and
+  ``provisional: true``) closes it. So is an open provisional alert whose series is displaced or expires.
 
-Crash rule: a provisional track is written to the store (and, by the worker, flushed to the
-changelog) *before* its FIRING is delivered, and deleted only when the batch that settled it commits,
+Crash rule: a provisional track is written to the store (and, by the worker, to the changelog, waiting
+for the broker's acknowledgement) *before* its FIRING is delivered, and deleted only when the batch
+that settled it commits,
 after the settlement was delivered. A worker that takes over the partition finds the track and settles
 it at its own final evaluations: every provisional FIRING published is followed by its confirmation
 or its RESOLVED, whatever crashes or rebalances happen between (a track written for a FIRING that a

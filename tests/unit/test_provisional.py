@@ -274,3 +274,80 @@ def test_the_notifier_pages_once_per_incident_whether_confirmed_or_retracted() -
     _, final_body = alert_event(alert(ts=int(ONSET + 60)), Routing(keys={"page": "k"}))
     assert "provisional" not in final_body["payload"]["custom_details"]
     assert final_body["payload"]["summary"].startswith("[PAGE FIRING] ")
+
+
+def test_an_earlier_incident_in_a_replayed_batch_does_not_confirm_a_later_provisional_page() -> None:
+    """One live batch fires a final page, resolves it and opens a provisional page; the worker dies before
+    it commits. The next worker (no longer live) replays the batch: the old incident's firing steps come
+    before the provisional step and must not confirm it; the late successes then retract it."""
+    store: dict[str, bytes] = {}
+    slo_ = pages_only(hold_s=60)
+    engine = Engine([slo_], store, EngineConfig(allowed_lateness_s=120))
+    live = history(engine)
+    committed = live.offset
+    burst = seconds(ONSET, 120, bad=True) + seconds(ONSET + 120, 490) + seconds(ONSET + 610, 10, bad=True)
+    msgs = [(t, batch(recs)) for t, recs in burst]
+    res = live.send(msgs, commit=False)
+    assert [(a.provisional, a.state) for a in res.alerts] == [
+        (False, AlertState.FIRING), (False, AlertState.RESOLVED), (True, AlertState.FIRING)]
+    taker = Engine([slo_], store, EngineConfig(allowed_lateness_s=120))
+    taker.assign({0})
+    after = Live(taker, offset=committed)
+    late = ONSET + 620 + 300  # the takeover comes five minutes later: not live any more
+    after.send(msgs, now=late)
+    for i in range(300):
+        t = ONSET + 620 + i
+        m = [(float(t), batch([record(t + j / 10) for j in range(10)]))]
+        if i < 10:  # the late successes of the 10 bad seconds, within the allowed lateness
+            m.append((float(t), batch([record(ONSET + 610 + i + 0.5, total=2000)])))
+        after.send(m, now=late + i)
+    assert [(a.provisional, a.state, a.reason) for _, a in after.alerts if a.ts > ONSET + 600] == [
+        (True, AlertState.RESOLVED, "retracted")]
+    assert after.outcomes.get(Outcome.CONFIRMED) is None and len(taker.provisionals) == 0
+
+
+def test_a_provisional_page_of_a_series_displaced_at_the_series_limit_is_retracted() -> None:
+    cfg = EngineConfig(allowed_lateness_s=120, max_series_per_slo=1, series_allow=(("cluster", "trusted-*"),))
+    engine = Engine([pages_only()], {}, cfg)
+    live = history(engine)
+    live.play(seconds(ONSET, 55, bad=True))
+    assert [(a.provisional, a.state) for _, a in live.pages()] == [(True, AlertState.FIRING)]
+    # A trusted placement takes the only place of the SLO: the burning series is displaced.
+    for i in range(3):
+        t = ONSET + 55 + i
+        live.send([(float(t), batch([record(t + j / 10, cluster="trusted-1") for j in range(10)]))])
+    assert not engine.counters.has_series(SERIES)
+    pages = [(a.provisional, a.state, a.reason, a.dimensions.cluster) for _, a in live.pages()]
+    assert pages == [(True, AlertState.FIRING, None, "eu-west-1"),
+                     (True, AlertState.RESOLVED, "retracted", "eu-west-1")]
+    assert len(engine.provisionals) == 0 and not [k for k in engine.store if k.startswith(PROVISIONAL_PREFIX)]
+
+
+def test_the_provisional_pass_goes_in_bounded_steps_with_the_same_alerts() -> None:
+    calls = {1: 0, None: 0}
+
+    def run(step: int | None) -> list[Alert]:
+        engine = Engine([pages_only()], {}, EngineConfig(allowed_lateness_s=120))
+        live = history(engine)
+        out = []
+        for t, recs in seconds(ONSET, 70, bad=True):
+            others = [replace_cluster(r, cl) for cl in ("us-east-1", "ap-south-1") for r in recs]
+            msgs = [(*batch(recs + others), live.offset)]
+            res = engine.process(0, msgs, now=t + 1.0)
+            live.offset += 1
+            res.absorb(engine.provisional(0, now=t + 1.0, max_evaluations=step))
+            calls[step] += 1
+            while engine.provisional_due(0):
+                res.absorb(engine.provisional(0, now=t + 1.0, max_evaluations=step))
+                calls[step] += 1
+            engine.commit(res)
+            out += res.alerts
+        return out
+
+    stepped, whole = run(1), run(None)
+    assert stepped == whole and any(a.provisional for a in whole)
+    assert calls[1] > calls[None] == 70  # three series a second, one evaluation per call
+
+
+def replace_cluster(r: dict, cluster: str) -> dict:
+    return {**r, "cluster": cluster}
