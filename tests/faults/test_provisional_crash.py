@@ -13,6 +13,7 @@ writes none, after none of its writes)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -74,6 +75,30 @@ def play(e: Engine, msgs: list[tuple[bytes, bytes, int]], sizes: list[int], stor
     return run
 
 
+def published_at(clean: Run, cut: int, delivered: bool | None) -> list[dict[str, Any]]:
+    """The alerts that went out before a kill at write position ``cut``: every batch whose alerts were
+    delivered by then. The batch in flight delivered its alerts when the kill came after its provisional
+    writes; at exactly that position the kill may have come before or after the delivery (``delivered``)."""
+    in_flight = next((b for b in clean.batches if b.writes[0] <= cut < b.writes[1]), None)
+    return [a for b in clean.batches
+            if (cut >= b.delivered_from if b is not in_flight or delivered is None else delivered) for a in b.alerts]
+
+
+def takeovers(clean: Run, log: list[tuple[str, bytes | None]], msgs: list[tuple[bytes, bytes, int]],
+              cuts: Iterable[int], rng: random.Random, *, most: int) -> Iterator[tuple[int, bool | None,
+                                                                                      list[dict[str, Any]]]]:
+    """For each kill position (both cases where the delivery of the batch in flight is in doubt): another
+    worker recovers that prefix of the changelog and reads on from its meta record in batches of 1..``most``
+    messages; (cut, delivered, the alerts published before the kill and by the taker, in order)."""
+    for cut in cuts:
+        in_flight = next((b for b in clean.batches if b.writes[0] <= cut < b.writes[1]), None)
+        for delivered in (True, False) if in_flight is not None and cut == in_flight.delivered_from else (None,):
+            taker = engine(_states(log[:cut]))
+            rest = msgs[taker.meta(P).offset + 1:]
+            replay = play(taker, rest, [rng.randint(1, most) for _ in range(len(rest))])
+            yield cut, delivered, published_at(clean, cut, delivered) + replay.alerts
+
+
 def notified(alerts: list[dict[str, Any]]) -> dict[str, list[str]]:
     """What the notifier sends PagerDuty for these ``slo.alerts`` records, per dedup key."""
     sent = Delivered()
@@ -123,22 +148,11 @@ def test_a_kill_at_any_write_between_a_provisional_page_and_its_confirmation_lea
     lo, hi = first.writes[0], confirmed.writes[1]
     cuts = sorted({*range(lo, hi + 1), *rng.sample(range(hi, len(log)), min(20, len(log) - hi))})
     tried = 0
-    for cut in cuts:
-        # The batch in flight delivered its alerts when the kill came after its provisional writes; at
-        # exactly that position the kill may have come before or after the delivery: both are tried.
-        in_flight = next((b for b in clean.batches if b.writes[0] <= cut < b.writes[1]), None)
-        for delivered in (True, False) if in_flight is not None and cut == in_flight.delivered_from else (None,):
-            taker = engine(_states(log[:cut]))  # another worker, from what the changelog held at the kill
-            published = [a for b in clean.batches
-                         if (cut >= b.delivered_from if b is not in_flight or delivered is None else delivered)
-                         for a in b.alerts]
-            rest = msgs[taker.meta(P).offset + 1:]
-            replay = play(taker, rest, [rng.randint(1, 6) for _ in range(len(rest))])
-            everything = published + replay.alerts
-            assert settled(everything) == [], (cut - lo, delivered, settled(everything))
-            sent = notified(everything)
-            assert sent == clean_sent, (cut - lo, delivered, sent, clean_sent)
-            tried += 1
+    for cut, delivered, everything in takeovers(clean, log, msgs, cuts, rng, most=6):
+        assert settled(everything) == [], (cut - lo, delivered, settled(everything))
+        sent = notified(everything)
+        assert sent == clean_sent, (cut - lo, delivered, sent, clean_sent)
+        tried += 1
     assert tried >= hi - lo
     fault_report += [
         f"seed {seed}: {len(msgs)} messages fed live in {len(clean.batches)} batches; the provisional page went out "
@@ -191,26 +205,18 @@ def test_a_kill_at_any_write_between_a_provisional_page_and_its_retraction_leave
     clean_sent = notified(clean.alerts)
     lo, hi = first.writes[0], retracted.writes[1]
     tried = 0
-    for cut in range(lo, hi + 1):
-        in_flight = next((b for b in clean.batches if b.writes[0] <= cut < b.writes[1]), None)
-        for delivered in (True, False) if in_flight is not None and cut == in_flight.delivered_from else (None,):
-            taker = engine(_states(log[:cut]))
-            published = [a for b in clean.batches
-                         if (cut >= b.delivered_from if b is not in_flight or delivered is None else delivered)
-                         for a in b.alerts]
-            rest = msgs[taker.meta(P).offset + 1:]
-            replay = play(taker, rest, [rng.randint(1, 3) for _ in range(len(rest))])
-            everything = published + replay.alerts
-            assert settled(everything) == [], (cut - lo, delivered, settled(everything))
-            sent = notified(everything)
-            page = _page(clean)
-            if any(a.get("provisional") and a["dedup_key"] == page for a in published):
-                assert sent[page] == clean_sent[page] == ["trigger", "resolve"], (cut - lo, delivered, sent)
-            else:
-                # Killed before the page went out: the replay fires it again and retracts it, or (its track
-                # was written) retracts it alone, a resolve PagerDuty ignores; never a trigger left open.
-                assert sent.get(page, []) in (["resolve"], ["trigger", "resolve"]), (cut - lo, delivered, sent)
-            tried += 1
+    page = _page(clean)
+    for cut, delivered, everything in takeovers(clean, log, msgs, range(lo, hi + 1), rng, most=3):
+        assert settled(everything) == [], (cut - lo, delivered, settled(everything))
+        sent = notified(everything)
+        went_out = [a for a in published_at(clean, cut, delivered) if a["dedup_key"] == page]
+        if any(a.get("provisional") for a in went_out):
+            assert sent[page] == clean_sent[page] == ["trigger", "resolve"], (cut - lo, delivered, sent)
+        else:
+            # Killed before the page went out: the replay fires it again and retracts it, or (its track
+            # was written) retracts it alone, a resolve PagerDuty ignores; never a trigger left open.
+            assert sent.get(page, []) in (["resolve"], ["trigger", "resolve"]), (cut - lo, delivered, sent)
+        tried += 1
     assert tried >= hi - lo
     fault_report += [
         f"seed {seed}: a provisional page the final evaluation retracts (errors on time, their successes 100 s "
