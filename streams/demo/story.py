@@ -374,16 +374,24 @@ def _follow_alerts(bootstrap: str, s: settings_mod.Settings, result: DemoResult,
     tps = [TopicPartition(s.topic_alerts, p) for p in range(s.partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
+    early: set[str] = set()  # dedup keys with a provisional FIRING not settled yet
     try:
         while not stop.is_set():
             for msg in consumer:
                 a = decode_alert_bytes(msg.value)
                 result.alerts.append(a)
                 rates = " ".join(f"{w}={a.burn_rates[w]:.1f}x" for w in ("5m", "1h", "6h") if w in a.burn_rates)
+                confirms = a.firing and not a.provisional and a.dedup_key in early
+                if a.provisional and a.firing:
+                    early.add(a.dedup_key)
+                else:
+                    early.discard(a.dedup_key)
+                kind = " (provisional)" if a.provisional and a.firing else " (retracted)" if a.reason else \
+                    " (confirms the provisional alert)" if confirms else ""
                 say("ALERT", f"{str(a.state).upper():8} {a.severity:6} {a.slo} {_where(a)} at +"
                              f"{format_duration(int(a.ts - start_ts) // 10 * 10)}  {a.condition}  {rates}  "
-                             f"budget left {a.error_budget_remaining:.1%}")
-                if a.firing:
+                             f"budget left {a.error_budget_remaining:.1%}{kind}")
+                if a.firing and not confirms:
                     top = a.suspects[0] if a.suspects else None
                     say("suspect", f"{top.summary} (score {top.score:.2f})" if top else
                         "no suspect: no rollout or Kubernetes warning of this service explains the burn")
@@ -483,16 +491,34 @@ def _where(a: Alert) -> str:
     return "/".join(v for v in a.dimensions.to_json().values() if v != "*")
 
 
+def raised(alerts: list[Alert]) -> list[Alert]:
+    """The FIRING records that raised an incident: every one but the final FIRING that confirms a
+    provisional one still open for its dedup key (docs/semantics.md, provisional and final alerts)."""
+    early: set[str] = set()
+    out = []
+    for a in alerts:
+        if a.firing and not (not a.provisional and a.dedup_key in early):
+            out.append(a)
+        if a.firing and a.provisional:
+            early.add(a.dedup_key)
+        else:
+            early.discard(a.dedup_key)
+    return out
+
+
 def _summary(result: DemoResult, say: Any, start_ts: int, local_pd: bool) -> None:
-    pages = [a for a in result.alerts if a.severity == "page"]
-    tickets = [a for a in result.alerts if a.severity == "ticket"]
-    say("summary", f"{sum(a.firing for a in pages)} page(s) raised, "
-                   f"{sum(not a.firing for a in pages)} resolved; "
-                   f"{sum(a.firing for a in tickets)} ticket(s) raised, "
-                   f"{sum(not a.firing for a in tickets)} resolved")
-    for a in result.alerts:
-        if not a.firing:
-            continue
+    up = raised(result.alerts)
+    counts = []
+    for sev, name in (("page", "page"), ("ticket", "ticket")):
+        mine = [a for a in result.alerts if a.severity == sev]
+        retracted = sum(1 for a in mine if a.reason == "retracted")
+        counts.append(f"{sum(1 for a in up if a.severity == sev)} {name}(s) raised"
+                      + (f" ({sum(1 for a in up if a.severity == sev and a.provisional)} provisionally)"
+                         if any(a.provisional for a in up if a.severity == sev) else "")
+                      + f", {sum(not a.firing for a in mine) - retracted} resolved"
+                      + (f", {retracted} retracted" if retracted else ""))
+    say("summary", "; ".join(counts))
+    for a in up:
         top = a.suspects[0] if a.suspects else None
         blame = f"blamed on {top.summary.split(', started')[0]}" if top else "no suspect"
         at = format_duration(int(a.ts - start_ts) // 10 * 10)

@@ -351,3 +351,16 @@ def test_the_provisional_pass_goes_in_bounded_steps_with_the_same_alerts() -> No
 
 def replace_cluster(r: dict, cluster: str) -> dict:
     return {**r, "cluster": cluster}
+
+
+def test_the_demo_counts_a_confirmed_provisional_page_as_one_page() -> None:
+    from streams.demo.story import raised
+    from tests.factories import alert
+
+    early = alert(ts=int(ONSET + 60), provisional=True)
+    final = alert(ts=int(ONSET + 60))
+    resolved = alert(ts=int(ONSET + 900), state=AlertState.RESOLVED)
+    again = alert(ts=int(ONSET + 2000))
+    assert raised([early, final, resolved, again]) == [early, again]
+    retraction = alert(ts=int(ONSET + 60), state=AlertState.RESOLVED, provisional=True, reason="retracted")
+    assert raised([early, retraction, final]) == [early, final]
