@@ -182,6 +182,7 @@ class Engine:
         self._provisional_at: dict[int, float] = {}  # per partition, the newest event time last evaluated at
         # Per partition, a provisional evaluation in progress: its step, the event time seen, the series left.
         self._early: dict[int, tuple[int, float, deque[str]]] = {}
+        self._offset: dict[int, int] = {}  # per partition, the highest offset processed (not necessarily committed)
         cfg = self.config
         self.series = SeriesIndex(
             slos, self.counters,
@@ -244,6 +245,7 @@ class Engine:
             self._touched.pop(p, None)
             self._provisional_at.pop(p, None)
             self._early.pop(p, None)
+            self._offset.pop(p, None)
         self.read.prune_provisional()
         self.revisions.drop(partitions)
         self.revisions.recover(partitions)
@@ -261,6 +263,7 @@ class Engine:
             self._touched.pop(p, None)
             self._provisional_at.pop(p, None)
             self._early.pop(p, None)
+            self._offset.pop(p, None)
         self.read.prune_provisional()
         self.revisions.drop(partitions)
         self.marks.drop(partitions)
@@ -319,6 +322,8 @@ class Engine:
         for key, value, message_offset in messages:
             if message_offset > res.max_offset:
                 res.max_offset = message_offset
+                if message_offset > self._offset.get(partition, -1):
+                    self._offset[partition] = message_offset
             recs.clear()
             before = len(rejected)
             parser.parse(key, value, message_offset, recs, rejected)
@@ -587,7 +592,8 @@ class Engine:
                 onset, ranked = suspects
                 alert = replace(make_alert(slo, ev, severity, AlertState.FIRING, started_at=at),
                                 suspects=tuple(ranked), burn_onset=onset, provisional=True, seen_at=round(seen_at, 3))
-                self.provisionals.open(dk, Provisional(partition, at, round(seen_at, 3), series, alert.suspects))
+                self.provisionals.open(dk, Provisional(partition, at, round(seen_at, 3), series, alert.suspects,
+                                                       offset=self._offset.get(partition, -1)))
                 res.durable.append(PROVISIONAL_PREFIX + dk)
                 self.read.provisional[series] = ev
                 res.provisional[Outcome.FIRED] += 1
@@ -603,18 +609,21 @@ class Engine:
 
     def _retract_orphans(self, partition: int, res: BatchResult) -> None:
         """Retract the open provisional alerts of ``partition`` whose series is gone (displaced by a new
-        series, or expired): no final evaluation of it will come to settle them."""
+        series, or expired): no final evaluation of it will come to settle them. Only once the partition's
+        meta record has passed the batch that opened one: before that (a takeover replaying that batch)
+        its series may simply not be counted again yet. An alert of an SLO no longer configured is left
+        alone, as its final alerts are."""
+        committed = self.meta(partition).offset
         gone = [(dk, p) for dk, p in self.provisionals.pending()
-                if p.partition == partition and not self.counters.has_series(p.series)]
+                if p.partition == partition and committed >= p.offset and not self.counters.has_series(p.series)]
         for dk, prov in gone:
             slo = self.slos.get(prov.series.split("|", 1)[0])
+            severity = None if slo is None else next(
+                (sev for sev, key in self.tracks.keys(prov.series, slo) if key == dk), None)
+            if slo is None or severity is None:
+                continue
             self.provisionals.settle(dk)
             res.provisional[Outcome.RETRACTED] += 1
-            if slo is None:
-                continue
-            severity = next((sev for sev, key in self.tracks.keys(prov.series, slo) if key == dk), None)
-            if severity is None:
-                continue
             at = max(prov.at, self.meta(partition).evaluated_to)
             ev = evaluate(slo, prov.series, at, {w: (0, 0) for w in slo.windows_s})
             retraction = make_alert(slo, ev, severity, AlertState.RESOLVED, started_at=prov.at)

@@ -59,15 +59,18 @@ class Provisional:
     seen_at: float
     series: str
     suspects: tuple[Suspect, ...] = ()
+    # The highest offset of the batch that opened it: until the partition's meta record has passed it,
+    # that batch may not be committed (a takeover replays it), and its series may not exist yet.
+    offset: int = -1
 
     def to_json(self) -> dict[str, Any]:
         return {"p": self.partition, "at": self.at, "seen_at": self.seen_at, "series": self.series,
-                "suspects": [s.to_json() for s in self.suspects]}
+                "suspects": [s.to_json() for s in self.suspects], "o": self.offset}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Provisional:
         return cls(partition=int(d["p"]), at=int(d["at"]), seen_at=float(d["seen_at"]), series=str(d["series"]),
-                   suspects=decode_suspects(d.get("suspects")))
+                   suspects=decode_suspects(d.get("suspects")), offset=int(d.get("o", -1)))
 
 
 class ProvisionalTracks:

@@ -364,3 +364,30 @@ def test_the_demo_counts_a_confirmed_provisional_page_as_one_page() -> None:
     assert raised([early, final, resolved, again]) == [early, again]
     retraction = alert(ts=int(ONSET + 60), state=AlertState.RESOLVED, provisional=True, reason="retracted")
     assert raised([early, retraction, final]) == [early, final]
+
+
+def test_a_takeover_does_not_retract_the_provisional_page_of_a_series_it_has_not_counted_again_yet() -> None:
+    """A batch creates a series and fires its provisional page; the worker dies before the batch commits.
+    The taker's first batch from the committed offset does not hold that series' records yet: the series'
+    absence is no displacement, and the page must wait for its final evaluation, not be retracted."""
+    store: dict[str, bytes] = {}
+    engine = Engine([pages_only()], store, EngineConfig(allowed_lateness_s=120))
+    live = history(engine)
+    committed = live.offset
+    t = float(ONSET)
+    healthy = (t, batch([record(t + j / 10) for j in range(10)]))
+    burst = (t, batch([record(t + 0.5, cluster="us-east-1", region="us-east", total=20_000, errors=20_000)]))
+    res = live.send([healthy, burst], commit=False)
+    assert [(a.provisional, a.dimensions.cluster) for a in res.alerts] == [(True, "us-east-1")]
+    taker = Engine([pages_only()], store, EngineConfig(allowed_lateness_s=120))
+    taker.assign({0})
+    after = Live(taker, offset=committed)
+    after.send([healthy])  # the series of the burst is not counted again yet
+    after.send([burst])
+    for i in range(1, 200):
+        s = ONSET + i
+        after.send([(float(s), batch([record(s + j / 10) for j in range(10)] + [
+            record(s + j / 10, cluster="us-east-1", region="us-east", errors=1) for j in range(10)]))])
+    east = [(a.provisional, a.state, a.reason) for _, a in after.pages() if a.dimensions.cluster == "us-east-1"]
+    assert east == [(False, AlertState.FIRING, None)], east
+    assert after.outcomes.get(Outcome.RETRACTED) is None and after.outcomes[Outcome.CONFIRMED] == 1
