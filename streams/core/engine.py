@@ -235,17 +235,8 @@ class Engine:
         """Take over ``partitions``: rebuild the index from the (recovered) store. Also the way to
         drop a partition's in-memory state after a failed batch (revoke, then assign)."""
         self.counters.recover(partitions)
-        self._open = None
-        for p in partitions:
-            self._due.pop(p, None)
-        self.tracks.forget(partitions)
-        self.provisionals.forget(partitions)
+        self._forget_batches(partitions)
         self.provisionals.recover(partitions)
-        for p in partitions:
-            self._touched.pop(p, None)
-            self._provisional_at.pop(p, None)
-            self._early.pop(p, None)
-            self._offset.pop(p, None)
         self.read.prune_provisional()
         self.revisions.drop(partitions)
         self.revisions.recover(partitions)
@@ -253,17 +244,8 @@ class Engine:
         self.series.recount()
 
     def revoke(self, partitions: set[int]) -> None:
-        self._open = None
-        for p in partitions:
-            self._due.pop(p, None)
+        self._forget_batches(partitions)
         self.counters.release(partitions)
-        self.tracks.forget(partitions)
-        self.provisionals.forget(partitions)
-        for p in partitions:
-            self._touched.pop(p, None)
-            self._provisional_at.pop(p, None)
-            self._early.pop(p, None)
-            self._offset.pop(p, None)
         self.read.prune_provisional()
         self.revisions.drop(partitions)
         self.marks.drop(partitions)
@@ -271,6 +253,19 @@ class Engine:
         for s in [s for s in last if not self.counters.has_series(s)]:
             del last[s]
         self.series.recount()
+
+    def _forget_batches(self, partitions: set[int]) -> None:
+        """Drop the in-memory work of ``partitions`` in progress: the batch under way, due evaluations,
+        pending track changes, provisional work (assign and revoke both start from the store)."""
+        self._open = None
+        self.tracks.forget(partitions)
+        self.provisionals.forget(partitions)
+        for p in partitions:
+            self._due.pop(p, None)
+            self._touched.pop(p, None)
+            self._provisional_at.pop(p, None)
+            self._early.pop(p, None)
+            self._offset.pop(p, None)
 
     def assigned(self) -> set[int]:
         return self.marks.assigned()

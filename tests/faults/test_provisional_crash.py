@@ -19,12 +19,12 @@ from typing import Any
 
 import orjson
 
-from streams.core.engine import Engine, EngineConfig
+from streams.core.engine import Engine
 from streams.core.notify import Delivered
 from streams.core.provisional import PROVISIONAL_PREFIX
 from streams.core.wire.alert import decode_alert
-from tests.faults.support import burn_scenario, run_seed, scenario_messages, specs
-from tests.faults.test_recovery_prefix import Changelog, _states
+from tests.faults.support import burn_scenario, run_seed, scenario_messages
+from tests.faults.test_recovery_prefix import Changelog, _states, engine
 
 P = 0
 
@@ -41,12 +41,6 @@ class Batch:
 class Run:
     batches: list[Batch] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
-
-
-def engine(store: dict[str, bytes]) -> Engine:
-    e = Engine(specs(), store, EngineConfig())
-    e.assign({P})
-    return e
 
 
 def newest(value: bytes) -> float:
